@@ -1,0 +1,5 @@
+import sys
+
+from aqsep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,307 @@
+"""Reading, writing, resampling and channel handling for audio files.
+
+Arrays are ``(channels, samples)`` float32 everywhere in aqsep. Files are read through
+libsndfile (``soundfile``: WAV, FLAC, OGG, MP3, AIFF, ...); other containers (MP4/M4A stems)
+are decoded with PyAV when it is installed. Writes are atomic: a temporary file in the
+destination folder, renamed over the final name only once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from aqsep.errors import AudioError, OutputError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a", ".mp4", ".aac")
+SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+
+
+def _check_info(path: Path, sample_rate: int, channels: int, frames: int) -> None:
+    if frames <= 0:
+        raise AudioError(f"{path}: holds no audio (zero-length)")
+    if channels <= 0:
+        raise AudioError(f"{path}: has no channels")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: unsupported sample rate {sample_rate} Hz")
+
+
+def check_finite(audio: np.ndarray, where: str) -> None:
+    """Refuse NaN or Inf samples: they would silently poison every chunk they touch."""
+    if not np.isfinite(audio).all():
+        bad = int((~np.isfinite(audio)).sum())
+        raise AudioError(f"{where}: contains {bad} NaN or infinite samples; fix or re-export the file")
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Sample rate, channels and length of a file, without decoding it all."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        info = sf.info(str(path))
+        sr, ch, frames = int(info.samplerate), int(info.channels), int(info.frames)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        audio, sr = _read_with_av(path)
+        ch, frames = audio.shape
+    _check_info(path, sr, ch, frames)
+    return AudioInfo(path, sr, ch, frames)
+
+
+def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
+    """Decode a container libsndfile does not read (MP4/M4A/AAC) with PyAV, if installed."""
+    try:
+        import av  # type: ignore[import-not-found]
+    except ImportError:
+        raise AudioError(
+            f"{path}: not a format libsndfile reads (wav, flac, ogg, mp3, aiff); "
+            "convert it, or `pip install av` to decode mp4/m4a/aac"
+        ) from None
+    try:
+        with av.open(str(path)) as container:
+            audio_streams = container.streams.audio
+            if not audio_streams:
+                raise AudioError(f"{path}: has no audio stream")
+            st = audio_streams[stream]
+            sr = int(st.rate)
+            blocks = []
+            for frame in container.decode(st):
+                arr = frame.to_ndarray()
+                if arr.ndim == 1 or frame.format.is_packed:
+                    arr = arr.reshape(-1, len(frame.layout.channels)).T
+                blocks.append(arr.astype(np.float32))
+    except AudioError:
+        raise
+    except Exception as err:  # PyAV raises many error types for broken input
+        raise AudioError(f"{path}: cannot be decoded ({type(err).__name__}: {err})") from None
+    if not blocks:
+        raise AudioError(f"{path}: holds no audio (zero-length)")
+    audio = np.concatenate(blocks, axis=1)
+    if np.issubdtype(audio.dtype, np.integer):
+        audio = audio / np.iinfo(audio.dtype).max
+    return np.ascontiguousarray(audio, dtype=np.float32), sr
+
+
+def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
+    """Read a file (or ``frames`` samples from ``start``) as ``(channels, samples)`` float32."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        audio = data.T
+    except sf.LibsndfileError as err:
+        if "Format not recognised" in str(err) or "unknown format" in str(err).lower():
+            audio, sr = _read_with_av(path)
+            stop = None if frames < 0 else start + frames
+            audio = audio[:, start:stop]
+        else:
+            raise AudioError(f"{path}: cannot be read: {err}") from None
+    except RuntimeError as err:
+        raise AudioError(f"{path}: cannot be read (truncated or corrupt?): {err}") from None
+    _check_info(path, int(sr), audio.shape[0], audio.shape[1] if start == 0 else max(audio.shape[1], 1))
+    check_finite(audio, str(path))
+    return np.ascontiguousarray(audio), int(sr)
+
+
+class AudioReader:
+    """Reads blocks of a file (or an in-memory array) by sample position, zero-padded past the end.
+
+    Keeps at most one block in memory, so a 60-minute file costs no more than a 30-second one
+    (formats that libsndfile cannot seek in are decoded whole once).
+    """
+
+    def __init__(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> None:
+        self._file: sf.SoundFile | None = None
+        self._array: np.ndarray | None = None
+        if isinstance(source, np.ndarray):
+            if sample_rate is None:
+                raise ValueError("sample_rate is required for array input")
+            self._array = as_2d(source)
+            self.sample_rate = int(sample_rate)
+            self.channels, self.frames = self._array.shape
+            self.name = "<array>"
+            _check_info(Path(self.name), self.sample_rate, self.channels, self.frames)
+            check_finite(self._array, "input audio")
+            return
+        path = Path(source)
+        self.name = str(path)
+        _check_exists(path)
+        try:
+            self._file = sf.SoundFile(str(path))
+            self.sample_rate, self.channels, self.frames = (
+                int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
+            if not self._file.seekable():
+                raise sf.LibsndfileError(0, "not seekable")
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._array, self.sample_rate = read_audio(path)
+            self.channels, self.frames = self._array.shape
+        _check_info(path, self.sample_rate, self.channels, self.frames)
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """``(channels, length)`` float32 from sample ``start``; zeros outside the file."""
+        out = np.zeros((self.channels, length), dtype=np.float32)
+        lo, hi = max(start, 0), min(start + length, self.frames)
+        if hi <= lo:
+            return out
+        if self._array is not None:
+            out[:, lo - start : hi - start] = self._array[:, lo:hi]
+        else:
+            assert self._file is not None
+            try:
+                self._file.seek(lo)
+                block = self._file.read(hi - lo, dtype="float32", always_2d=True).T
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioError(f"{self.name}: read failed at sample {lo} (truncated or corrupt?): {err}") from None
+            out[:, lo - start : lo - start + block.shape[1]] = block
+        check_finite(out, f"{self.name} (samples {lo}..{hi})")
+        return out
+
+    def blocks(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, self.frames, size):
+            yield self.read(start, min(size, self.frames - start))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def as_2d(audio: np.ndarray) -> np.ndarray:
+    """``(samples,)`` or ``(channels, samples)`` -> ``(channels, samples)`` float32 (a copy if needed)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        return audio[None, :]
+    if audio.ndim != 2:
+        raise AudioError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
+    if audio.shape[0] > audio.shape[1]:
+        raise AudioError(
+            f"audio of shape {audio.shape} looks like (samples, channels); pass (channels, samples)"
+        )
+    return audio
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """``(channels, samples)`` -> ``(samples,)``, the mean of the channels."""
+    return audio.mean(axis=0) if audio.shape[0] > 1 else audio[0]
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample ``(..., samples)`` float32 with soxr (high quality); a no-op at equal rates."""
+    if sr_in == sr_out:
+        return audio
+    shape = audio.shape
+    flat = audio.reshape(-1, shape[-1]).T  # soxr wants (samples, channels)
+    out = soxr.resample(np.ascontiguousarray(flat), sr_in, sr_out, quality="HQ")
+    return np.ascontiguousarray(out.T.reshape(*shape[:-1], -1), dtype=np.float32)
+
+
+class AtomicAudioWriter:
+    """Write an audio file block by block; it appears under its final name only when complete.
+
+    Use as a context manager: on any error (full disk, interruption) the temporary file is
+    removed and nothing is left under the final name.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int, *,
+                 bits: str = "16", fmt: str | None = None) -> None:
+        self.path = Path(path)
+        if bits not in SUBTYPES:
+            raise OutputError(f"unsupported --bits {bits!r}; choose one of {', '.join(SUBTYPES)}")
+        fmt = (fmt or self.path.suffix.lstrip(".") or "wav").upper()
+        if fmt not in ("WAV", "FLAC"):
+            raise OutputError(f"unsupported output format {fmt.lower()!r}; choose wav or flac")
+        if fmt == "FLAC" and bits == "32f":
+            raise OutputError("FLAC cannot store float samples; use --bits 16 or 24, or --format wav")
+        self.sample_rate, self.channels, self.subtype, self.format = sample_rate, channels, SUBTYPES[bits], fmt
+        self.clipped = 0
+        self._tmp: Path | None = None
+        self._file: sf.SoundFile | None = None
+
+    def __enter__(self) -> AtomicAudioWriter:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+            os.close(fd)
+        except OSError as err:
+            raise OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}") from None
+        self._tmp = Path(tmp)
+        self._file = sf.SoundFile(str(self._tmp), "w", samplerate=self.sample_rate,
+                                  channels=self.channels, subtype=self.subtype, format=self.format)
+        return self
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``(channels, samples)``; integer formats clamp to [-1, 1] and count clipped samples."""
+        assert self._file is not None, "use AtomicAudioWriter as a context manager"
+        if self.subtype != "FLOAT":
+            over = np.abs(block) > 1.0
+            if over.any():
+                self.clipped += int(over.sum())
+                block = np.clip(block, -1.0, 1.0)
+        try:
+            self._file.write(np.ascontiguousarray(block.T))
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            raise OutputError(f"writing {self.path} failed (disk full?): {err}") from None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._file is not None and self._tmp is not None
+        try:
+            self._file.close()
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            if exc_type is None:
+                exc_type = OutputError
+                exc = OutputError(f"writing {self.path} failed (disk full?): {err}")
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            if isinstance(exc, OutputError) and exc_type is OutputError and exc.__traceback__ is None:
+                raise exc
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, *, bits: str = "16",
+                fmt: str | None = None) -> int:
+    """Write ``(channels, samples)`` atomically; returns the number of clipped samples."""
+    audio = as_2d(audio)
+    with AtomicAudioWriter(path, sample_rate, audio.shape[0], bits=bits, fmt=fmt) as w:
+        w.write(audio)
+    return w.clipped

@@ -1,0 +1,51 @@
+"""`aqsep` command line: parse, call the library, print. Nothing else.
+
+Each subcommand lives in its own module of this package and exposes
+``add_parser(subparsers)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from aqsep.errors import AqsepError
+
+SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aqsep",
+        description=(
+            "Audio query-based music source separation: take one source out of a song, "
+            "chosen by an audio example, a class name, or a blend of the two."
+        ),
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"aqsep.cli.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AqsepError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"aqsep: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("aqsep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

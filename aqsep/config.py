@@ -1,0 +1,140 @@
+"""Hyperparameters as plain, JSON-safe dataclasses, with the two named presets.
+
+Every size of the network and its audio front-end comes from :class:`ModelConfig`; training
+settings from :class:`TrainConfig`. Both round-trip through ``to_dict``/``from_dict`` so that a
+released model stores them beside its weights (``config.json``).
+
+Values tagged [default] in docs/paper.md fill the paper's gaps: see that file for each choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The STFT front-end shared by training, inference and evaluation."""
+
+    sample_rate: int = 22050  # [inferred] poster spectrograms reach ~11 kHz
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_bins: int = 512  # the network sees bins 0..511; the Nyquist bin reuses bin 511's mask
+    segment_frames: int = 256  # ~2.97 s at 22.05 kHz, the paper's excerpt length [inferred]
+
+    @property
+    def segment_samples(self) -> int:
+        """Samples of one training excerpt / query window: exactly ``segment_frames`` STFT frames."""
+        return (self.segment_frames - 1) * self.hop_length
+
+    @property
+    def segment_seconds(self) -> float:
+        return self.segment_samples / self.sample_rate
+
+
+@dataclass(frozen=True)
+class QueryNetConfig:
+    """Query-net: 6 conv blocks, a bidirectional GRU, and linear maps to mu and log-variance."""
+
+    channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128)
+    kernel_size: int = 3
+    gru_hidden: int = 128  # per direction
+    latent_dim: int = 128
+
+
+@dataclass(frozen=True)
+class SeparatorConfig:
+    """U-Net separator in the style of Jansson et al. 2017, conditioned on z."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    kernel_size: int = 5
+    dropout: float = 0.5
+    dropout_layers: int = 3  # the first decoder blocks that use dropout
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    query: QueryNetConfig = field(default_factory=QueryNetConfig)
+    separator: SeparatorConfig = field(default_factory=SeparatorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(
+            audio=_build(AudioConfig, data.get("audio", {})),
+            query=_build(QueryNetConfig, data.get("query", {})),
+            separator=_build(SeparatorConfig, data.get("separator", {})),
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loss weights, optimiser and sampling settings (docs/paper.md sections 5 and 6)."""
+
+    lambda_rec: float = 1.0
+    lambda_kl: float = 0.01
+    lambda_latent: float = 0.5
+    latent_updates_query: bool = False  # BicycleGAN: L_latent updates the separator only
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    batch_size: int = 16
+    max_steps: int = 200_000
+    lr_decay_every: int = 50_000  # multiply the learning rate by lr_decay_gamma every N steps
+    lr_decay_gamma: float = 0.5
+    keep_prob: float = 0.5  # Bernoulli keep probability of each stem [paper]
+    gain_low: float = 0.25  # Uniform gain range [paper]
+    gain_high: float = 1.25
+    remix_prob: float = 0.0  # probability of drawing each stem from a random other track
+    silence_db: float = -50.0  # reject excerpts whose target RMS is below this (dBFS)
+    excerpts_per_epoch: int = 4000
+    valid_excerpts: int = 64
+    val_every: int = 1000
+    checkpoint_every: int = 500
+    num_workers: int = 2
+    precision: str = "32"  # Lightning precision, e.g. "bf16-mixed"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _build(cls, data)
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+# The paper's configuration, with docs/paper.md [default] values where the paper is silent.
+PAPER = ModelConfig()
+
+# Small enough that a useful model trains on 2 CPU cores in a few hours.
+CPU = ModelConfig(
+    query=QueryNetConfig(channels=(16, 16, 32, 32, 64, 64), gru_hidden=64, latent_dim=32),
+    separator=SeparatorConfig(channels=(8, 16, 32, 64, 128, 256)),
+)
+
+PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "cpu": CPU}
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "cpu": TrainConfig(batch_size=16, max_steps=30_000, lr=5e-4, lr_decay_every=10_000),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,188 @@
+"""Query-net, AdaIN, the U-Net Separator, and the QuerySeparator that wires them.
+
+Shapes: spectrogram tensors are ``(batch, 1, freq, frames)`` with ``freq = n_bins`` (512 by
+default). Both networks consume log1p magnitudes; the separator returns a sigmoid mask that
+the caller applies to the *linear* mixture magnitude (docs/paper.md sections 3 and 4).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aqsep.config import ModelConfig, QueryNetConfig, SeparatorConfig
+
+
+class Posterior(NamedTuple):
+    """Diagonal Gaussian q(z | query): mean and log-variance, each ``(batch, latent_dim)``."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised sample ``mu + sigma * eps`` (differentiable in mu and logvar)."""
+        eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu + torch.exp(0.5 * self.logvar) * eps
+
+
+class QueryNet(nn.Module):
+    """Encodes a query spectrogram into q(z | query) [paper: "6 CNN and GRU layer"].
+
+    Six blocks of Conv2d -> InstanceNorm2d -> LeakyReLU(0.2), stride (2, 2) on odd blocks and
+    (2, 1) on even ones; the remaining (channels x freq) per frame feed a bidirectional GRU whose
+    final states map linearly to mu and log-variance.
+    """
+
+    def __init__(self, config: QueryNetConfig, *, n_bins: int) -> None:
+        super().__init__()
+        assert len(config.channels) == 6, "the paper's Query-net has 6 conv layers"
+        blocks: list[nn.Module] = []
+        in_ch, freq = 1, n_bins
+        for i, out_ch in enumerate(config.channels):
+            stride = (2, 2) if i % 2 == 0 else (2, 1)
+            blocks += [
+                nn.Conv2d(in_ch, out_ch, config.kernel_size, stride=stride, padding=config.kernel_size // 2),
+                nn.InstanceNorm2d(out_ch, affine=True),
+                nn.LeakyReLU(0.2),
+            ]
+            in_ch, freq = out_ch, (freq + 1) // 2
+        self.convs = nn.Sequential(*blocks)
+        self.gru = nn.GRU(in_ch * freq, config.gru_hidden, batch_first=True, bidirectional=True)
+        self.to_mu = nn.Linear(2 * config.gru_hidden, config.latent_dim)
+        self.to_logvar = nn.Linear(2 * config.gru_hidden, config.latent_dim)
+
+    def forward(self, spec: torch.Tensor) -> Posterior:
+        """``(batch, 1, freq, frames)`` log1p magnitude -> :class:`Posterior`."""
+        h = self.convs(spec)  # (batch, channels, freq', frames')
+        h = h.flatten(1, 2).transpose(1, 2)  # (batch, frames', channels * freq')
+        _, last = self.gru(h)  # (2, batch, hidden): final state of each direction
+        summary = torch.cat([last[0], last[1]], dim=-1)
+        return Posterior(self.to_mu(summary), self.to_logvar(summary))
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance normalisation: ``gamma(z) * (h - mean) / std + beta(z)``.
+
+    Each decoder block has its own linear map from z to (gamma, beta), initialised so that
+    gamma = 1 and beta = 0 (the identity after normalisation).
+    """
+
+    def __init__(self, channels: int, latent_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.to_scale_bias = nn.Linear(latent_dim, 2 * channels)
+        nn.init.zeros_(self.to_scale_bias.weight)
+        with torch.no_grad():
+            self.to_scale_bias.bias.copy_(torch.cat([torch.ones(channels), torch.zeros(channels)]))
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.to_scale_bias(z).chunk(2, dim=-1)
+        return gamma[..., None, None] * self.norm(h) + beta[..., None, None]
+
+
+class UNetSeparator(nn.Module):
+    """U-Net that predicts a sigmoid mask for the mixture, conditioned on z in two ways:
+    z tiled over (freq, frames) and concatenated to the input channels, and AdaIN in every
+    decoder block [paper].
+    """
+
+    def __init__(self, config: SeparatorConfig, *, latent_dim: int) -> None:
+        super().__init__()
+        assert len(config.channels) == 6, "six encoder blocks, as in Jansson et al. 2017"
+        k, pad = config.kernel_size, config.kernel_size // 2
+        self.encoder = nn.ModuleList()
+        in_ch = 1 + latent_dim
+        for i, out_ch in enumerate(config.channels):
+            layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, k, stride=2, padding=pad)]
+            if i > 0:  # no normalisation on the first layer
+                layers.append(nn.InstanceNorm2d(out_ch, affine=True))
+            layers.append(nn.LeakyReLU(0.2))
+            self.encoder.append(nn.Sequential(*layers))
+            in_ch = out_ch
+        enc = config.channels
+        self.deconvs = nn.ModuleList()
+        self.adains = nn.ModuleList()
+        self.dropouts = nn.ModuleList()
+        for i, out_ch in enumerate(reversed(enc[:-1])):
+            in_ch = enc[-1] if i == 0 else 2 * enc[-1 - i]  # previous decoder output + skip
+            self.deconvs.append(
+                nn.ConvTranspose2d(in_ch, out_ch, k, stride=2, padding=pad, output_padding=1)
+            )
+            self.adains.append(AdaIN(out_ch, latent_dim))
+            drop = config.dropout if i < config.dropout_layers else 0.0
+            self.dropouts.append(nn.Dropout2d(drop) if drop > 0 else nn.Identity())
+        self.to_mask = nn.ConvTranspose2d(2 * enc[0], 1, k, stride=2, padding=pad, output_padding=1)
+        self.stride_product = 2 ** len(enc)
+
+    def forward(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Mask in [0, 1].
+
+        Args:
+            spec: ``(batch, 1, freq, frames)`` log1p mixture magnitude; ``freq`` and ``frames``
+                must be multiples of 64 (see :meth:`QuerySeparator.mask`, which pads).
+            z: ``(batch, latent_dim)``.
+        Returns:
+            ``(batch, 1, freq, frames)`` mask.
+        """
+        b, _, f, t = spec.shape
+        tiled = z[:, :, None, None].expand(b, z.shape[1], f, t)
+        h = torch.cat([spec, tiled.to(spec.dtype)], dim=1)
+        skips = []
+        for block in self.encoder:
+            h = block(h)
+            skips.append(h)
+        h = skips.pop()
+        for i, (deconv, adain, drop) in enumerate(zip(self.deconvs, self.adains, self.dropouts)):
+            if i > 0:
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = drop(F.relu(adain(deconv(h), z)))
+        h = torch.cat([h, skips.pop()], dim=1)
+        return torch.sigmoid(self.to_mask(h))
+
+
+class QuerySeparator(nn.Module):
+    """The whole model: Query-net Q and Separator S, with spectrogram-level helpers.
+
+    The networks never see waveforms; :mod:`aqsep.inference` handles STFT, chunking and
+    resampling, and :mod:`aqsep.train` the losses.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.query_net = QueryNet(config.query, n_bins=config.audio.n_bins)
+        self.separator = UNetSeparator(config.separator, latent_dim=config.query.latent_dim)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.query.latent_dim
+
+    def encode(self, magnitude: torch.Tensor) -> Posterior:
+        """Query magnitude ``(batch, bins, frames)`` (bins >= n_bins, linear) -> posterior."""
+        n_bins = self.config.audio.n_bins
+        return self.query_net(torch.log1p(magnitude[:, None, :n_bins]))
+
+    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Mixture magnitude ``(batch, bins, frames)`` -> mask of the same shape.
+
+        Frames are zero-padded to a multiple of 64 for the U-Net and cropped back; bins above
+        ``n_bins`` (the Nyquist bin) reuse the mask of the highest modelled bin.
+        """
+        n_bins = self.config.audio.n_bins
+        bins, frames = magnitude.shape[-2:]
+        step = self.separator.stride_product
+        pad = (-frames) % step
+        spec = torch.log1p(magnitude[:, None, :n_bins])
+        if pad:
+            spec = F.pad(spec, (0, pad))
+        m = self.separator(spec, z)[:, 0, :, :frames]
+        if bins > n_bins:
+            m = torch.cat([m, m[:, -1:].expand(-1, bins - n_bins, -1)], dim=1)
+        return m
+
+    def forward(self, mixture: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Estimated target magnitude: ``mask(mixture, z) * mixture``, ``(batch, bins, frames)``."""
+        return self.mask(mixture, z) * mixture

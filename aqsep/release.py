@@ -1,0 +1,172 @@
+"""Released models: a folder with ``model.safetensors``, ``config.json`` and ``classes.json``.
+
+``config.json`` holds everything needed to rebuild the network and its audio front-end (the
+:class:`~aqsep.config.ModelConfig` dict) and a format version; ``classes.json`` holds the mean
+latent of every class the model knows (``"separation without a query"``). Loading is strict
+(every weight present, no extra ones, shapes equal) and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from aqsep.config import ModelConfig
+from aqsep.errors import ModelError
+from aqsep.model import QuerySeparator
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CLASSES = "classes.json"
+BUNDLED_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "default"
+
+
+@dataclass
+class ClassLatent:
+    """Mean of mu over the non-silent training excerpts of one class."""
+
+    latent: list[float]
+    level: str = "coarse"  # "coarse" (vocals/drums/bass/other) or "fine" (hi-hat, piano, ...)
+    count: int = 0
+
+
+@dataclass
+class ReleasedModel:
+    model: QuerySeparator
+    classes: dict[str, ClassLatent] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def class_latent(self, name: str) -> torch.Tensor:
+        from aqsep.errors import QueryError
+
+        key = name.lower()
+        if key not in self.classes:
+            known = ", ".join(sorted(self.classes)) or "none"
+            raise QueryError(f"unknown class {name!r}; this model knows: {known}")
+        return torch.tensor(self.classes[key].latent, dtype=torch.float32)
+
+
+def save_model(
+    out_dir: str | Path,
+    model: QuerySeparator,
+    classes: dict[str, ClassLatent],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a released model folder atomically (temporary folder, then rename)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "metadata": metadata or {},
+    }
+    (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+    payload = {
+        name: {"latent": [round(float(x), 6) for x in c.latent], "level": c.level, "count": c.count}
+        for name, c in sorted(classes.items())
+    }
+    (tmp / CLASSES).write_text(json.dumps(payload, indent=1))
+    if out_dir.exists():
+        for child in out_dir.iterdir():
+            child.unlink()
+        out_dir.rmdir()
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """A model folder from a path, or a bundled model name (``None`` means the default)."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    path = Path(name_or_path)
+    if path.is_dir() or path.suffix == ".safetensors" or os.sep in str(name_or_path):
+        return path.parent if path.is_file() else path
+    bundled = BUNDLED_DIR / str(name_or_path)
+    if bundled.is_dir():
+        return bundled
+    known = sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG).exists()) if BUNDLED_DIR.is_dir() else []
+    raise ModelError(
+        f"no model folder or bundled model named {str(name_or_path)!r}; bundled: {', '.join(known) or 'none'}"
+    )
+
+
+def _check_not_pickle(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise ModelError(
+            f"{path} is a pickle/torch checkpoint, not safetensors; aqsep never unpickles model "
+            "files. Export it with `aqsep train --export` or convert it to safetensors."
+        )
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> ReleasedModel:
+    """Load a released model strictly. Raises :class:`ModelError` with a specific message."""
+    folder = resolve_model_path(name_or_path)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist")
+    weights, config_path, classes_path = folder / WEIGHTS, folder / CONFIG, folder / CLASSES
+    for p in (weights, config_path):
+        if not p.is_file():
+            raise ModelError(f"model folder {folder} has no {p.name}; a released model needs {WEIGHTS} and {CONFIG}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{config_path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise ModelError(f"{config_path} has no 'model' section")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{config_path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+        model = QuerySeparator(model_config)
+    except (ValueError, TypeError, AssertionError) as err:
+        raise ModelError(f"{config_path}: inconsistent model config: {err}") from None
+    _check_not_pickle(weights)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{weights} is not a valid safetensors file: {err}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ModelError(
+            f"{weights} does not match {config_path}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise ModelError(
+                f"{weights}: weight {key} has shape {tuple(tensor.shape)}, config expects {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    model.eval().to(device)
+    classes: dict[str, ClassLatent] = {}
+    if classes_path.is_file():
+        try:
+            raw = json.loads(classes_path.read_text())
+            classes = {k.lower(): ClassLatent(**v) for k, v in raw.items()}
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ModelError(f"{classes_path} is malformed: {err}") from None
+        for name, c in classes.items():
+            if len(c.latent) != model.latent_dim:
+                raise ModelError(
+                    f"{classes_path}: class {name!r} has a {len(c.latent)}-dim latent, model uses {model.latent_dim}"
+                )
+    return ReleasedModel(model=model, classes=classes, metadata=config.get("metadata", {}), path=folder)
