@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aqsep.audio import AtomicAudioWriter, AudioReader, as_2d
-from aqsep.errors import QueryError
+from aqsep.errors import OutputError, QueryError
 from aqsep.inference import Latent, Progress, separate_stream
 from aqsep.query import LatentAverager, encode_reader, slerp
 from aqsep.release import ReleasedModel, load_model
@@ -38,6 +38,20 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def track_outputs(path: str | Path, out_dir: str | Path, *, name: str = "target", residual: bool = False,
+                  ext: str = "wav") -> tuple[str, dict[str, Path]]:
+    """The track name of an input file and the paths :meth:`Separator.separate_file` writes for it."""
+    path = Path(path)
+    if residual and name == "rest":
+        raise OutputError("the output name 'rest' is taken by the residual; choose another name")
+    track = path.name.split(".")[0] if path.name.endswith(".stem.mp4") else path.stem
+    folder = Path(out_dir) / track
+    outputs = {name: folder / f"{name}.{ext}"}
+    if residual:
+        outputs["rest"] = folder / f"rest.{ext}"
+    return track, outputs
 
 
 @dataclass
@@ -157,12 +171,7 @@ class Separator:
 
         A track whose outputs all exist is skipped unless ``force``.
         """
-        path = Path(path)
-        track = path.name.split(".")[0] if path.name.endswith(".stem.mp4") else path.stem
-        folder = Path(out_dir) / track
-        outputs = {name: folder / f"{name}.{ext}"}
-        if residual:
-            outputs["rest"] = folder / f"rest.{ext}"
+        track, outputs = track_outputs(path, out_dir, name=name, residual=residual, ext=ext)
         if not force and all(p.exists() for p in outputs.values()):
             return SeparatedFile(track, outputs, skipped=True)
         with contextlib.ExitStack() as stack:
@@ -190,4 +199,4 @@ def _reader(source: QuerySource):
         reader.close()
 
 
-__all__ = ["Separator", "SeparatedFile", "pick_device", "Callable"]
+__all__ = ["Separator", "SeparatedFile", "pick_device", "track_outputs", "Callable"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", "
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64  # more "channels" than this means the array is (samples, channels)
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,22 @@ def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
             sr = int(st.rate)
             blocks = []
             for frame in container.decode(st):
-                arr = frame.to_ndarray()
+                arr: np.ndarray = frame.to_ndarray()
                 if arr.ndim == 1 or frame.format.is_packed:
                     arr = arr.reshape(-1, len(frame.layout.channels)).T
+                if np.issubdtype(arr.dtype, np.signedinteger):  # PCM/ALAC decode to integers
+                    arr = arr / -float(np.iinfo(arr.dtype).min)
+                elif np.issubdtype(arr.dtype, np.unsignedinteger):
+                    half = (np.iinfo(arr.dtype).max + 1) / 2
+                    arr = (arr - half) / half
                 blocks.append(arr.astype(np.float32))
     except AudioError:
         raise
     except Exception as err:  # PyAV raises many error types for broken input
-        raise AudioError(f"{path}: cannot be decoded ({type(err).__name__}: {err})") from None
+        raise AudioError(f"{path}: not audio, or corrupt: cannot be decoded ({type(err).__name__}: {err})") from None
     if not blocks:
         raise AudioError(f"{path}: holds no audio (zero-length)")
     audio = np.concatenate(blocks, axis=1)
-    if np.issubdtype(audio.dtype, np.integer):
-        audio = audio / np.iinfo(audio.dtype).max
     return np.ascontiguousarray(audio, dtype=np.float32), sr
 
 
@@ -125,7 +131,7 @@ def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[n
             stop = None if frames < 0 else start + frames
             audio = audio[:, start:stop]
         else:
-            raise AudioError(f"{path}: cannot be read: {err}") from None
+            raise AudioError(f"{path}: cannot be read (truncated, corrupt or not audio): {err}") from None
     except RuntimeError as err:
         raise AudioError(f"{path}: cannot be read (truncated or corrupt?): {err}") from None
     _check_info(path, int(sr), audio.shape[0], audio.shape[1] if start == 0 else max(audio.shape[1], 1))
@@ -185,7 +191,13 @@ class AudioReader:
                 block = self._file.read(hi - lo, dtype="float32", always_2d=True).T
             except (sf.LibsndfileError, RuntimeError) as err:
                 raise AudioError(f"{self.name}: read failed at sample {lo} (truncated or corrupt?): {err}") from None
-            out[:, lo - start : lo - start + block.shape[1]] = block
+            if block.shape[1] < hi - lo:  # the header promised more audio than the file holds
+                raise AudioError(
+                    f"{self.name}: audio stops at {(lo + block.shape[1]) / self.sample_rate:.2f} s of the "
+                    f"{self.frames / self.sample_rate:.2f} s its header announces: the file is truncated or "
+                    "corrupt; re-download or re-export it"
+                )
+            out[:, lo - start : hi - start] = block
         check_finite(out, f"{self.name} (samples {lo}..{hi})")
         return out
 
@@ -212,7 +224,7 @@ def as_2d(audio: np.ndarray) -> np.ndarray:
         return audio[None, :]
     if audio.ndim != 2:
         raise AudioError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
-    if audio.shape[0] > audio.shape[1]:
+    if audio.shape[0] > max(audio.shape[1], MAX_CHANNELS):
         raise AudioError(
             f"audio of shape {audio.shape} looks like (samples, channels); pass (channels, samples)"
         )
@@ -232,6 +244,41 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     flat = audio.reshape(-1, shape[-1]).T  # soxr wants (samples, channels)
     out = soxr.resample(np.ascontiguousarray(flat), sr_in, sr_out, quality="HQ")
     return np.ascontiguousarray(out.T.reshape(*shape[:-1], -1), dtype=np.float32)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Remove temporary files that writers of ``path`` left behind when killed on this machine.
+
+    A temporary name holds the host and process id of its writer; it is stale when that process
+    no longer runs. Temporaries of running writers (a concurrent run) are left alone.
+    """
+    if os.name != "posix":  # no cheap, safe liveness check: leave them (they are hidden files)
+        return 0
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{_HOST}-(\d+)-\w+\.part")
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed += 1
+    return removed
 
 
 class AtomicAudioWriter:
@@ -259,13 +306,19 @@ class AtomicAudioWriter:
     def __enter__(self) -> AtomicAudioWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+            remove_stale_temps(self.path)
+            prefix = f".{self.path.name}.{_HOST}-{os.getpid()}-"
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=self.path.parent)
             os.close(fd)
         except OSError as err:
             raise OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}") from None
         self._tmp = Path(tmp)
-        self._file = sf.SoundFile(str(self._tmp), "w", samplerate=self.sample_rate,
-                                  channels=self.channels, subtype=self.subtype, format=self.format)
+        try:
+            self._file = sf.SoundFile(str(self._tmp), "w", samplerate=self.sample_rate,
+                                      channels=self.channels, subtype=self.subtype, format=self.format)
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            self._tmp.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {self.path}: {err}") from None
         return self
 
     def write(self, block: np.ndarray) -> None:
@@ -290,7 +343,12 @@ class AtomicAudioWriter:
                 exc_type = OutputError
                 exc = OutputError(f"writing {self.path} failed (disk full?): {err}")
         if exc_type is None:
-            os.replace(self._tmp, self.path)
+            try:
+                os.chmod(self._tmp, 0o666 & ~_UMASK)  # mkstemp made it private (0600)
+                os.replace(self._tmp, self.path)
+            except OSError as err:
+                self._tmp.unlink(missing_ok=True)
+                raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
         else:
             with contextlib.suppress(OSError):
                 self._tmp.unlink()

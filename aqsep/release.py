@@ -91,7 +91,13 @@ def save_model(
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
     """A model folder from a path, or a bundled model name (``None`` means the default)."""
     if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
+        bundled = BUNDLED_DIR / DEFAULT_MODEL
+        if not bundled.is_dir():
+            raise ModelError(
+                f"the bundled default model is not installed (expected in {bundled}); "
+                "pass a released model folder instead (--model PATH)"
+            )
+        return bundled
     path = Path(name_or_path)
     if path.is_dir() or path.suffix == ".safetensors" or os.sep in str(name_or_path):
         return path.parent if path.is_file() else path
@@ -106,12 +112,18 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
 
 def _check_not_pickle(path: Path) -> None:
     with open(path, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(9)
+    # safetensors: a little-endian u64 header length, then the JSON header. Its first byte can be
+    # 0x80 (a header of 384 bytes...), so look at the structure before the pickle magic.
+    header_len = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:] == b"{" and 0 < header_len <= path.stat().st_size - 8:
+        return
     if head[:1] == b"\x80" or head[:2] == b"PK":
         raise ModelError(
             f"{path} is a pickle/torch checkpoint, not safetensors; aqsep never unpickles model "
             "files. Export it with `aqsep train --export` or convert it to safetensors."
         )
+    raise ModelError(f"{path} is not a safetensors file; a released model stores its weights as safetensors")
 
 
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> ReleasedModel:

@@ -10,14 +10,22 @@ import argparse
 import importlib
 import sys
 import traceback
+from typing import NoReturn
 
 from aqsep.errors import AqsepError
 
 SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors as one line, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"aqsep: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aqsep",
         description=(
             "Audio query-based music source separation: take one source out of a song, "
@@ -27,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"aqsep.cli.{name}")
+        try:
+            module = importlib.import_module(f"aqsep.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"aqsep.cli.{name}":
+                raise
+            continue  # a subcommand this build does not include
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,354 @@
+"""`aqsep separate`: take one source out of songs, chosen by a query clip, a time range or a class."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import re
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from aqsep.api import Separator, track_outputs
+from aqsep.audio import AUDIO_EXTENSIONS
+from aqsep.errors import AqsepError, AudioError, OutputError, QueryError
+
+EPILOG = """\
+queries (exactly one of):
+  --query CLIP [CLIP ...]   audio examples of the sound to extract; several clips are
+                            averaged in latent space
+  --query-range RANGE       a time range of each input itself where the sound plays
+                            alone (each input gets its own query)
+  --target CLASS            a class the model knows (its stored mean latent), e.g. drums
+
+time ranges (--query-range):
+  START-END    each side in seconds (65.5) or clock time (1:05.5, 1:02:03)
+  START:END    seconds only (65.5:80); a clock time needs the START-END form
+  a side may be left empty: "-0:30" or ":30" (from the start), "1:00-" or "60:" (to the end)
+
+examples:
+  aqsep separate song.wav --target vocals
+  aqsep separate song.flac --query hihat.wav -o stems/ --residual
+  aqsep separate album/ "live/*.mp3" --query-range 1:05-1:20 --name guitar
+  aqsep separate song.wav --target drums --blend bass:0.3 --refine 2
+  aqsep separate song.wav --query a.wav b.wav --format flac --bits 24 --force
+
+Outputs go to OUTDIR/<track>/<name>.<ext> (and rest.<ext> with --residual) at the input's
+sample rate and channel count. Tracks whose outputs exist are skipped unless --force.
+Put --query after the inputs, or end its list with "--" (aqsep separate --query a.wav -- song.wav).
+"""
+
+_SECONDS = r"\d+(?:\.\d*)?|\.\d+"
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d{2}(?:\.\d*)?)")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """A range in seconds; ``end`` None means the end of the input."""
+
+    start: float
+    end: float | None
+
+    def __str__(self) -> str:
+        return f"{self.start}-{'' if self.end is None else self.end}"
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Slerp towards ``other`` (a class name or an audio file) by ``alpha`` in [0, 1]."""
+
+    other: str
+    alpha: float
+
+
+def parse_time(text: str, *, clock: bool = True) -> float:
+    """Seconds from ``"65.5"``, or (with ``clock``) ``"1:05.5"`` / ``"1:01:05"``."""
+    text = text.strip()
+    if re.fullmatch(_SECONDS, text):
+        return float(text)
+    match = _CLOCK.fullmatch(text) if clock else None
+    if match is None:
+        form = "seconds (65.5) or m:ss / h:mm:ss" if clock else "seconds (65.5)"
+        raise argparse.ArgumentTypeError(f"bad time {text!r}: use {form}")
+    hours, minutes, seconds = int(match.group(1) or 0), int(match.group(2)), float(match.group(3))
+    if seconds >= 60 or (match.group(1) is not None and minutes >= 60):
+        raise argparse.ArgumentTypeError(f"bad clock time {text!r}: minutes and seconds must be below 60")
+    return 3600 * hours + 60 * minutes + seconds
+
+
+def parse_range(text: str) -> TimeRange:
+    """``START-END`` (seconds or clock times) or ``START:END`` (seconds); either side may be empty."""
+    if "-" in text:
+        parts, clock = text.split("-"), True
+    else:
+        parts, clock = text.split(":"), False
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(
+            f"bad range {text!r}: write START-END (e.g. 1:05-1:20 or 65-80) or START:END in seconds (65:80)"
+        )
+    if not parts[0].strip() and not parts[1].strip():
+        raise argparse.ArgumentTypeError(f"bad range {text!r}: give a START, an END or both")
+    start = parse_time(parts[0], clock=clock) if parts[0].strip() else 0.0
+    end = parse_time(parts[1], clock=clock) if parts[1].strip() else None
+    if end is not None and end <= start:
+        raise argparse.ArgumentTypeError(f"bad range {text!r}: the end must come after the start")
+    return TimeRange(start, end)
+
+
+def parse_blend(text: str) -> Blend:
+    """``OTHER:ALPHA``: OTHER is a class name or an audio file, ALPHA in [0, 1]."""
+    other, sep, alpha_text = text.rpartition(":")
+    if not sep or not other:
+        raise argparse.ArgumentTypeError(f"bad blend {text!r}: write OTHER:ALPHA, e.g. bass:0.3 or clip.wav:0.5")
+    try:
+        alpha = float(alpha_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad blend weight {alpha_text!r}: a number in [0, 1]") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise argparse.ArgumentTypeError(f"bad blend weight {alpha_text!r}: must be in [0, 1]")
+    return Blend(other, alpha)
+
+
+def expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Files as given; folders as the audio files inside them (sorted); glob patterns expanded.
+
+    The result keeps the order of ``items`` and holds each file once.
+    """
+    found: list[Path] = []
+    for item in items:
+        if glob.has_magic(item) and not Path(item).exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise AudioError(f"{item}: no file matches this pattern")
+        else:
+            matches = [item]
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                                and p.suffix.lower() in AUDIO_EXTENSIONS)
+                if not inside and not glob.has_magic(item):
+                    raise AudioError(f"{path}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+                found.extend(inside)
+            elif path.exists():
+                found.append(path)
+            else:
+                raise AudioError(f"{path}: no such file")
+    if not found:
+        raise AudioError(f"no audio files found in {', '.join(items)}")
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _refine_steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _segment(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0.1:
+        raise argparse.ArgumentTypeError(f"must be at least 0.1 s, got {text}")
+    return value
+
+
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _name(text: str) -> str:
+    if not text or text.startswith(".") or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"bad output name {text!r}: a plain file name without extension")
+    return text
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "separate",
+        help="separate one source out of songs (by query clip, time range or class)",
+        description=(
+            "Separate one source out of each INPUT: the part that sounds like the query clips,\n"
+            "like a time range of the input itself, or like a class the model knows."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio files, folders (the audio files inside) or glob patterns")
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query", nargs="+", action="extend", metavar="CLIP",
+                       help="audio clip(s) of the sound to extract, averaged in latent space")
+    query.add_argument("--query-range", type=parse_range, metavar="RANGE",
+                       help="a time range of each input used as its own query (see below)")
+    query.add_argument("--target", metavar="CLASS", help="a class the model knows, e.g. vocals or drums")
+    parser.add_argument("--model", metavar="PATH",
+                        help="released model folder or bundled model name (default: the bundled model)")
+    parser.add_argument("--blend", type=parse_blend, metavar="OTHER:ALPHA",
+                        help="slerp the query latent towards OTHER (a class or an audio file) by ALPHA in [0, 1]")
+    parser.add_argument("--refine", type=_refine_steps, default=0, metavar="N",
+                        help="iterative refinement: re-encode the estimate as the query N times (default 0)")
+    parser.add_argument("--residual", action="store_true", help="also write rest.<ext> (the input minus the estimate)")
+    parser.add_argument("-o", "--out", default="separated", metavar="OUTDIR",
+                        help="output folder (default: ./separated)")
+    parser.add_argument("--name", type=_name, metavar="NAME",
+                        help="output file name (default: the class name, or 'target' for a query)")
+    parser.add_argument("--segment", type=_segment, metavar="S",
+                        help="chunk length in seconds (default: the model's excerpt length)")
+    parser.add_argument("--overlap", type=_overlap, default=0.25, metavar="R",
+                        help="fraction of each chunk shared with the next, in [0, 1) (default 0.25)")
+    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="B",
+                        help="chunks per forward pass; lower it if memory runs short (default 4)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="where the network runs (default: auto, a GPU if there is one)")
+    parser.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
+    parser.add_argument("--bits", choices=("16", "24", "32f"), default="16",
+                        help="output sample format: 16 or 24-bit integer, or 32-bit float (default 16)")
+    parser.add_argument("--force", action="store_true", help="redo tracks whose outputs already exist")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors")
+    parser.set_defaults(func=run)
+
+
+class _ProgressBar:
+    """One tqdm bar per track, counting chunks over every pass (refinement passes included)."""
+
+    def __init__(self, track: str, passes: int, enabled: bool) -> None:
+        self.track, self.passes, self.enabled = track, passes, enabled
+        self.bar: tqdm | None = None
+        self.offset = self.last = 0
+        self.seconds = 0.0
+
+    def __call__(self, info: dict) -> None:
+        done, total = int(info["done"]), int(info["total"])
+        self.seconds = max(self.seconds, float(info.get("seconds", 0.0)))
+        if done <= self.last:  # a new pass over the track (done grows within a pass)
+            self.offset += self.last
+        self.last = done
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total * self.passes, desc=self.track, unit="chunk", leave=False,
+                            file=sys.stderr, dynamic_ncols=True)
+        self.bar.n = self.offset + done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _other_latent(sep: Separator, other: str) -> torch.Tensor:
+    path = Path(other)
+    if path.is_file():
+        return sep.query_latent([path])
+    if path.suffix.lower() in AUDIO_EXTENSIONS or "/" in other or "\\" in other:
+        raise AudioError(f"--blend: {other}: no such file")
+    return sep.class_latent(other)
+
+
+def run(args: argparse.Namespace) -> int:
+    ext, debug = args.format, getattr(args, "debug", False)
+    if ext == "flac" and args.bits == "32f":
+        raise OutputError("FLAC cannot store float samples; use --bits 16 or 24, or --format wav")
+    name = args.name or (args.target.lower() if args.target else "target")
+    if args.residual and name == "rest":
+        raise OutputError("the output name 'rest' is taken by --residual; choose another --name")
+    inputs = expand_inputs(args.inputs)
+    tracks: dict[str, Path] = {}
+    for path in inputs:
+        track, _ = track_outputs(path, args.out, name=name, ext=ext)
+        if track in tracks:
+            raise OutputError(
+                f"{tracks[track]} and {path} would both be written to {Path(args.out) / track}; "
+                "rename one or separate them into different --out folders"
+            )
+        tracks[track] = path
+
+    sep = Separator(args.model, device=args.device, segment=args.segment, overlap=args.overlap,
+                    batch_size=args.batch_size)
+    if args.target:
+        base: torch.Tensor | None = sep.class_latent(args.target)
+    elif args.query:
+        base = sep.query_latent([Path(q) for q in args.query])
+    else:
+        base = None
+    other = _other_latent(sep, args.blend.other) if args.blend else None
+
+    failed = 0
+    for track, path in tracks.items():
+        _, outputs = track_outputs(path, args.out, name=name, residual=args.residual, ext=ext)
+        if not args.force and all(p.exists() for p in outputs.values()):
+            if not args.quiet:
+                print(f"{track}: skipped, {', '.join(p.name for p in outputs.values())} already in "
+                      f"{outputs[name].parent} (--force redoes it)")
+            continue
+        bar = _ProgressBar(track, passes=1 + args.refine, enabled=not args.quiet)
+        sep.progress = bar
+        began = time.perf_counter()
+        try:
+            if base is None:
+                r = args.query_range
+                latent = sep.range_latent(path, r.start, r.end)
+            else:
+                latent = base
+            if other is not None:
+                latent = sep.blend(latent, other, args.blend.alpha)
+            if args.refine:
+                latent = sep.refine(path, latent, args.refine)
+            result = sep.separate_file(path, args.out, latent, name=name, residual=args.residual,
+                                       ext=ext, bits=args.bits, force=True)
+        except AqsepError as err:
+            bar.close()  # before the message, which would otherwise land on the bar's line
+            if len(tracks) == 1:
+                raise
+            if debug:
+                traceback.print_exc()
+            print(f"aqsep: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        finally:
+            sep.progress = None
+            bar.close()
+        if not args.quiet:
+            elapsed = time.perf_counter() - began
+            speed = f", {bar.seconds / elapsed:.1f}x real time" if elapsed > 0 and bar.seconds else ""
+            clipped = f"; {result.clipped} samples clipped to [-1, 1]" if result.clipped else ""
+            written = ", ".join(p.name for p in result.outputs.values())
+            print(f"{track}: {written} -> {outputs[name].parent} "
+                  f"({bar.seconds:.1f} s of audio in {elapsed:.1f} s{speed}){clipped}")
+    if failed:
+        return QueryError.exit_code
+    return 0

@@ -1,0 +1,261 @@
+"""`aqsep separate` end to end, on a tiny random-weight model and generated audio."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import make_audio, subprocess_env, write_file
+
+from aqsep.cli import SUBCOMMANDS
+
+
+@pytest.fixture
+def song(tmp_path):
+    """A stereo 48 kHz song of 1.5 s."""
+    return write_file(tmp_path / "songs" / "song.wav", make_audio(1.5, 48000, 2), 48000)
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """A mono 22.05 kHz query clip of 0.8 s."""
+    return write_file(tmp_path / "clip.wav", make_audio(0.8, 22050, 1, seed=5), 22050)
+
+
+def assert_like(path, reference, subtype="PCM_16"):
+    """``path`` has the length, rate and channel count of ``reference``."""
+    out, ref = sf.info(str(path)), sf.info(str(reference))
+    assert (out.frames, out.samplerate, out.channels) == (ref.frames, ref.samplerate, ref.channels)
+    assert out.subtype == subtype
+
+
+def test_query_file_writes_same_length_rate_and_channels_then_skips_then_forces(cli, tmp_path, song, clip,
+                                                                               tiny_model_dir):
+    out = tmp_path / "out"
+    args = ["separate", song, "--query", clip, "--model", tiny_model_dir, "-o", out]
+    first = cli(*args)
+    assert first.code == 0, first.err
+    target = out / "song" / "target.wav"
+    assert_like(target, song)
+    assert "song: target.wav" in first.out
+    stamp = target.stat().st_mtime_ns
+
+    second = cli(*args)
+    assert second.code == 0 and "skipped" in second.out
+    assert target.stat().st_mtime_ns == stamp
+
+    third = cli(*args, "--force")
+    assert third.code == 0 and "skipped" not in third.out
+    assert target.stat().st_mtime_ns != stamp
+    assert_like(target, song)
+    assert not list((out / "song").glob(".*.part"))
+
+
+def test_target_with_residual_sums_to_the_input(cli, tmp_path, song, tiny_model_dir):
+    out = tmp_path / "out"
+    res = cli("separate", song, "--target", "Drums", "--residual", "--bits", "32f", "--model", tiny_model_dir,
+              "-o", out)
+    assert res.code == 0, res.err
+    drums, sr = sf.read(str(out / "song" / "drums.wav"), always_2d=True)
+    rest, _ = sf.read(str(out / "song" / "rest.wav"), always_2d=True)
+    mix, _ = sf.read(str(song), always_2d=True)
+    assert sr == 48000 and drums.shape == mix.shape
+    assert np.abs(drums + rest - mix).max() < 1e-5
+    assert sf.info(str(out / "song" / "drums.wav")).subtype == "FLOAT"
+
+
+@pytest.mark.parametrize("query_range", ["0.2-1:00", "0.2:1.0", "-0:01", "0.5:"])
+def test_query_range_of_the_input_itself(cli, tmp_path, song, tiny_model_dir, query_range):
+    out = tmp_path / "out"
+    res = cli("separate", song, f"--query-range={query_range}", "--model", tiny_model_dir, "-o", out, "-q")
+    assert res.code == 0, res.err
+    assert res.out == ""
+    assert_like(out / "song" / "target.wav", song)
+
+
+def test_query_range_past_the_end_is_a_clear_error(cli, song, tiny_model_dir):
+    line = cli("separate", song, "--query-range", "5-6", "--model", tiny_model_dir).one_line_error()
+    assert "starts at 5.00 s" in line and "lasts 1.50 s" in line
+
+
+@pytest.mark.parametrize("other", ["bass", "clip"])
+def test_blend_with_a_class_or_a_file(cli, tmp_path, song, clip, tiny_model_dir, other):
+    out = tmp_path / "out"
+    other = str(clip) if other == "clip" else other
+    res = cli("separate", song, "--target", "vocals", "--blend", f"{other}:0.3", "--model", tiny_model_dir,
+              "-o", out)
+    assert res.code == 0, res.err
+    assert_like(out / "song" / "vocals.wav", song)
+
+
+def test_blend_changes_the_output_and_alpha_zero_does_not(cli, tmp_path, song, tiny_model_dir):
+    def run(*extra):
+        folder = tmp_path / f"out{len(extra)}{extra[-1] if extra else ''}"
+        assert cli("separate", song, "--target", "vocals", "--bits", "32f", "--model", tiny_model_dir, "-o",
+                   folder, *extra).code == 0
+        return sf.read(str(folder / "song" / "vocals.wav"))[0]
+
+    plain = run()
+    np.testing.assert_allclose(run("--blend", "drums:0"), plain, atol=1e-6)
+    assert np.abs(run("--blend", "drums:1") - plain).max() > 1e-4
+
+
+def test_blend_with_an_unknown_class_or_missing_file(cli, song, tiny_model_dir):
+    line = cli("separate", song, "--target", "vocals", "--blend", "piano:0.5",
+               "--model", tiny_model_dir).one_line_error()
+    assert "piano" in line and "bass, drums, other, vocals" in line
+    line = cli("separate", song, "--target", "vocals", "--blend", "nothere.wav:0.5",
+               "--model", tiny_model_dir).one_line_error()
+    assert "nothere.wav: no such file" in line
+
+
+def test_refine(cli, tmp_path, song, clip, tiny_model_dir):
+    out = tmp_path / "out"
+    res = cli("separate", song, "--query", clip, "--refine", "2", "--bits", "32f", "--model", tiny_model_dir,
+              "-o", out)
+    assert res.code == 0, res.err
+    assert_like(out / "song" / "target.wav", song, subtype="FLOAT")
+    plain = tmp_path / "plain"
+    assert cli("separate", song, "--query", clip, "--bits", "32f", "--model", tiny_model_dir, "-o", plain).code == 0
+    refined = sf.read(str(out / "song" / "target.wav"))[0]
+    assert np.abs(refined - sf.read(str(plain / "song" / "target.wav"))[0]).max() > 1e-6
+
+
+def test_flac_24_bit_and_name(cli, tmp_path, song, clip, tiny_model_dir):
+    out = tmp_path / "out"
+    res = cli("separate", song, "--query", clip, "--format", "flac", "--bits", "24", "--name", "hihat",
+              "--residual", "--model", tiny_model_dir, "-o", out)
+    assert res.code == 0, res.err
+    assert_like(out / "song" / "hihat.flac", song, subtype="PCM_24")
+    assert_like(out / "song" / "rest.flac", song, subtype="PCM_24")
+
+
+def test_flac_float_is_refused_before_any_work(cli, song, tiny_model_dir):
+    line = cli("separate", song, "--target", "drums", "--format", "flac", "--bits", "32f",
+               "--model", tiny_model_dir).one_line_error()
+    assert "FLAC cannot store float" in line
+
+
+def test_folders_and_globs(cli, tmp_path, tiny_model_dir, monkeypatch):
+    album = tmp_path / "album"
+    write_file(album / "b.flac", make_audio(0.5, 44100, 2, seed=1), 44100)
+    write_file(album / "a.wav", make_audio(0.4, 22050, 1, seed=2), 22050)
+    (album / "notes.txt").write_text("not audio, ignored inside a folder")
+    (album / ".hidden.wav").write_bytes(b"")
+    write_file(tmp_path / "live" / "c.wav", make_audio(0.3, 8000, 6, seed=3), 8000)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    res = cli("separate", "album", "live/*.wav", "album/a.wav", "--target", "bass", "--model", tiny_model_dir,
+              "-o", out)
+    assert res.code == 0, res.err
+    assert [line.split(":")[0] for line in res.out.splitlines()] == ["a", "b", "c"]  # each file once
+    assert_like(out / "a" / "bass.wav", album / "a.wav")
+    assert_like(out / "b" / "bass.wav", album / "b.flac")
+    assert_like(out / "c" / "bass.wav", tmp_path / "live" / "c.wav")
+
+
+def test_glob_without_matches_and_empty_folder(cli, tmp_path, tiny_model_dir):
+    (tmp_path / "empty").mkdir()
+    line = cli("separate", str(tmp_path / "*.mp3"), "--target", "bass", "--model", tiny_model_dir).one_line_error()
+    assert "no file matches" in line
+    line = cli("separate", tmp_path / "empty", "--target", "bass", "--model", tiny_model_dir).one_line_error()
+    assert "holds no audio files" in line
+
+
+def test_two_inputs_with_the_same_track_name_are_refused(cli, tmp_path, tiny_model_dir):
+    a = write_file(tmp_path / "x" / "song.wav", make_audio(0.3, 8000, 1), 8000)
+    b = write_file(tmp_path / "y" / "song.flac", make_audio(0.3, 8000, 1), 8000)
+    line = cli("separate", a, b, "--target", "bass", "--model", tiny_model_dir).one_line_error()
+    assert "would both be written to" in line
+
+
+def test_one_bad_track_does_not_stop_the_others(cli, tmp_path, tiny_model_dir):
+    good = write_file(tmp_path / "good.wav", make_audio(0.3, 8000, 1), 8000)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"")
+    res = cli("separate", bad, good, "--target", "bass", "--model", tiny_model_dir, "-o", tmp_path / "out", "-q")
+    assert res.code == 2
+    assert res.err.strip().splitlines() == [f"aqsep: error: {bad}: empty file (0 bytes)"]
+    assert (tmp_path / "out" / "good" / "bass.wav").is_file()
+
+
+def test_usage_errors_are_one_line(cli, song, tiny_model_dir):
+    assert "one of the arguments --query --query-range --target is required" in cli(
+        "separate", song, "--model", tiny_model_dir).one_line_error()
+    assert "not allowed with argument" in cli("separate", song, "--target", "a", "--query", song).one_line_error()
+    assert "--overlap" in cli("separate", song, "--target", "a", "--overlap", "1.0").one_line_error()
+    assert "--batch-size" in cli("separate", song, "--target", "a", "--batch-size", "0").one_line_error()
+    assert "--segment" in cli("separate", song, "--target", "a", "--segment", "0").one_line_error()
+    assert "--blend" in cli("separate", song, "--target", "a", "--blend", "bass:2").one_line_error()
+    assert "--name" in cli("separate", song, "--target", "a", "--name", "../x").one_line_error()
+    assert "'rest'" in cli("separate", song, "--target", "a", "--name", "rest", "--residual").one_line_error()
+
+
+def test_default_model_missing_says_so(cli, song, tmp_path, monkeypatch):
+    import aqsep.release
+
+    monkeypatch.setattr(aqsep.release, "BUNDLED_DIR", tmp_path / "no-models")
+    line = cli("separate", song, "--target", "drums").one_line_error()
+    assert "bundled default model is not installed" in line and "--model" in line
+
+
+def test_quiet_prints_nothing(cli, tmp_path, song, tiny_model_dir):
+    res = cli("separate", song, "--target", "drums", "--model", tiny_model_dir, "-o", tmp_path / "o", "--quiet")
+    assert res.code == 0 and res.out == "" and res.err == ""
+
+
+def test_progress_bar_counts_chunks_of_every_pass(cli, tmp_path, song, tiny_model_dir):
+    res = cli("separate", song, "--target", "drums", "--refine", "1", "--model", tiny_model_dir, "-o", tmp_path)
+    assert res.code == 0
+    assert "chunk" in res.err  # tqdm writes to stderr; the bar is removed when the track is done
+
+
+# ---- help ---------------------------------------------------------------------------------------
+def test_top_level_help(cli):
+    res = cli("--help")
+    assert res.code == 0 and "separate" in res.out
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_subcommand_help(cli, command):
+    if importlib.util.find_spec(f"aqsep.cli.{command}") is None:
+        pytest.skip(f"aqsep.cli.{command} is not written yet")
+    res = cli(command, "--help")
+    assert res.code == 0 and res.out.startswith("usage: aqsep " + command)
+
+
+def test_separate_help_has_examples(cli):
+    out = cli("separate", "--help").out
+    for text in ("examples:", "--query-range", "START-END", "--blend", "--refine", "--residual", "--force"):
+        assert text in out
+
+
+# ---- as an installed command would run: a real process --------------------------------------
+@pytest.mark.slow
+def test_subprocess_end_to_end(tmp_path, song, clip, tiny_model_dir):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "aqsep", "separate", str(song), "--query", str(clip), "--model",
+           str(tiny_model_dir), "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert_like(out / "song" / "target.wav", song)
+    assert "song: target.wav" in done.stdout
+
+
+@pytest.mark.slow
+def test_subprocess_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, tiny_model_dir):
+    missing = str(tmp_path / "missing.wav")
+    cmd = [sys.executable, "-m", "aqsep", "separate", missing, "--target", "drums", "--model", str(tiny_model_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"aqsep: error: {missing}: no such file"]
+    debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True,
+                           env=subprocess_env(), timeout=120)
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr and debug.stderr.strip().endswith(f"aqsep: error: {missing}: no such file")
+    assert os.path.exists(tiny_model_dir)

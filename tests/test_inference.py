@@ -1,0 +1,193 @@
+"""The separation core: chunked overlap-add, output format, slerp, mask mapping, streaming memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_audio, make_tiny_model
+
+from aqsep.audio import AudioReader
+from aqsep.inference import ChunkPlan, crossfade_window, map_mask, separate_array, separate_stream
+from aqsep.model import QuerySeparator
+from aqsep.query import slerp
+
+SR = 22050
+SEGMENT = make_tiny_model().config.audio.segment_samples  # 4032 samples at 22.05 kHz
+
+
+@pytest.fixture(scope="module")
+def model() -> QuerySeparator:
+    return make_tiny_model()
+
+
+@pytest.fixture
+def identity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the network pass the mixture through: every mask value is 1."""
+    monkeypatch.setattr(QuerySeparator, "mask", lambda self, magnitude, z: torch.ones_like(magnitude))
+
+
+def noise(channels: int, length: int, seed: int = 0) -> np.ndarray:
+    return (0.3 * np.random.default_rng(seed).standard_normal((channels, length))).astype(np.float32)
+
+
+# ---- overlap-add ------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 2, 6])
+@pytest.mark.parametrize("length", [1, 101, SEGMENT - 1, SEGMENT + 1, 3 * SEGMENT + 777])
+def test_identity_mask_gives_the_input_back(model, identity_mask, channels, length):
+    audio = noise(channels, length, seed=length)
+    before = audio.copy()
+    out = separate_array(model, audio, SR, torch.zeros(model.latent_dim), overlap=0.25, batch_size=2)
+    assert out.shape == audio.shape and out.dtype == np.float32
+    assert np.abs(out - audio).max() < 1e-4
+    np.testing.assert_array_equal(audio, before)  # the caller's array is untouched
+
+
+@pytest.mark.parametrize("sr", [8000, 44100, 48000, 192000])
+def test_identity_mask_at_other_rates_keeps_the_full_band(model, identity_mask, sr):
+    # at rates other than the model's the mask is mapped onto the input's own STFT grid; an
+    # all-ones mask must still give everything back, including what lies above the model's band
+    audio = noise(2, int(0.4 * sr) + 3, seed=sr)
+    out = separate_array(model, audio, sr, torch.zeros(model.latent_dim), overlap=0.5, batch_size=3)
+    assert np.abs(out - audio).max() < 1e-4
+
+
+def test_identity_mask_without_overlap(model, identity_mask):
+    audio = noise(2, 5 * SEGMENT + 3)
+    out = separate_array(model, audio, SR, torch.zeros(model.latent_dim), overlap=0.0, batch_size=1)
+    assert np.abs(out - audio).max() < 1e-4
+
+
+@pytest.mark.parametrize("sr", [8000, 11025, 16000, 22050, 44100, 48000, 96000, 192000])
+def test_output_has_the_input_length_rate_and_channels(model, sr):
+    audio = make_audio(0.3, sr, channels=2, seed=1)
+    z = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(0))
+    out = separate_array(model, audio, sr, z)
+    assert out.shape == audio.shape
+    assert np.isfinite(out).all()
+    assert 0 < np.abs(out).max() <= np.abs(audio).max() * 1.5  # a mask in [0, 1] never amplifies much
+
+
+def test_chunk_plan_covers_the_input():
+    for length in (1, 99, 1000, 1001, 12345):
+        plan = ChunkPlan.make(length, 1000, 0.1, 0.3)
+        assert plan.starts[0] == 0 and plan.starts[-1] + plan.segment >= length
+        assert all(b - a == plan.step for a, b in zip(plan.starts, plan.starts[1:], strict=False))
+    with pytest.raises(ValueError):
+        ChunkPlan.make(10, 1000, 0.1, 1.0)
+
+
+def test_crossfade_window_is_positive_with_peak_one():
+    for n in (1, 2, 7, 64):
+        w = crossfade_window(n)
+        assert w.shape == (n,) and (w > 0).all() and w.max() == 1.0
+
+
+# ---- slerp ------------------------------------------------------------------------------------
+def test_slerp_end_points():
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    torch.testing.assert_close(slerp(z0, z1, 0.0), z0)
+    torch.testing.assert_close(slerp(z0, z1, 1.0), z1)
+
+
+def test_slerp_stays_on_the_unit_sphere_and_moves_at_constant_angle():
+    g = torch.Generator().manual_seed(1)
+    z0, z1 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    z0, z1 = z0 / z0.norm(), z1 / z1.norm()
+    theta = torch.arccos(torch.dot(z0, z1))
+    for alpha in (0.1, 0.3, 0.5, 0.7, 0.9):
+        z = slerp(z0, z1, alpha)
+        assert abs(float(z.norm()) - 1.0) < 1e-5
+        assert abs(float(torch.arccos(torch.dot(z, z0).clamp(-1, 1))) - alpha * float(theta)) < 1e-4
+
+
+def test_slerp_of_parallel_vectors_falls_back_to_linear():
+    z = torch.tensor([1.0, 2.0, 3.0])
+    torch.testing.assert_close(slerp(z, 2 * z, 0.5), 1.5 * z)
+
+
+# ---- mask mapping -----------------------------------------------------------------------------
+def test_map_mask_keeps_the_full_band():
+    # model grid: 22.05 kHz, n_fft 256 (129 bins up to 11.025 kHz); input grid: 48 kHz, n_fft 558
+    bins = torch.linspace(0.1, 0.9, 129)
+    mask = bins[None, :, None].expand(1, 129, 10).contiguous()
+    out = map_mask(mask, src_sr=22050, src_n_fft=256, src_hop=64, dst_sr=48000, dst_n_fft=558,
+                   dst_hop=139, dst_frames=11)
+    assert out.shape == (1, 280, 11)
+    freqs = torch.arange(280) * 48000 / 558
+    above = freqs > 11025
+    assert above.any()
+    torch.testing.assert_close(out[:, above], torch.full_like(out[:, above], 0.9))  # highest bin reused
+    below = out[0, ~above, 0]
+    assert (below[1:] >= below[:-1] - 1e-6).all() and abs(float(below[0]) - 0.1) < 1e-6
+
+
+def test_map_mask_on_the_same_grid_is_the_identity():
+    mask = torch.rand(2, 129, 17, generator=torch.Generator().manual_seed(0))
+    out = map_mask(mask, src_sr=22050, src_n_fft=256, src_hop=64, dst_sr=22050, dst_n_fft=256,
+                   dst_hop=64, dst_frames=17)
+    torch.testing.assert_close(out, mask)
+
+
+# ---- streaming: memory does not grow with the input ------------------------------------------
+class SyntheticReader:
+    """Duck-types :class:`AudioReader`: generates any length on the fly and records what was read."""
+
+    def __init__(self, seconds: float, sample_rate: int = 8000, channels: int = 2) -> None:
+        self.sample_rate, self.channels, self.name = sample_rate, channels, "<synthetic>"
+        self.frames = round(seconds * sample_rate)
+        self.max_end = 0
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        self.max_end = max(self.max_end, min(start + length, self.frames))
+        t = np.arange(start, start + length) / self.sample_rate
+        block = np.stack([0.3 * np.sin(2 * np.pi * 220 * (c + 1) * t) for c in range(self.channels)])
+        block[:, max(0, self.frames - start):] = 0
+        return block.astype(np.float32)
+
+
+def _stream(model, reader, batch_size: int, segment: float) -> tuple[int, int, int]:
+    """Run separate_stream; returns (blocks, samples, the most samples read but not yet yielded)."""
+    seg = round(segment * reader.sample_rate)
+    emitted = blocks = held_max = 0
+    for block in separate_stream(model, reader, torch.zeros(model.latent_dim), segment=segment,
+                                 overlap=0.25, batch_size=batch_size):
+        held = reader.max_end - emitted  # read from the input, not yet handed to the caller
+        held_max = max(held_max, held)
+        assert held <= (batch_size + 1) * seg
+        emitted += block.shape[1]
+        blocks += 1
+    return blocks, emitted, held_max
+
+
+def test_separate_stream_yields_incrementally_with_bounded_buffers(model, identity_mask):
+    batch_size, segment = 3, 1.0
+    reader = SyntheticReader(seconds=60)
+    plan = ChunkPlan.make(reader.frames, reader.sample_rate, segment, 0.25)
+    blocks, samples, held = _stream(model, reader, batch_size, segment)
+    assert samples == reader.frames
+    assert blocks == -(-len(plan.starts) // batch_size)  # one block per batch, as soon as it is done
+    assert held <= (batch_size + 1) * plan.segment
+
+
+def test_separate_stream_peak_memory_does_not_grow_with_length(model, identity_mask):
+    peaks = []
+    for seconds in (20, 200):
+        tracemalloc.start()
+        _stream(model, SyntheticReader(seconds=seconds), batch_size=2, segment=4.0)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.2 * peaks[0], peaks
+
+
+def test_file_reader_streams_blocks(tmp_path, model, identity_mask):
+    import soundfile as sf
+
+    audio = noise(2, 5 * SEGMENT + 11)
+    sf.write(tmp_path / "a.wav", audio.T, SR, subtype="FLOAT")
+    with AudioReader(tmp_path / "a.wav") as reader:
+        out = np.concatenate(list(separate_stream(model, reader, torch.zeros(8), batch_size=1)), axis=1)
+    assert np.abs(out - audio).max() < 1e-4
