@@ -1,0 +1,711 @@
+"""Scoring separations with the field's protocol, and the tables that summarise them.
+
+Protocol (SiSEC 2018, docs/paper.md section 8): BSSEval v4 through ``museval`` with 1 s windows
+and a 1 s hop at the data's own sample rate and channel count; the median over a track's frames,
+then the median over tracks, per target. Frames where a reference or an estimate is digitally
+silent are NaN (museval's rule) and left out of the medians.
+
+**Target vs rest.** BSSEval needs the estimates of all sources of a mixture at once to tell
+interference (SIR) from artifacts (SAR). A query model separates one target at a time, so each
+target is scored as a two-source problem: references ``(true target, true rest)``, estimates
+``(target estimate, mixture - target estimate)``. The target's row is what is reported. Its
+SDR does not depend on how the rest is split into stems; its SIR counts everything that is not the
+target as interference. Numbers are therefore comparable with each other and with SiSEC-style
+tables for SDR, while SIR/SAR of a four-source evaluation may differ.
+
+**The mixture is the sum of the stems** for every data set (the MUSDB18 preview clip in
+``stempeg`` ships a mixture 17 % away from that sum; scoring against stems that do not add up to
+the input would blame the model for the mastering).
+
+Methods (one folder of per-track JSON files each, in museval's format):
+
+- ``gt``: each chunk's query is the true target of the same chunk (the paper's upper bound);
+- ``mean``: the class mean latent stored with the model ("separation without a query");
+- ``iterative``: the class mean, then the estimate re-encoded ``refine`` times (paper section 7.4);
+- ``mixture`` (reference): the mixture itself as the estimate of every source;
+- ``irm`` (reference): the oracle ideal ratio mask ``|T| / (|T| + |R|)`` (magnitude ratio, SiSEC's
+  "IRM1") computed from the true stems on the STFT grid the model's separation uses at the data's
+  rate (:func:`aqsep.inference.native_grid`) and applied to the mixture with its phase.
+
+``fast=True`` scores with ``fast_bss_eval`` (torch backend; BSSEval v3-style filters fitted per
+1 s frame, channels concatenated in time, no ISR) instead of museval: quick, for validation, and
+labelled as such in every output.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from aqsep.audio import AUDIO_EXTENSIONS, read_audio, resample, to_mono
+from aqsep.errors import DataError, QueryError
+from aqsep.inference import Latent, native_grid
+from aqsep.model import QuerySeparator
+from aqsep.transforms import istft, stft
+
+if TYPE_CHECKING:
+    from aqsep.api import Separator
+
+METRICS = ("SDR", "SIR", "SAR", "ISR")
+MODES = ("gt", "mean", "iterative")
+REFERENCE_METHODS = ("mixture", "irm")
+METHODS = MODES + REFERENCE_METHODS
+WINDOW_SECONDS = 1.0  # SiSEC 2018: 1 s windows, 1 s hop
+MUSEVAL_LABEL = "museval (BSSEval v4, 1 s windows)"
+FAST_LABEL = "fast-bss-eval (torch, per-frame filters, 1 s windows) -- validation only, not museval"
+
+Progress = Callable[[dict], None]
+# method -> track -> target -> metric -> framewise values
+Scores = dict[str, dict[str, dict[str, dict[str, np.ndarray]]]]
+
+
+# ---- tracks ---------------------------------------------------------------------------------------
+def norm_label(name: str) -> str:
+    """Labels compare without case, spaces, hyphens or underscores ("Hi-Hat" == "hihat")."""
+    return "".join(ch for ch in name.lower() if ch not in " -_")
+
+
+def stem_matches(stem: str, labels: dict[str, str], target: str) -> bool:
+    """A stem belongs to ``target`` if its name, fine label or coarse class is ``target``."""
+    key = norm_label(target)
+    return key in {norm_label(stem), norm_label(labels.get("fine", stem)), norm_label(labels.get("coarse", stem))}
+
+
+@dataclass
+class Track:
+    """A multitrack song in memory: stems ``(channels, samples)`` at ``sample_rate``.
+
+    ``labels[stem]`` holds ``{"fine": ..., "coarse": ...}``. The mixture is the sum of the stems.
+    """
+
+    name: str
+    sample_rate: int
+    stems: dict[str, np.ndarray]
+    labels: dict[str, dict[str, str]]
+    _mixture: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def mixture(self) -> np.ndarray:
+        if self._mixture is None:
+            stems = iter(self.stems.values())
+            mix = next(stems).astype(np.float32, copy=True)
+            for x in stems:
+                mix += x
+            self._mixture = mix
+        return self._mixture
+
+    @property
+    def channels(self) -> int:
+        return self.mixture.shape[0]
+
+    @property
+    def frames(self) -> int:
+        return self.mixture.shape[1]
+
+    def members(self, target: str) -> list[str]:
+        return [s for s in self.stems if stem_matches(s, self.labels.get(s, {}), target)]
+
+    def source(self, target: str, stems: Iterable[str] | None = None) -> np.ndarray:
+        """Sum of the stems of ``target`` (or of the given stems); zeros if there are none."""
+        names = self.members(target) if stems is None else list(stems)
+        out = np.zeros_like(self.mixture)
+        for s in names:
+            out += self.stems[s]
+        return out
+
+    def subset(self, stems: Sequence[str], name: str | None = None) -> Track:
+        """A track made of some of the stems only (its mixture is their sum)."""
+        return Track(name or self.name, self.sample_rate, {s: self.stems[s] for s in stems},
+                     {s: self.labels.get(s, {}) for s in stems})
+
+
+@dataclass
+class TrackEntry:
+    """A track of a data set, listed without decoding its audio."""
+
+    name: str
+    labels: dict[str, dict[str, str]]
+    loader: Callable[[], Track] = field(repr=False)
+
+    def load(self) -> Track:
+        return self.loader()
+
+    def members(self, target: str) -> list[str]:
+        return [s for s, lab in self.labels.items() if stem_matches(s, lab, target)]
+
+    def classes(self, level: str = "coarse") -> list[str]:
+        return sorted({lab.get(level, s) for s, lab in self.labels.items()})
+
+
+def _stack_stems(name: str, stems: dict[str, tuple[np.ndarray, int]]) -> tuple[dict[str, np.ndarray], int]:
+    rates = {sr for _, sr in stems.values()}
+    if len(rates) != 1:
+        raise DataError(f"track {name}: stems have different sample rates {sorted(rates)}; resample them to one rate")
+    channels = max(a.shape[0] for a, _ in stems.values())
+    length = max(a.shape[1] for a, _ in stems.values())
+    out = {}
+    for stem, (audio, _) in stems.items():
+        if audio.shape[0] not in (1, channels):
+            raise DataError(f"track {name}: stem {stem} has {audio.shape[0]} channels, others {channels}")
+        a = np.repeat(audio, channels, axis=0) if audio.shape[0] != channels else audio
+        if a.shape[1] < length:
+            a = np.pad(a, ((0, 0), (0, length - a.shape[1])))
+        out[stem] = np.ascontiguousarray(a, dtype=np.float32)
+    return out, rates.pop()
+
+
+def _stem_files(folder: Path) -> dict[str, Path]:
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and p.stem.lower() != "mixture" \
+                and not p.name.startswith("."):
+            files[p.stem] = p
+    return files
+
+
+def _folder_labels(folder: Path, stems: Iterable[str]) -> dict[str, dict[str, str]]:
+    meta_path = folder / "metadata.json"
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text()).get("stems", {}) or {}
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise DataError(f"{meta_path} is malformed: {err}") from None
+    labels = {}
+    for s in stems:
+        m = meta.get(s, {}) if isinstance(meta.get(s), dict) else {}
+        labels[s] = {"fine": str(m.get("fine", s)), "coarse": str(m.get("coarse", m.get("fine", s)))}
+    return labels
+
+
+def _folder_entry(folder: Path) -> TrackEntry:
+    files = _stem_files(folder)
+
+    def load() -> Track:
+        stems, sr = _stack_stems(folder.name, {s: read_audio(p) for s, p in files.items()})
+        return Track(folder.name, sr, stems, _folder_labels(folder, files))
+
+    return TrackEntry(folder.name, _folder_labels(folder, files), load)
+
+
+MUSDB_SOURCES = ("vocals", "drums", "bass", "other")
+
+
+def _musdb_stem_ids() -> dict[str, int]:
+    """Stream index of each source in a ``.stem.mp4`` file, from the ``musdb`` package's own setup."""
+    import musdb
+    import yaml
+
+    setup = yaml.safe_load((Path(musdb.__file__).parent / "configs" / "mus.yaml").read_text())
+    return {k: int(v) for k, v in setup["stem_ids"].items()}
+
+
+def _stem_mp4_entry(path: Path) -> TrackEntry:
+    name = path.name[: -len(".stem.mp4")] if path.name.endswith(".stem.mp4") else path.stem
+
+    def load() -> Track:
+        import stempeg
+
+        ids = _musdb_stem_ids()
+        try:
+            audio, rate = stempeg.read_stems(str(path), stem_id=[ids[s] for s in MUSDB_SOURCES])
+        except Exception as err:  # stempeg raises bare errors when ffmpeg is missing or the file is broken
+            raise DataError(f"{path}: cannot decode the stems ({type(err).__name__}: {err}); "
+                            "is ffmpeg installed?") from None
+        stems = {s: np.ascontiguousarray(audio[i].T, dtype=np.float32) for i, s in enumerate(MUSDB_SOURCES)}
+        return Track(name, int(rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES})
+
+    return TrackEntry(name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load)
+
+
+def _musdb_entries(root: Path, split: str, is_wav: bool) -> list[TrackEntry]:
+    import musdb
+
+    subsets, mus_split = ("test", None) if split == "test" else ("train", split if split in ("train", "valid") else None)
+    if split not in ("test", "train", "valid"):
+        raise DataError(f"MUSDB18 has the splits test, train and valid, not {split!r}")
+    db = musdb.DB(root=str(root), subsets=subsets, split=mus_split, is_wav=is_wav)
+    entries = []
+    for t in db.tracks:
+        def load(t: Any = t) -> Track:
+            stems = {s: np.ascontiguousarray(t.sources[s].audio.T, dtype=np.float32) for s in MUSDB_SOURCES}
+            return Track(t.name, int(t.rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES})
+
+        entries.append(TrackEntry(t.name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load))
+    return entries
+
+
+def list_tracks(data: str | Path, *, split: str = "test", musdb: bool = False, is_wav: bool = False,
+                max_tracks: int | None = None) -> list[TrackEntry]:
+    """The tracks of a data set, sorted by name, without decoding audio.
+
+    Args:
+        data: a stems-folder corpus (``DATA/<split>/<track>/<stem>.wav`` with an optional
+            ``metadata.json`` per track giving each stem's ``fine`` and ``coarse`` labels; ``DATA``
+            may also be the split folder itself), a MUSDB18 root (``musdb=True``), or one
+            ``.stem.mp4`` file (e.g. the preview clip shipped in ``stempeg``).
+        split: ``test``, ``train`` or ``valid`` (MUSDB18: the 14-track validation part of train).
+        max_tracks: keep the first N tracks.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"data path {data} does not exist")
+    if data.is_file():
+        if not data.name.endswith(".mp4"):
+            raise DataError(f"{data} is a file: give a corpus folder, a MUSDB18 root or one .stem.mp4 file")
+        entries = [_stem_mp4_entry(data)]
+    elif musdb:
+        entries = _musdb_entries(data, split, is_wav)
+    else:
+        base = data / split if (data / split).is_dir() else data
+        entries = [_folder_entry(p) for p in sorted(base.iterdir())
+                   if p.is_dir() and not p.name.startswith(".") and _stem_files(p)]
+        if not entries:
+            raise DataError(
+                f"no tracks under {base}: expected {data}/{split}/<track>/<stem>.wav (use --musdb for MUSDB18)")
+    if not entries:
+        raise DataError(f"no {split} tracks found in {data}")
+    return entries[:max_tracks] if max_tracks else entries
+
+
+def coarse_targets(tracks: Sequence[TrackEntry]) -> list[str]:
+    """The coarse classes present in any of the tracks."""
+    return sorted({c for t in tracks for c in t.classes("coarse")})
+
+
+# ---- estimates ------------------------------------------------------------------------------------
+@torch.inference_mode()
+def encode_audio(model: QuerySeparator, audio: np.ndarray, sample_rate: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """mu of the Query-net for one ``(channels, samples)`` clip (no silence check), ``(latent_dim,)``."""
+    a = model.config.audio
+    mono = resample(to_mono(audio)[None], sample_rate, a.sample_rate)
+    mag = stft(torch.from_numpy(mono).to(device), a.n_fft, a.hop_length).abs()
+    return model.encode(mag).mu[0].float().cpu()
+
+
+def gt_latent(separator: Separator, reference: np.ndarray, sample_rate: int) -> Callable[[int, int], torch.Tensor]:
+    """Per-chunk latent for GT mode: the query of each chunk is the true target in that chunk."""
+
+    def latent(start: int, length: int) -> torch.Tensor:
+        window = np.zeros((reference.shape[0], length), dtype=np.float32)
+        lo, hi = max(start, 0), min(start + length, reference.shape[1])
+        if hi > lo:
+            window[:, lo - start : hi - start] = reference[:, lo:hi]
+        return encode_audio(separator.model, window, sample_rate, separator.device)
+
+    return latent
+
+
+def model_latent(separator: Separator, track: Track, target: str, mode: str, refine: int = 1,
+                 notes: list[str] | None = None) -> Latent:
+    """The latent that ``mode`` gives for ``target`` on ``track`` (see the module docstring).
+
+    In iterative mode an estimate too quiet to re-encode keeps the class mean; that is recorded
+    in ``notes``.
+    """
+    if mode == "gt":
+        return gt_latent(separator, track.source(target), track.sample_rate)
+    z = separator.class_latent(target)
+    if mode == "mean":
+        return z
+    if mode == "iterative":
+        try:
+            return separator.refine((track.mixture, track.sample_rate), z, steps=refine)
+        except QueryError as err:
+            if notes is not None:
+                notes.append(f"{target}: kept the class mean, the estimate could not be re-encoded ({err})")
+            return z
+    raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def oracle_irm(track: Track, target: str, n_fft: int, hop: int) -> np.ndarray:
+    """Ideal ratio mask ``|T| / (|T| + |R|)`` from the true stems, applied to the mixture."""
+    t = torch.from_numpy(track.source(target))
+    mix = torch.from_numpy(track.mixture)
+    spec_t, spec_m = stft(t, n_fft, hop), stft(mix, n_fft, hop)
+    mag_t, mag_r = spec_t.abs(), (spec_m - spec_t).abs()
+    mask = mag_t / (mag_t + mag_r).clamp_min(1e-8)
+    return istft(spec_m * mask, n_fft, hop, length=track.frames).numpy().astype(np.float32)
+
+
+def estimate(separator: Separator, track: Track, target: str, method: str, *, refine: int = 1,
+             notes: list[str] | None = None) -> np.ndarray:
+    """The estimate ``(channels, samples)`` of ``target`` that ``method`` gives on ``track``."""
+    if method == "mixture":
+        return track.mixture.copy()
+    if method == "irm":
+        n_fft, hop = native_grid(separator.model, track.sample_rate)
+        return oracle_irm(track, target, n_fft, hop)
+    latent = model_latent(separator, track, target, method, refine, notes)
+    return separator.separate(track.mixture, track.sample_rate, latent)["target"]
+
+
+# ---- scoring --------------------------------------------------------------------------------------
+def score(target: np.ndarray, rest: np.ndarray, est: np.ndarray, sample_rate: int, *,
+          est_rest: np.ndarray | None = None, fast: bool = False) -> dict[str, np.ndarray]:
+    """Framewise metrics of a target estimate, scored as target vs rest (module docstring).
+
+    Args:
+        target, rest: true target and true rest, ``(channels, samples)``.
+        est: target estimate, same shape.
+        est_rest: estimate of the rest (default: ``target + rest - est``).
+    Returns:
+        ``{"SDR", "SIR", "SAR", "ISR"}`` -> ``(frames,)`` arrays (NaN for silent frames).
+    """
+    if est.shape != target.shape:
+        raise ValueError(f"estimate shape {est.shape} differs from reference shape {target.shape}")
+    if est_rest is None:
+        est_rest = target + rest - est
+    refs = np.stack([target, rest]).astype(np.float64)
+    ests = np.stack([est, est_rest]).astype(np.float64)
+    win = round(WINDOW_SECONDS * sample_rate)
+    if fast:
+        return _score_fast(refs, ests, win)
+    import museval
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    # museval solves small (<= 2048 x 2048) systems: multi-threaded BLAS is slower than one
+    # thread for them (measured 4x on a 2-core machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        sdr, isr, sir, sar = museval.evaluate(refs.transpose(0, 2, 1), ests.transpose(0, 2, 1),
+                                              win=win, hop=win, mode="v4", padding=False)
+    return {"SDR": _clean(sdr[0]), "SIR": _clean(sir[0]), "SAR": _clean(sar[0]), "ISR": _clean(isr[0])}
+
+
+def _clean(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).copy()
+    x[~np.isfinite(x)] = np.nan
+    return x
+
+
+def _score_fast(refs: np.ndarray, ests: np.ndarray, win: int) -> dict[str, np.ndarray]:
+    import fast_bss_eval
+
+    n = refs.shape[-1]
+    nwin = 1 if win >= n else (n - win) // win + 1  # museval's framing: full windows only
+    frames_r, frames_e = [], []
+    for i in range(nwin):
+        sl = slice(i * win, min(i * win + win, n))
+        frames_r.append(refs[:, :, sl].reshape(2, -1))  # channels concatenated in time
+        frames_e.append(ests[:, :, sl].reshape(2, -1))
+    r, e = torch.from_numpy(np.stack(frames_r)), torch.from_numpy(np.stack(frames_e))
+    silent = (r.abs().sum(-1) == 0).any(-1) | (e.abs().sum(-1) == 0).any(-1)
+    out = {m: np.full(nwin, np.nan) for m in METRICS}
+    keep = (~silent).nonzero().flatten()
+    if len(keep):
+        sdr, sir, sar = fast_bss_eval.bss_eval_sources(r[keep], e[keep], compute_permutation=False)
+        for name, v in (("SDR", sdr), ("SIR", sir), ("SAR", sar)):
+            out[name][keep.numpy()] = _clean(v[:, 0].numpy())
+    return out
+
+
+# ---- per-track JSON (museval's format) ------------------------------------------------------------
+def model_fingerprint(separator: Separator) -> str:
+    """A short hash of the model's weights and class latents (caches from another model are refused)."""
+    released = separator.released
+    h = hashlib.sha256()
+    folder = getattr(released, "path", None)
+    if folder is not None and (Path(folder) / "model.safetensors").is_file():
+        for name in ("model.safetensors", "classes.json"):
+            p = Path(folder) / name
+            if p.is_file():
+                h.update(p.read_bytes())
+    else:
+        for k, v in sorted(released.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+        h.update(json.dumps({k: c.latent for k, c in sorted(released.classes.items())}).encode())
+    return h.hexdigest()[:16]
+
+
+def method_name(method: str, refine: int = 1, fast: bool = False) -> str:
+    """Folder name of a method's results: ``iterative`` with N > 1 steps is ``iterative<N>``."""
+    name = f"iterative{refine}" if method == "iterative" and refine != 1 else method
+    return f"{name}-fast" if fast else name
+
+
+def method_label(method: str, refine: int = 1) -> str:
+    return {
+        "gt": "aqsep, GT query (true target of each chunk)",
+        "mean": "aqsep, class-mean query (single step)",
+        "iterative": f"aqsep, iterative ({refine} refinement step{'s' if refine != 1 else ''})",
+        "mixture": "reference: mixture as estimate",
+        "irm": "reference: oracle IRM (magnitude ratio)",
+    }[method]
+
+
+def track_json(track: str, per_target: dict[str, dict[str, np.ndarray]], header: dict[str, Any]) -> dict[str, Any]:
+    """museval's per-track JSON (``{"targets": [{"name", "frames": [...]}], "museval_version"}``)
+    plus an ``"aqsep"`` section describing how the numbers were made."""
+    import museval.version
+
+    targets = []
+    for name, metrics in per_target.items():
+        n = len(metrics["SDR"])
+        frames = [{"time": i * WINDOW_SECONDS, "duration": WINDOW_SECONDS,
+                   "metrics": {m: _q(metrics[m][i]) for m in METRICS}} for i in range(n)]
+        targets.append({"name": name, "frames": frames})
+    return {"targets": targets, "museval_version": museval.version._version, "track": track, "aqsep": header}
+
+
+def _q(x: float) -> float:
+    return float("nan") if not np.isfinite(x) else round(float(x), 5)
+
+
+def read_track_json(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    raw = json.loads(path.read_text())
+    out = {}
+    for t in raw.get("targets", []):
+        out[t["name"]] = {m: np.array([float(f["metrics"].get(m, np.nan)) for f in t["frames"]], dtype=np.float64)
+                          for m in METRICS}
+    return out, raw.get("aqsep", {})
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    os.replace(tmp, path)
+
+
+# ---- the evaluation loop --------------------------------------------------------------------------
+def check_targets(separator: Separator, targets: Sequence[str], methods: Sequence[str]) -> None:
+    """Refuse a target that the model has no class latent for, before any work is done."""
+    if not any(m in ("mean", "iterative") for m in methods):
+        return
+    known = set(separator.classes)
+    unknown = [t for t in targets if t.lower() not in known]
+    if unknown:
+        raise QueryError(
+            f"the model has no class latent for {', '.join(unknown)} (needed by the mean and iterative "
+            f"modes); it knows: {', '.join(sorted(known)) or 'none'}")
+
+
+def evaluate_tracks(
+    separator: Separator,
+    tracks: Sequence[TrackEntry],
+    targets: Sequence[str] | None,
+    methods: str | Sequence[str],
+    *,
+    refine: int = 1,
+    fast: bool = False,
+    out_dir: str | Path | None = None,
+    split: str = "test",
+    data_id: str = "",
+    progress: Progress | None = None,
+) -> Scores:
+    """Separate and score every track for every method and target.
+
+    Args:
+        separator: an :class:`aqsep.api.Separator` (its chunking settings are used).
+        tracks: from :func:`list_tracks`.
+        targets: target names (coarse classes, fine labels or stem names); None: every coarse
+            class present in the data. A target absent or silent in a track is skipped there.
+        methods: any of ``gt``, ``mean``, ``iterative``, ``mixture``, ``irm``.
+        refine: refinement steps of the iterative method.
+        fast: score with fast-bss-eval instead of museval.
+        out_dir: if given, each (method, track) is written to
+            ``out_dir/<method>/<split>/<track>.json`` in museval's format, and a file already there
+            is reused instead of recomputed (an interrupted evaluation resumes where it stopped).
+        data_id: names the data set in the JSON headers (caches of another data set are refused).
+        progress: called with dicts: ``{"stage": "track", "track", "index", "total"}``, then per
+            job ``{"stage": "job", "track", "method", "target", "done", "total", "cached"}``, and
+            the separator's own ``{"stage": "separate", ...}`` dicts.
+    Returns:
+        ``scores[method_name][track][target][metric]`` -> framewise values.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise QueryError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    if refine < 1:
+        raise QueryError(f"--refine must be at least 1, got {refine}")
+    targets = list(targets) if targets else coarse_targets(tracks)
+    check_targets(separator, targets, methods)
+    fingerprint = model_fingerprint(separator)
+    scores: Scores = {method_name(m, refine, fast): {} for m in methods}
+    notify = progress or (lambda _: None)
+    old_progress = separator.progress
+    try:
+        for i, entry in enumerate(tracks):
+            notify({"stage": "track", "track": entry.name, "index": i, "total": len(tracks)})
+            _evaluate_one(separator, entry, targets, methods, refine, fast, out_dir, split, data_id,
+                          fingerprint, scores, notify)
+    finally:
+        separator.progress = old_progress
+    return scores
+
+
+def _header(separator: Separator, method: str, refine: int, fast: bool, split: str, data_id: str,
+            fingerprint: str, sample_rate: int) -> dict[str, Any]:
+    h: dict[str, Any] = {
+        "method": method, "backend": FAST_LABEL if fast else MUSEVAL_LABEL,
+        "scoring": "target vs rest (2-source BSSEval; rest estimate = mixture - target estimate)",
+        "split": split, "data": data_id, "sample_rate": sample_rate, "window_s": WINDOW_SECONDS,
+    }
+    if method in MODES:
+        h.update(model=fingerprint, segment=separator.segment, overlap=separator.overlap)
+        if method == "iterative":
+            h["refine"] = refine
+    if method == "irm":
+        h["stft"] = list(native_grid(separator.model, sample_rate))
+    return h
+
+
+_CHECKED_KEYS = ("method", "backend", "split", "data", "model", "segment", "overlap", "refine", "stft")
+
+
+def _evaluate_one(separator: Separator, entry: TrackEntry, targets: Sequence[str], methods: Sequence[str],
+                  refine: int, fast: bool, out_dir: str | Path | None, split: str, data_id: str,
+                  fingerprint: str, scores: Scores, notify: Progress) -> None:
+    track: Track | None = None
+    wanted = [t for t in targets if entry.members(t)]
+    jobs = len(wanted) * len(methods)
+    done = 0
+    for method in methods:
+        name = method_name(method, refine, fast)
+        path = Path(out_dir) / name / split / f"{_safe(entry.name)}.json" if out_dir is not None else None
+        have: dict[str, dict[str, np.ndarray]] = {}
+        old: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            have, old = read_track_json(path)
+            if old.get("skipped"):
+                have.update({t: {} for t in old["skipped"]})
+            sr = old.get("sample_rate", 0)
+            mine = _header(separator, method, refine, fast, split, data_id, fingerprint, sr)
+            diff = [k for k in _CHECKED_KEYS if old.get(k) != mine.get(k)]
+            if diff:
+                raise DataError(
+                    f"{path} was made with other settings ({', '.join(diff)} differ): use another "
+                    "output folder, or delete it to recompute")
+        todo = [t for t in wanted if t not in have]
+        for t in wanted:
+            if t in have:
+                done += 1
+                notify({"stage": "job", "track": entry.name, "method": name, "target": t,
+                        "done": done, "total": jobs, "cached": True})
+        results = {t: v for t, v in have.items() if v}
+        skipped = sorted(t for t, v in have.items() if not v)
+        notes: list[str] = list(old.get("notes", []))
+        if todo:
+            if track is None:
+                track = entry.load()
+            for t in todo:
+                target_audio = track.source(t)
+                if not np.any(target_audio):
+                    skipped.append(t)  # a stem that is digitally silent all along: nothing to score
+                else:
+                    separator.progress = _tagged(notify, entry.name, name, t)
+                    est = estimate(separator, track, t, method, refine=refine, notes=notes)
+                    rest = track.mixture - target_audio
+                    est_rest = track.mixture if method == "mixture" else None
+                    results[t] = score(target_audio, rest, est, track.sample_rate, est_rest=est_rest, fast=fast)
+                done += 1
+                notify({"stage": "job", "track": entry.name, "method": name, "target": t,
+                        "done": done, "total": jobs, "cached": False})
+            if path is not None:
+                header = _header(separator, method, refine, fast, split, data_id, fingerprint, track.sample_rate)
+                if skipped:
+                    header["skipped"] = sorted(set(skipped))
+                if notes:
+                    header["notes"] = notes
+                _write_json_atomic(path, track_json(entry.name, results, header))
+        scores[name][entry.name] = {t: v for t, v in results.items() if t in wanted}
+
+
+def _tagged(notify: Progress, track: str, method: str, target: str) -> Progress:
+    def forward(info: dict) -> None:
+        notify({**info, "track": track, "method": method, "target": target})
+
+    return forward
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch not in '/\\:*?"<>|' else "_" for ch in name)
+
+
+# ---- summaries ------------------------------------------------------------------------------------
+def track_medians(scores: Scores) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Median over frames: ``[method][track][target][metric]`` -> float (NaN if no valid frame)."""
+    return {m: {tr: {t: {k: _nanmedian(v) for k, v in met.items()} for t, met in per.items()}
+                for tr, per in by_track.items()} for m, by_track in scores.items()}
+
+
+def _nanmedian(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else math.nan
+
+
+@dataclass
+class SummaryRow:
+    method: str
+    target: str
+    SDR: float
+    SIR: float
+    SAR: float
+    tracks: int  # tracks with at least one scored frame
+
+
+def summarize(scores: Scores) -> list[SummaryRow]:
+    """Median over frames, then median over tracks, per method and target."""
+    rows = []
+    for method, by_track in track_medians(scores).items():
+        targets = sorted({t for per in by_track.values() for t in per})
+        for t in targets:
+            vals = {k: np.array([per[t][k] for per in by_track.values() if t in per]) for k in ("SDR", "SIR", "SAR")}
+            n = int(np.isfinite(vals["SDR"]).sum())
+            rows.append(SummaryRow(method, t, _nanmedian(vals["SDR"]), _nanmedian(vals["SIR"]),
+                                   _nanmedian(vals["SAR"]), tracks=n))
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.2f}"
+
+
+def summary_markdown(rows: Sequence[SummaryRow], *, fast: bool = False, refine: int = 1,
+                     dataset: str = "", title: str = "Evaluation") -> str:
+    backend = FAST_LABEL if fast else MUSEVAL_LABEL
+    lines = [f"# {title}", "",
+             f"Data: {dataset}. Scores: {backend}; median over 1 s frames, then median over tracks.",
+             "Each target is scored as target vs rest (a 2-source BSSEval problem; rest estimate = "
+             "mixture - target estimate; the mixture is the sum of the stems).", "",
+             "| method | target | SDR | SIR | SAR | tracks |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        base = r.method.removesuffix("-fast")
+        m = "iterative" if base.startswith("iterative") else base
+        steps = int(base[len("iterative"):] or 1) if m == "iterative" else refine
+        label = method_label(m, steps) if m in METHODS else r.method
+        lines.append(f"| {label} | {r.target} | {_fmt(r.SDR)} | {_fmt(r.SIR)} | {_fmt(r.SAR)} | {r.tracks} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(rows: Sequence[SummaryRow], out_dir: str | Path, *, fast: bool = False, refine: int = 1,
+                  dataset: str = "", title: str = "Evaluation", stem: str = "summary") -> tuple[Path, Path]:
+    """``summary.md`` and ``summary.csv`` in ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{stem}.md"
+    md.write_text(summary_markdown(rows, fast=fast, refine=refine, dataset=dataset, title=title))
+    path = out / f"{stem}.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "target", "SDR", "SIR", "SAR", "tracks", "backend", "dataset"])
+        for r in rows:
+            w.writerow([r.method, r.target, f"{r.SDR:.4f}", f"{r.SIR:.4f}", f"{r.SAR:.4f}", r.tracks,
+                        FAST_LABEL if fast else MUSEVAL_LABEL, dataset])
+    return md, path

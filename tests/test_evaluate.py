@@ -1,0 +1,279 @@
+"""Evaluation: museval agreement on a known case, references, resuming, the CLI and data listing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import museval
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from aqsep.api import Separator
+from aqsep.cli import evaluate as evaluate_cli
+from aqsep.config import AudioConfig, ModelConfig, QueryNetConfig, SeparatorConfig
+from aqsep.errors import DataError, QueryError
+from aqsep.evaluate import (
+    Track,
+    estimate,
+    evaluate_tracks,
+    list_tracks,
+    score,
+    summarize,
+    track_medians,
+)
+from aqsep.model import QuerySeparator
+from aqsep.release import ClassLatent, save_model
+
+SR = 8000  # test data and tiny model rate: museval's cost grows with the number of samples
+
+
+# ---- tiny model and corpus (also used by test_experiments.py) -----------------------------------
+def make_model(folder: Path, seed: int = 0) -> Path:
+    """A random tiny model at 8 kHz with class latents for the four coarse classes and 'hi-hat'."""
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        audio=AudioConfig(sample_rate=SR, n_fft=256, hop_length=64, n_bins=128, segment_frames=64),
+        query=QueryNetConfig(channels=(4, 4, 8, 8, 8, 8), gru_hidden=8, latent_dim=8),
+        separator=SeparatorConfig(channels=(4, 4, 8, 8, 8, 8)),
+    )
+    model = QuerySeparator(config).eval()
+    rng = np.random.default_rng(seed)
+
+    def latent() -> list[float]:
+        return [float(x) for x in rng.standard_normal(model.latent_dim)]
+
+    classes = {c: ClassLatent(latent(), count=1) for c in ("vocals", "drums", "bass", "other")}
+    classes["hi-hat"] = ClassLatent(latent(), level="fine", count=1)
+    return save_model(folder, model, classes, metadata={"note": "random weights, for tests"})
+
+
+def make_stems(seed: int, seconds: float) -> dict[str, tuple[str, str, np.ndarray]]:
+    """stem -> (fine label, coarse class, mono signal): simple sounds with distinct spectra."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * SR)
+    t = np.arange(n) / SR
+
+    def env(period: float, decay: float) -> np.ndarray:
+        return np.exp(-(t % period) / decay)
+
+    return {
+        "kick": ("kick", "drums", 0.5 * np.sin(2 * np.pi * 60 * t) * env(0.5, 0.05)),
+        "hi-hat": ("hi-hat", "drums", 0.2 * np.diff(rng.standard_normal(n + 1)) * env(0.25, 0.02)),
+        "bass": ("bass", "bass", 0.15 * np.sign(np.sin(2 * np.pi * (55 + 5 * seed) * t))),
+        "piano": ("piano", "other", 0.2 * np.sin(2 * np.pi * (220 + 20 * seed) * t) * env(1.0, 0.4)),
+        "electric_guitar": ("electric guitar", "other", 0.15 * np.tanh(3 * np.sin(2 * np.pi * (330 + 10 * seed) * t))),
+        "voice": ("voice", "vocals", 0.25 * np.sin(2 * np.pi * (440 + 10 * np.sin(2 * np.pi * 5 * t)) * t)),
+    }
+
+
+def make_corpus(root: Path, n_tracks: int = 2, seconds: float = 2.0) -> Path:
+    """``root/test/<track>/<stem>.wav`` + metadata.json, in the corpus builder's layout."""
+    for i in range(n_tracks):
+        folder = root / "test" / f"track{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {}
+        for stem, (fine, coarse, x) in make_stems(i, seconds).items():
+            sf.write(folder / f"{stem}.wav", x.astype(np.float32), SR, subtype="FLOAT")
+            meta[stem] = {"fine": fine, "coarse": coarse}
+        (folder / "metadata.json").write_text(json.dumps({"stems": meta}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model(tmp_path_factory.mktemp("eval_model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("eval_corpus"), n_tracks=3)
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    evaluate_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", *argv])
+    return args.func(args)
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+def test_museval_and_summary_agree_on_known_sdr() -> None:
+    """estimate = target + noise at exactly -10 dB in every 1 s frame -> SDR 10 dB (filters absorb ~0.02 dB)."""
+    sr, seconds = 22050, 8
+    rng = np.random.default_rng(1)
+    t = np.arange(sr * seconds) / sr
+    target = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size))[None].astype(np.float32)
+    rest = (0.2 * rng.standard_normal(t.size))[None].astype(np.float32)
+    noise = rng.standard_normal(t.size)
+    for f in range(seconds):  # scale the noise frame by frame to exactly -10 dB of the target
+        sl = slice(f * sr, (f + 1) * sr)
+        noise[sl] *= np.sqrt(np.sum(target[0, sl].astype(np.float64) ** 2) / 10 / np.sum(noise[sl] ** 2))
+    est = (target + noise[None]).astype(np.float32)
+
+    ours = score(target, rest, est, sr)
+    sdr, _, sir, sar = museval.evaluate(np.stack([target, rest]).transpose(0, 2, 1).astype(np.float64),
+                                        np.stack([est, target + rest - est]).transpose(0, 2, 1).astype(np.float64),
+                                        win=sr, hop=sr)
+    np.testing.assert_allclose(ours["SDR"], sdr[0], atol=1e-6)
+    np.testing.assert_allclose(ours["SIR"], sir[0], atol=1e-6)
+    np.testing.assert_allclose(ours["SAR"], sar[0], atol=1e-6)
+    assert len(ours["SDR"]) == seconds
+    rows = summarize({"mean": {"a": {"vocals": ours}, "b": {"vocals": ours}}})
+    assert rows[0].tracks == 2
+    assert rows[0].SDR == pytest.approx(10.0, abs=0.1)
+    assert rows[0].SDR == pytest.approx(float(np.median(sdr[0])), abs=1e-9)
+
+
+def test_fast_backend_is_close_to_museval_on_known_case() -> None:
+    sr = 8000
+    rng = np.random.default_rng(2)
+    target = rng.standard_normal((1, 3 * sr)).astype(np.float32)
+    rest = rng.standard_normal((1, 3 * sr)).astype(np.float32)
+    est = target + 0.316 * rng.standard_normal((1, 3 * sr)).astype(np.float32)
+    fast = score(target, rest, est, sr, fast=True)
+    assert np.isnan(fast["ISR"]).all()
+    assert np.nanmedian(fast["SDR"]) == pytest.approx(10.0, abs=0.6)  # per-frame filters absorb a little noise
+
+
+def test_oracle_mask_scores_above_mixture(model_dir: Path) -> None:
+    sep = Separator(model_dir, device="cpu")
+    stems = {s: x[None].astype(np.float32) for s, (_, _, x) in make_stems(0, 3.0).items()}
+    labels = {s: {"fine": f, "coarse": c} for s, (f, c, _) in make_stems(0, 3.0).items()}
+    track = Track("t", SR, stems, labels)
+    for target in ("drums", "vocals"):
+        truth = track.source(target)
+        rest = track.mixture - truth
+        irm = score(truth, rest, estimate(sep, track, target, "irm"), SR)
+        mix = score(truth, rest, track.mixture, SR, est_rest=track.mixture)
+        assert np.nanmedian(irm["SDR"]) > np.nanmedian(mix["SDR"]) + 3.0
+
+
+# ---- the evaluation loop -------------------------------------------------------------------------
+class Counting:
+    """Wraps Separator.separate to count the separations actually run."""
+
+    def __init__(self, sep: Separator) -> None:
+        self.calls: list[int] = []
+        inner = sep.separate
+
+        def separate(audio: np.ndarray, sample_rate: int, latent, **kw):  # type: ignore[no-untyped-def]
+            self.calls.append(audio.shape[-1])
+            return inner(audio, sample_rate, latent, **kw)
+
+        sep.separate = separate  # type: ignore[method-assign]
+
+
+def test_evaluation_resumes_without_recomputing(model_dir: Path, corpus: Path, tmp_path: Path) -> None:
+    tracks = list_tracks(corpus)
+    assert [t.name for t in tracks] == ["track0", "track1", "track2"]
+    sep = Separator(model_dir, device="cpu")
+    counter = Counting(sep)
+
+    def stop_at_third_track(info: dict) -> None:
+        if info["stage"] == "track" and info["index"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, progress=stop_at_third_track)
+    done = sorted(p.name for p in (tmp_path / "mean" / "test").glob("*.json"))
+    assert done == ["track0.json", "track1.json"]
+    assert len(counter.calls) == 2
+    before = {p: p.read_text() for p in (tmp_path / "mean" / "test").glob("*.json")}
+
+    events: list[dict] = []
+    scores = evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, progress=events.append)
+    assert len(counter.calls) == 3  # only track2 was separated
+    assert [e["cached"] for e in events if e["stage"] == "job"] == [True, True, False]
+    assert all(p.read_text() == text for p, text in before.items())  # finished tracks untouched
+    assert sorted(scores["mean"]) == ["track0", "track1", "track2"]
+    assert np.isfinite(track_medians(scores)["mean"]["track0"]["bass"]["SDR"])
+
+    # a third run recomputes nothing; results from other settings are refused, not mixed in
+    evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path)
+    assert len(counter.calls) == 3
+    with pytest.raises(DataError, match="other settings"):
+        evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, data_id="another corpus")
+
+
+def test_gt_mode_queries_each_chunk_with_its_true_target(model_dir: Path, corpus: Path) -> None:
+    sep = Separator(model_dir, device="cpu", segment=0.5, overlap=0.0)
+    track = list_tracks(corpus)[0].load()
+    seen: list[tuple[int, int]] = []
+    from aqsep import evaluate as ev
+
+    latent = ev.model_latent(sep, track, "drums", "gt")
+    assert callable(latent)
+
+    def spy(start: int, length: int) -> torch.Tensor:
+        seen.append((start, length))
+        return latent(start, length)
+
+    est = sep.separate(track.mixture, track.sample_rate, spy)["target"]
+    assert est.shape == track.mixture.shape
+    assert seen[:2] == [(0, SR // 2), (SR // 2, SR // 2)]
+    # the latent of a chunk is the encoding of the true target in that chunk only
+    z = latent(SR // 2, SR // 2)
+    direct = ev.encode_audio(sep.model, track.source("drums")[:, SR // 2 : SR], SR)
+    torch.testing.assert_close(z, direct)
+
+
+def test_cli_evaluate_writes_museval_json_and_tables(model_dir: Path, corpus: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    assert run_cli(["--model", str(model_dir), "--data", str(corpus), "--mode", "gt", "--references",
+                    "--targets", "drums", "--max-tracks", "1", "-q", "-o", str(out)]) == 0
+    for method in ("gt", "mixture", "irm"):
+        path = out / method / "test" / "track0.json"
+        raw = json.loads(path.read_text())
+        assert raw["aqsep"]["method"] == method and "museval" in raw["aqsep"]["backend"]
+        df = museval.aggregate.json2df(raw, "track0")  # museval reads its own format back
+        assert set(df["target"]) == {"drums"} and set(df["metric"]) >= {"SDR", "SIR", "SAR", "ISR"}
+    md = (out / "summary.md").read_text()
+    assert "oracle IRM" in md and "mixture as estimate" in md and "GT query" in md and "target vs rest" in md
+    csv = (out / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("method,target,SDR,SIR,SAR,tracks") and len(csv) == 4
+    assert "summary.md" in capsys.readouterr().out
+
+    fast_out = tmp_path / "fast"
+    assert run_cli(["--model", str(model_dir), "--data", str(corpus / "test"), "--mode", "mean",
+                    "--targets", "bass", "--max-tracks", "1", "--fast", "-q", "-o", str(fast_out)]) == 0
+    assert (fast_out / "mean-fast" / "test" / "track0.json").is_file()
+    assert "fast-bss-eval" in (fast_out / "summary.md").read_text()
+    assert "fast-bss-eval" in (fast_out / "summary.csv").read_text()
+
+
+def test_unknown_class_is_refused_before_any_work(model_dir: Path, corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(QueryError, match="knows: bass, drums, hi-hat, other, vocals"):
+        run_cli(["--model", str(model_dir), "--data", str(corpus), "--mode", "iterative", "--targets",
+                 "cowbell", "-q", "-o", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+
+def test_list_tracks_reads_labels_and_sums_stems(corpus: Path, tmp_path: Path) -> None:
+    entry = list_tracks(corpus, max_tracks=1)[0]
+    assert entry.classes("coarse") == ["bass", "drums", "other", "vocals"]
+    assert sorted(entry.members("drums")) == ["hi-hat", "kick"] and entry.members("Hi Hat") == ["hi-hat"]
+    track = entry.load()
+    np.testing.assert_allclose(track.mixture, sum(track.stems.values()), atol=1e-6)
+    with pytest.raises(DataError, match="no tracks"):
+        list_tracks(tmp_path)
+    copy = tmp_path / "c" / "test" / "t"
+    shutil.copytree(corpus / "test" / "track0", copy)
+    (copy / "metadata.json").unlink()  # without metadata, stem names are the labels
+    assert list_tracks(tmp_path / "c")[0].classes() == sorted(make_stems(0, 0.1))
+
+
+def test_stem_mp4_clip_mixture_is_sum_of_stems() -> None:
+    stempeg = pytest.importorskip("stempeg")
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is needed to decode stem.mp4")
+    entry = list_tracks(stempeg.example_stem_path())[0]
+    track = entry.load()
+    assert sorted(track.stems) == ["bass", "drums", "other", "vocals"]
+    assert track.sample_rate == 44100 and track.channels == 2
+    np.testing.assert_allclose(track.mixture, sum(track.stems.values()), atol=1e-5)
