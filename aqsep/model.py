@@ -117,6 +117,26 @@ class UNetSeparator(nn.Module):
         self.to_mask = nn.ConvTranspose2d(2 * enc[0], 1, k, stride=2, padding=pad, output_padding=1)
         self.stride_product = 2 ** len(enc)
 
+    def _first_conv(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The first convolution of ``concat(spec, z tiled over (freq, frames))``, computed without
+        building the tiled tensor.
+
+        The latent channels are constant over the plane, so their part of the convolution equals
+        one convolution of a plane of ones (zero padding included) with the per-example kernel
+        ``sum_c z_c W_c``: exact, with the weights of the plain concatenation, but ``latent_dim``
+        times cheaper for those channels.
+        """
+        conv = self.encoder[0][0]
+        assert isinstance(conv, nn.Conv2d)
+        w_spec, w_z = conv.weight[:, :1], conv.weight[:, 1:]
+        out = F.conv2d(spec, w_spec, conv.bias, stride=conv.stride, padding=conv.padding)
+        b, _, f, t = spec.shape
+        kernels = torch.einsum("bc,ocij->boij", z.to(w_z.dtype), w_z)  # (batch, out, k, k)
+        ones = spec.new_ones(1, 1, f, t).expand(1, b, f, t)
+        z_part = F.conv2d(ones, kernels.reshape(-1, 1, *w_z.shape[-2:]).to(spec.dtype),
+                          stride=conv.stride, padding=conv.padding, groups=b)
+        return out + z_part.reshape(b, -1, *out.shape[-2:])
+
     def forward(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mask in [0, 1].
 
@@ -127,15 +147,11 @@ class UNetSeparator(nn.Module):
         Returns:
             ``(batch, 1, freq, frames)`` mask.
         """
-        b, _, f, t = spec.shape
-        tiled = z[:, :, None, None].expand(b, z.shape[1], f, t)
-        h = torch.cat([spec, tiled.to(spec.dtype)], dim=1)
-        skips = []
-        for block in self.encoder:
-            h = block(h)
-            skips.append(h)
+        skips = [self.encoder[0][1:](self._first_conv(spec, z))]
+        for block in self.encoder[1:]:
+            skips.append(block(skips[-1]))
         h = skips.pop()
-        for i, (deconv, adain, drop) in enumerate(zip(self.deconvs, self.adains, self.dropouts)):
+        for i, (deconv, adain, drop) in enumerate(zip(self.deconvs, self.adains, self.dropouts, strict=True)):
             if i > 0:
                 h = torch.cat([h, skips.pop()], dim=1)
             h = drop(F.relu(adain(deconv(h), z)))
