@@ -1,0 +1,249 @@
+"""`aqsep train`: train a model on stems or MUSDB18, resume a run, or export a run's model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from aqsep.config import TRAIN_PRESETS
+from aqsep.errors import AqsepError
+
+EPILOG = """\
+data:
+  a stems folder    DATA/<track>/<stem>.wav|flac (any stem names), optionally with split
+                    folders DATA/train, DATA/valid, DATA/test; a track's metadata.json
+                    (written by `aqsep synth`) gives each stem a fine and a coarse label
+  MUSDB18           --musdb: DATA/train and DATA/test with *.stem.mp4 files (--is-wav for
+                    MUSDB18-HQ folders of wav files); validation uses musdb's 14-track split
+
+run folder (--out RUN_DIR):
+  run.json                  data and settings of the run (read back by --resume)
+  checkpoints/last.ckpt     written every --checkpoint-every steps and at the end
+  logs/version_N/metrics.csv  every loss term and the validation SDR (one version per start)
+  model/                    the released model, written at the end (or --export MODEL_DIR)
+  Checkpoints are for --resume only; --init takes a released model folder (model.safetensors
+  + config.json), never a checkpoint.
+
+examples:
+  aqsep train --data corpus/ --out runs/cpu1
+  aqsep train --data corpus/ --out runs/cpu1 --resume          # after an interruption
+  aqsep train --data musdb18/ --musdb --preset paper --out runs/paper --accelerator gpu
+  aqsep train --data mystems/ --init models/default --steps 2000 --lr 1e-4 --out runs/ft
+  torchrun --nproc_per_node 2 -m aqsep train --data corpus/ --out runs/ddp   # DDP
+  aqsep train --export-only --out runs/cpu1 --export models/cpu1
+"""
+
+# Options that define a run: they cannot change when it is resumed (repeating them is fine).
+_FIXED_ON_RESUME = ("musdb", "is_wav", "preset", "level", "batch_size", "lr", "seed", "no_latent_loss",
+                    "latent_updates_query", "init")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 2e-4, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"learning rate must be in (0, 1), got {value}")
+    return value
+
+
+def _preset_defaults(field: str) -> str:
+    return ", ".join(f"{name} {getattr(tc, field):g}" for name, tc in sorted(TRAIN_PRESETS.items()))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on stems or MUSDB18, resume a run, or export a run's model",
+        description=(
+            "Train the query-based separator (Query-net + U-Net Separator, cVAE losses with latent "
+            "regressor) on excerpts drawn by the paper's sampling strategy, then export a released "
+            "model with the mean latent of each class."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", help="stems folder or MUSDB18 root (default on --resume: the run's)")
+    data.add_argument("--musdb", action="store_true", default=None, help="PATH is MUSDB18 (read with the musdb package)")
+    data.add_argument("--is-wav", action="store_true", default=None,
+                      help="with --musdb: MUSDB18-HQ layout (a folder of wav stems per track)")
+    data.add_argument("--level", choices=("coarse", "fine", "stems"), default=None,
+                      help="what one stem is when metadata.json labels the stems: the sum per coarse class "
+                           "(vocals/drums/bass/other), the sum per fine label (kick, piano, ...), or every "
+                           "file apart (default: coarse)")
+    data.add_argument("--preload", action="store_true", default=None,
+                      help="decode all training audio into memory once (small data sets; stem.mp4 files "
+                           "decode slowly)")
+    run_opts = parser.add_argument_group("run")
+    run_opts.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, run.json, model/")
+    run_opts.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=None,
+                     help="model size and training defaults (default: cpu; paper = the paper's sizes)")
+    run_opts.add_argument("--resume", action="store_true",
+                     help="continue RUN_DIR from its last checkpoint, with the same step counter and data order")
+    run_opts.add_argument("--init", metavar="MODEL",
+                     help="start from the weights of a released model folder (fine-tuning); its "
+                          "architecture replaces the preset's")
+    run_opts.add_argument("--steps", type=_positive, metavar="N", help=f"total training steps (default: {_preset_defaults('max_steps')})")
+    run_opts.add_argument("--batch-size", type=_positive, metavar="B", help="excerpts per step and process (default: 16)")
+    run_opts.add_argument("--lr", type=_learning_rate, metavar="LR", help=f"Adam learning rate (default: {_preset_defaults('lr')})")
+    run_opts.add_argument("--seed", type=_non_negative, metavar="S", help="seed of the data order and the weights (default: 0)")
+    run_opts.add_argument("--no-latent-loss", action="store_true", default=None,
+                     help="train without L_latent (ablation: lambda_latent = 0)")
+    run_opts.add_argument("--latent-updates-query", action="store_true", default=None,
+                     help="let L_latent update the Query-net too (default: the separator only, as BicycleGAN)")
+    run_opts.add_argument("--val-every", type=_positive, metavar="N", help=f"validate every N steps (default: {_preset_defaults('val_every')})")
+    run_opts.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                     help=f"write checkpoints/last.ckpt every N steps (default: {_preset_defaults('checkpoint_every')})")
+    run_opts.add_argument("--valid-excerpts", type=_positive, metavar="N",
+                          help=f"size of the fixed, seeded validation set (default: {_preset_defaults('valid_excerpts')})")
+    run_opts.add_argument("--log-every", type=_positive, default=10, metavar="N",
+                     help="write the training losses to the CSV log every N steps (default: 10)")
+    hw = parser.add_argument_group("hardware")
+    hw.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="auto",
+                    help="where to train (default: auto, a GPU if there is one)")
+    hw.add_argument("--devices", type=_positive, metavar="N",
+                    help="devices (processes) per node; under torchrun: --nproc_per_node (the default)")
+    hw.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default=None,
+                    help="32-bit (default), or mixed precision: bfloat16 autocast (GPUs, and CPUs with native "
+                         "bfloat16 such as AVX512-BF16/AMX; on AVX2-only CPUs it is many times slower) or "
+                         "float16 (GPUs)")
+    hw.add_argument("--num-workers", type=_non_negative, metavar="N",
+                    help="data loading processes (default: 2; 0 loads in the training process)")
+    out = parser.add_argument_group("export")
+    out.add_argument("--export", metavar="MODEL_DIR",
+                     help="where to write the released model at the end (default: RUN_DIR/model)")
+    out.add_argument("--export-only", action="store_true",
+                     help="do not train: export RUN_DIR's last checkpoint to --export (class latents "
+                          "computed on --data, by default the run's data)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    parser.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields set on the command line."""
+    fields = {
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "val_every": args.val_every,
+        "checkpoint_every": args.checkpoint_every,
+        "valid_excerpts": args.valid_excerpts,
+        "num_workers": args.num_workers,
+        "precision": args.precision,
+        "lambda_latent": 0.0 if args.no_latent_loss else None,
+        "latent_updates_query": True if args.latent_updates_query else None,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _resume_spec(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    from aqsep.train import RunSpec
+
+    spec = RunSpec.load(args.out)
+    stored = {
+        "musdb": spec.musdb, "is_wav": spec.is_wav, "preset": spec.preset, "level": spec.level,
+        "batch_size": spec.train["batch_size"], "lr": spec.train["lr"], "seed": spec.train["seed"],
+        "no_latent_loss": spec.train["lambda_latent"] == 0 or None,
+        "latent_updates_query": spec.train["latent_updates_query"] or None, "init": spec.init,
+    }
+    changed = [f"--{name.replace('_', '-')}" for name in _FIXED_ON_RESUME
+               if getattr(args, name) is not None and getattr(args, name) != stored[name]]
+    if changed:
+        raise AqsepError(
+            f"{', '.join(changed)} cannot change when a run is resumed (see {Path(args.out) / 'run.json'}); "
+            "start a new run with another --out, or --init from its model"
+        )
+    train = dict(spec.train)
+    for key in ("max_steps", "val_every", "checkpoint_every", "valid_excerpts", "num_workers", "precision"):
+        value = _overrides(args).get(key)
+        if value is not None:
+            train[key] = value
+    return replace(
+        spec,
+        data=args.data or spec.data,
+        preload=bool(args.preload) if args.preload is not None else spec.preload,
+        train=train,
+    )
+
+
+def _new_spec(args: argparse.Namespace) -> Any:
+    from aqsep.release import load_model
+    from aqsep.train import RunSpec
+
+    if not args.data:
+        raise AqsepError("--data PATH is required to start a run")
+    if args.is_wav and not args.musdb:
+        raise AqsepError("--is-wav only applies to --musdb data")
+    model_config = None
+    if args.init:
+        model_config = load_model(args.init).model.config
+    return RunSpec.create(
+        args.data,
+        preset=args.preset or "cpu",
+        train_overrides=_overrides(args),
+        model_config=model_config,
+        musdb=bool(args.musdb),
+        is_wav=bool(args.is_wav),
+        level=args.level or "coarse",
+        init=args.init,
+        preload=bool(args.preload),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from aqsep.train import export_model, train
+
+    if args.export_only:
+        if args.resume:
+            raise AqsepError("--export-only and --resume do not go together")
+        model_dir = Path(args.export) if args.export else Path(args.out) / "model"
+        export_model(args.out, model_dir, args.data, musdb=args.musdb, is_wav=args.is_wav)
+        if not args.quiet:
+            print(f"exported {args.out} to {model_dir}")
+        return 0
+    spec = _resume_spec(args) if args.resume else _new_spec(args)
+    result = train(
+        spec,
+        args.out,
+        resume=args.resume,
+        export_dir=args.export,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        progress=not args.quiet,
+        log_every=args.log_every,
+    )
+    if result.model_dir is not None and not args.quiet:
+        sdr = result.metrics.get("val/sdr")
+        note = f", validation SDR {sdr:.2f} dB" if sdr is not None else ""
+        print(
+            f"trained {result.steps} steps in {result.wall_time / 60:.1f} min{note}; "
+            f"model written to {result.model_dir}"
+        )
+    return 0
+

@@ -1,0 +1,255 @@
+"""The paper's sampling strategy, and the deterministic excerpt datasets built on it.
+
+For each training example (docs/paper.md section 6): split the stems of an excerpt into Target
+and Rest, keep each stem with Bernoulli(``keep_prob``) and scale it by
+Uniform(``gain_low``, ``gain_high``); the target is the sum of the kept target stems and the
+mixture is target + rest. The query is the target itself. Guards [default]: the Target/Rest split
+is a random non-empty proper subset, the keep draws are redone while no target stem is kept, and
+an excerpt whose target is silent (RMS below ``silence_db``, or more than ``relative_db`` below the
+mixture) is replaced by a new excerpt. With probability ``remix_prob`` each stem comes from
+another random track (and offset) that has a stem of the same name.
+
+Every draw takes a :class:`numpy.random.Generator`; :class:`ExcerptDataset` seeds one per excerpt
+from ``(seed, stream, index)``, so excerpt ``i`` is the same in every run, worker and process, and
+:class:`StepBatchSampler` makes the excerpt index the global sample index of the training run, so
+that a resumed run sees exactly the data order of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from aqsep.config import TrainConfig
+from aqsep.data.stems import Track
+from aqsep.errors import DataError
+
+TRAIN_STREAM = 0
+VALID_STREAM = 1
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    keep_prob: float = 0.5  # [paper] alpha ~ Bernoulli(0.5)
+    gain_low: float = 0.25  # [paper] beta ~ Uniform(0.25, 1.25)
+    gain_high: float = 1.25
+    remix_prob: float = 0.0
+    silence_db: float = -50.0  # reject a target whose RMS (dBFS) is below this [default]
+    relative_db: float = -60.0  # ... or that lies more than 60 dB below the mixture [default]
+    max_tries: int = 200  # excerpts drawn before giving up on a (silent) data set
+
+    def __post_init__(self) -> None:
+        assert 0.0 < self.keep_prob <= 1.0, "keep_prob must be in (0, 1]"
+        assert 0.0 <= self.gain_low <= self.gain_high, "need 0 <= gain_low <= gain_high"
+        assert 0.0 <= self.remix_prob <= 1.0, "remix_prob must be in [0, 1]"
+
+    @classmethod
+    def from_train_config(cls, config: TrainConfig) -> SamplingConfig:
+        return cls(
+            keep_prob=config.keep_prob,
+            gain_low=config.gain_low,
+            gain_high=config.gain_high,
+            remix_prob=config.remix_prob,
+            silence_db=config.silence_db,
+        )
+
+
+@dataclass
+class Mix:
+    """One draw of the sampling strategy over the stems of an excerpt."""
+
+    target: np.ndarray  # (samples,) float32
+    rest: np.ndarray  # (samples,) float32
+    mixture: np.ndarray  # target + rest, exactly
+    in_target: np.ndarray  # (stems,) bool: the Target/Rest split
+    kept: np.ndarray  # (stems,) bool: alpha
+    gains: np.ndarray  # (stems,) float32: beta
+
+
+@dataclass
+class Excerpt(Mix):
+    track: str = ""
+    start: int = 0
+    stems: tuple[str, ...] = ()
+
+
+def rms_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (a floor of -200 dB for digital silence)."""
+    return 10.0 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
+
+
+def mix_stems(
+    stems: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    keep_prob: float = 0.5,
+    gain_low: float = 0.25,
+    gain_high: float = 1.25,
+) -> Mix:
+    """The paper's sampling strategy on one excerpt's stems ``(n_stems, samples)``, ``n_stems >= 2``.
+
+    The caller's array is not modified.
+    """
+    n = stems.shape[0]
+    if n < 2:
+        raise ValueError(f"the sampling strategy needs at least 2 stems, got {n}")
+    while True:  # a random non-empty proper subset: P(redraw) = 2 / 2**n
+        in_target = np.asarray(rng.random(n) < 0.5)
+        if 0 < in_target.sum() < n:
+            break
+    while True:  # redraw the alphas while no target stem is kept
+        kept = np.asarray(rng.random(n) < keep_prob)
+        if (kept & in_target).any():
+            break
+    gains = np.asarray(rng.uniform(gain_low, gain_high, n), dtype=np.float32)
+    weights = (gains * kept).astype(np.float32)
+    target = (weights * in_target) @ stems
+    rest = (weights * ~in_target) @ stems
+    return Mix(
+        target=target.astype(np.float32),
+        rest=rest.astype(np.float32),
+        mixture=(target + rest).astype(np.float32),
+        in_target=in_target,
+        kept=kept,
+        gains=gains,
+    )
+
+
+def is_silent_target(target: np.ndarray, mixture: np.ndarray, *, silence_db: float, relative_db: float) -> bool:
+    level = rms_db(target)
+    return level < silence_db or level - rms_db(mixture) < relative_db
+
+
+def _read_stems(
+    tracks: Sequence[Track], index: int, length: int, rng: np.random.Generator, remix_prob: float
+) -> tuple[np.ndarray, int]:
+    track = tracks[index]
+    start = int(rng.integers(0, max(track.length - length, 0) + 1))
+    stems = track.read(start, length)
+    if remix_prob > 0 and len(tracks) > 1:
+        for k, name in enumerate(track.stems):
+            if rng.random() >= remix_prob:
+                continue
+            donors = [i for i, t in enumerate(tracks) if i != index and name in t.stems]
+            if not donors:
+                continue
+            other = tracks[donors[int(rng.integers(len(donors)))]]
+            offset = int(rng.integers(0, max(other.length - length, 0) + 1))
+            stems[k] = other.read(offset, length, [name])[0]
+    return stems, start
+
+
+def sample_excerpt(
+    tracks: Sequence[Track], length: int, rng: np.random.Generator, config: SamplingConfig = SamplingConfig()
+) -> Excerpt:
+    """Draw one training example: a random track and offset, then :func:`mix_stems`.
+
+    Silent targets are rejected by drawing a new excerpt (up to ``config.max_tries``).
+
+    Raises:
+        DataError: no track, or no non-silent target found in ``config.max_tries`` draws.
+    """
+    if not tracks:
+        raise DataError("no tracks to draw excerpts from")
+    for _ in range(config.max_tries):
+        index = int(rng.integers(len(tracks)))
+        stems, start = _read_stems(tracks, index, length, rng, config.remix_prob)
+        mix = mix_stems(
+            stems, rng, keep_prob=config.keep_prob, gain_low=config.gain_low, gain_high=config.gain_high
+        )
+        if not is_silent_target(mix.target, mix.mixture, silence_db=config.silence_db, relative_db=config.relative_db):
+            return Excerpt(**vars(mix), track=tracks[index].name, start=start, stems=tracks[index].stems)
+    raise DataError(
+        f"no excerpt with a non-silent target (RMS above {config.silence_db:g} dBFS) in {config.max_tries} "
+        "draws: the data is silent or nearly so; check its levels"
+    )
+
+
+class ExcerptDataset(Dataset[dict[str, torch.Tensor]]):
+    """Excerpt ``i`` is a deterministic function of ``(seed, stream, i)``.
+
+    Items are ``{"mixture": (samples,), "target": (samples,), "index": ()}`` tensors.
+    ``cache=True`` keeps the items in memory (for the fixed validation set).
+    """
+
+    def __init__(
+        self,
+        tracks: Sequence[Track],
+        length: int,
+        config: SamplingConfig,
+        *,
+        seed: int,
+        size: int,
+        stream: int = TRAIN_STREAM,
+        cache: bool = False,
+    ) -> None:
+        if not tracks:
+            raise DataError("no tracks to draw excerpts from")
+        self.tracks = list(tracks)
+        self.length = length
+        self.config = config
+        self.seed = seed
+        self.size = size
+        self.stream = stream
+        self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def excerpt(self, index: int) -> Excerpt:
+        rng = np.random.default_rng([self.seed, self.stream, index])
+        return sample_excerpt(self.tracks, self.length, rng, self.config)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        ex = self.excerpt(int(index))
+        item = {
+            "mixture": torch.from_numpy(ex.mixture),
+            "target": torch.from_numpy(ex.target),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+        if self._cache is not None:
+            self._cache[index] = item
+        return item
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of global sample indices: at step ``s``, process ``rank`` of ``world`` gets
+    ``[(s * world + rank) * batch_size + j for j in range(batch_size)]``.
+
+    Iteration starts at ``start_step()`` (read when iteration begins: the trainer's restored step
+    on resume) and ends at ``max_steps``.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        max_steps: int,
+        *,
+        start_step: Callable[[], int] | int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.start_step = start_step
+        self.rank = rank
+        self.world_size = world_size
+
+    def first_index(self, step: int) -> int:
+        return (step * self.world_size + self.rank) * self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = self.start_step() if callable(self.start_step) else self.start_step
+        for step in range(start, self.max_steps):
+            base = self.first_index(step)
+            yield list(range(base, base + self.batch_size))
+
+    def __len__(self) -> int:
+        return self.max_steps

@@ -1,0 +1,615 @@
+"""Training: the cVAE with latent regressor as a Lightning module, and export of a released model.
+
+Loss (docs/paper.md section 5): ``L = lambda_R * L_R + lambda_KL * L_KL + lambda_lat * L_latent`` with
+
+- ``L_R``: L1 between the target magnitude and ``S(M, z)``, ``z ~ Q(S_T)`` reparameterised;
+- ``L_KL``: ``KL(Q(S_T) || N(0, I))``;
+- ``L_latent``: L1 between ``z ~ N(0, I)`` and the mean of ``Q(S(M, z))``. With
+  ``TrainConfig.latent_updates_query=False`` (BicycleGAN's choice, the default) this term
+  re-encodes the estimate through the Query-net with *detached* parameters, so that its gradient
+  reaches the separator (through the estimate) but not the Query-net.
+
+The datasets return waveforms; the STFT runs inside the module, on the training device.
+
+A run folder (``RUN_DIR``) holds ``run.json`` (what was trained on, with which settings),
+``checkpoints/last.ckpt`` (Lightning checkpoints of our own runs: ``--resume`` reads them; they are
+never a release format and ``--init`` does not accept them), ``logs/version_N/metrics.csv`` (every
+loss term; one version per start or resume, so rows of steps re-run after a resume appear twice)
+and, at the end, the released model (``RUN_DIR/model`` unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from aqsep.config import TRAIN_PRESETS, ModelConfig, TrainConfig
+from aqsep.config import preset as model_preset
+from aqsep.data import open_tracks
+from aqsep.data.sampling import (
+    TRAIN_STREAM,
+    VALID_STREAM,
+    ExcerptDataset,
+    SamplingConfig,
+    StepBatchSampler,
+    rms_db,
+)
+from aqsep.data.stems import Track
+from aqsep.errors import AqsepError, DataError, ModelError
+from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
+from aqsep.model import Posterior, QuerySeparator
+from aqsep.release import ClassLatent, load_model, save_model
+from aqsep.transforms import istft, stft
+
+RUN_FILE = "run.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+LOG_DIR = "logs"
+DEFAULT_EXPORT = "model"
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_frozen(model: QuerySeparator, magnitude: torch.Tensor) -> Posterior:
+    """``model.encode`` with the Query-net's parameters detached: gradients reach ``magnitude``
+    (and whatever produced it) but not the Query-net."""
+    query_net = model.query_net
+    params = {name: p.detach() for name, p in query_net.named_parameters()}
+    params.update(dict(query_net.named_buffers()))
+    spec = torch.log1p(magnitude[:, None, : model.config.audio.n_bins])  # as QuerySeparator.encode
+    return torch.func.functional_call(query_net, params, (spec,))
+
+
+def training_losses(
+    model: QuerySeparator,
+    mixture: torch.Tensor,
+    target: torch.Tensor,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The three loss terms and their weighted sum.
+
+    Args:
+        mixture, target: linear magnitudes ``(batch, bins, frames)``.
+    Returns:
+        ``{"loss", "rec", "kl", "latent"}`` scalars (``latent`` is 0 when ``lambda_latent`` is 0).
+    """
+    posterior = model.encode(target)
+    z = posterior.sample(generator)
+    if config.lambda_latent > 0:
+        z_prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        # both separator passes in one batch: S(M, z ~ Q(S_T)) and S(M, z ~ N(0, I))
+        estimates = model(torch.cat([mixture, mixture]), torch.cat([z, z_prior]))
+        estimate, estimate_prior = estimates.split(mixture.shape[0])
+        encode = model.encode if config.latent_updates_query else lambda m: encode_frozen(model, m)
+        latent = latent_loss(z_prior.float(), encode(estimate_prior).mu.float())
+    else:
+        estimate = model(mixture, z)
+        latent = torch.zeros((), device=mixture.device)
+    rec = reconstruction_loss(estimate.float(), target.float())
+    kl = kl_loss(Posterior(posterior.mu.float(), posterior.logvar.float()))
+    loss = config.lambda_rec * rec + config.lambda_kl * kl + config.lambda_latent * latent
+    return {"loss": loss, "rec": rec, "kl": kl, "latent": latent}
+
+
+# ---------------------------------------------------------------------------------------------
+# Lightning module and data
+# ---------------------------------------------------------------------------------------------
+
+
+class QueryTraining(L.LightningModule):
+    """The training engine: STFT on device, losses, Adam with step decay, SDR validation."""
+
+    def __init__(self, model_config: dict[str, Any], train_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_config = ModelConfig.from_dict(model_config)
+        self.train_config = TrainConfig.from_dict(train_config)
+        self.model = QuerySeparator(self.model_config)
+        self.wall_time_before = 0.0  # seconds trained before this process (resumed runs)
+        self._started: float | None = None
+
+    # -- helpers
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` -> complex ``(batch, bins, frames)``, always in float32."""
+        audio = self.model_config.audio
+        with torch.autocast(wave.device.type, enabled=False):
+            return stft(wave.float(), audio.n_fft, audio.hop_length)
+
+    def wall_time(self) -> float:
+        running = 0.0 if self._started is None else time.monotonic() - self._started
+        return self.wall_time_before + running
+
+    # -- training
+    def on_train_start(self) -> None:
+        self._started = time.monotonic()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        mixture = self.spectrogram(batch["mixture"]).abs()
+        target = self.spectrogram(batch["target"]).abs()
+        losses = training_losses(self.model, mixture, target, self.train_config)
+        size = mixture.shape[0]
+        self.log("train/loss", losses["loss"].detach(), prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=size)
+        self.log("train/first_excerpt", batch["index"][0].double(), batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)  # type: ignore[union-attr]
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        import fast_bss_eval
+
+        audio = self.model_config.audio
+        mix_spec = self.spectrogram(batch["mixture"])
+        mixture, target = mix_spec.abs(), self.spectrogram(batch["target"]).abs()
+        posterior = self.model.encode(target)
+        mask = self.model.mask(mixture, posterior.mu).float()
+        gen = torch.Generator(device="cpu").manual_seed(int(batch["index"][0]))
+        z = torch.randn(posterior.mu.shape, generator=gen).to(mixture.device)
+        reencoded = self.model.encode(self.model(mixture, z)).mu.float()
+        rec = reconstruction_loss(mask * mixture, target)
+        kl = kl_loss(Posterior(posterior.mu.float(), posterior.logvar.float()))
+        latent = latent_loss(z, reencoded)
+        tc = self.train_config
+        loss = tc.lambda_rec * rec + tc.lambda_kl * kl + tc.lambda_latent * latent
+        with torch.autocast(mixture.device.type, enabled=False):
+            length = batch["mixture"].shape[-1]
+            estimate = istft(mask * mix_spec, audio.n_fft, audio.hop_length, length)
+            reference = batch["target"].double()[:, None]
+            sdr = fast_bss_eval.sdr(reference, estimate.double()[:, None], clamp_db=100)[:, 0]
+            sdr_mix = fast_bss_eval.sdr(reference, batch["mixture"].double()[:, None], clamp_db=100)[:, 0]
+        size = mixture.shape[0]
+        values = {"loss": loss, "rec": rec, "kl": kl, "latent": latent,
+                  "sdr": torch.nan_to_num(sdr).mean(), "sdr_mixture": torch.nan_to_num(sdr_mix).mean()}
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, batch_size=size, sync_dist=True)
+        self.log("val_sdr", values["sdr"].float(), batch_size=size, sync_dist=True, prog_bar=True, logger=False)
+
+    def configure_optimizers(self) -> Any:
+        tc = self.train_config
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(tc.betas[0], tc.betas[1]))
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["aqsep_wall_time"] = self.wall_time()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.wall_time_before = float(checkpoint.get("aqsep_wall_time", 0.0))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # data workers only read and mix audio
+
+
+class ExcerptData(L.LightningDataModule):
+    """Training excerpts indexed by global sample index; a fixed, seeded validation set."""
+
+    def __init__(self, train: list[Track], valid: list[Track], *, length: int, config: TrainConfig) -> None:
+        super().__init__()
+        self.train_tracks, self.valid_tracks = train, valid
+        self.length = length
+        self.config = config
+        self.sampling = SamplingConfig.from_train_config(config)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer, tc = self.trainer, self.config
+        assert trainer is not None
+        world = trainer.world_size
+        sampler = StepBatchSampler(
+            tc.batch_size,
+            tc.max_steps,
+            start_step=lambda: trainer.global_step,  # read when iteration starts: restored on resume
+            rank=trainer.global_rank,
+            world_size=world,
+        )
+        size = (tc.max_steps + 1) * world * tc.batch_size
+        dataset = ExcerptDataset(self.train_tracks, self.length, self.sampling, seed=tc.seed, size=size,
+                                 stream=TRAIN_STREAM)
+        workers = tc.num_workers
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=_worker_init if workers > 0 else None)
+
+    def val_dataloader(self) -> DataLoader:
+        trainer, tc = self.trainer, self.config
+        assert trainer is not None
+        dataset = ExcerptDataset(self.valid_tracks, self.length, self.sampling, seed=tc.seed,
+                                 size=tc.valid_excerpts, stream=VALID_STREAM, cache=True)
+        shard = list(range(trainer.global_rank, tc.valid_excerpts, trainer.world_size))
+        return DataLoader(dataset, batch_size=tc.batch_size, sampler=shard, num_workers=0)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file, then rename: a kill mid-write leaves the previous one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSpec:
+    """What a run trains on and with which settings (``RUN_DIR/run.json``)."""
+
+    data: str
+    musdb: bool = False
+    is_wav: bool = False
+    level: str = "coarse"
+    preset: str = "cpu"
+    model: dict[str, Any] = field(default_factory=lambda: model_preset("cpu").to_dict())
+    train: dict[str, Any] = field(default_factory=lambda: TRAIN_PRESETS["cpu"].to_dict())
+    init: str | None = None
+    preload: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        data: str | Path,
+        *,
+        preset: str = "cpu",
+        train_overrides: dict[str, Any] | None = None,
+        model_config: ModelConfig | None = None,
+        **kwargs: Any,
+    ) -> RunSpec:
+        """A spec from a preset name, with TrainConfig fields overridden by ``train_overrides``."""
+        if preset not in TRAIN_PRESETS:
+            raise AqsepError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
+        train_config = replace(TRAIN_PRESETS[preset], **(train_overrides or {}))
+        model = (model_config or model_preset(preset)).to_dict()
+        return cls(data=str(data), preset=preset, model=model, train=train_config.to_dict(), **kwargs)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.model)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.train)
+
+    def save(self, run_dir: Path) -> None:
+        tmp = run_dir / f".{RUN_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, run_dir / RUN_FILE)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunSpec:
+        path = Path(run_dir) / RUN_FILE
+        if not path.is_file():
+            raise AqsepError(f"{run_dir} is not a training run folder (no {RUN_FILE})")
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise AqsepError(f"{path} is damaged ({err}); start a new run with another --out") from None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    wall_time: float
+    model_dir: Path | None  # the exported model (rank 0 only)
+    metrics: dict[str, float]
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def _open_data(spec: RunSpec, split: str, sample_rate: int, level: str | None = None) -> list[Track]:
+    return open_tracks(spec.data, split, musdb=spec.musdb, is_wav=spec.is_wav, level=level or spec.level,
+                       sample_rate=sample_rate, preload=spec.preload)
+
+
+def _train_and_valid(spec: RunSpec) -> tuple[list[Track], list[Track]]:
+    sr = spec.model_config.audio.sample_rate
+    train_tracks = _open_data(spec, "train", sr)
+    if not train_tracks:
+        raise DataError(f"no training tracks in {spec.data}")
+    valid_tracks = _open_data(spec, "valid", sr)
+    if not valid_tracks:
+        warnings.warn(
+            f"{spec.data} has no validation tracks: validating on other excerpts of the training tracks",
+            stacklevel=3,
+        )
+        valid_tracks = train_tracks
+    return train_tracks, valid_tracks
+
+
+_QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*exists and is not empty.*",
+    r".*resuming from a checkpoint that ended before the epoch ended.*",
+    r".*`training_step` returned `None`.*",
+    r".*smaller than the logging interval.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # raised inside Lightning 2.6 itself
+)
+
+
+def train(
+    spec: RunSpec,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    export_dir: str | Path | None = None,
+    accelerator: str = "auto",
+    devices: int | None = None,
+    num_nodes: int | None = None,
+    progress: bool = True,
+    log_every: int = 10,
+) -> TrainResult:
+    """Train (or, with ``resume``, continue) the run in ``run_dir``, then export the model.
+
+    Multi-process training: start it under ``torchrun`` (DDP; gloo on CPU, NCCL on GPUs);
+    ``devices`` and ``num_nodes`` default to what ``torchrun`` set up.
+
+    Raises:
+        AqsepError: the run folder does not fit the request (see messages), bad data or model.
+    """
+    run_dir = Path(run_dir)
+    ckpt = last_checkpoint(run_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    devices = devices or local_world
+    num_nodes = num_nodes or max(1, world // local_world)
+    rank = int(os.environ.get("RANK", "0"))
+    if resume:
+        if not ckpt.is_file():
+            raise AqsepError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} yet")
+    elif rank == 0 and (ckpt.is_file() or (run_dir / RUN_FILE).is_file()):  # rank 0 writes run.json
+        raise AqsepError(f"{run_dir} already holds a training run: add --resume to continue it, or use another --out")
+    model_config, tc = spec.model_config, spec.train_config
+
+    train_tracks, valid_tracks = _train_and_valid(spec)
+    torch.manual_seed(tc.seed)
+    module = QueryTraining(model_config.to_dict(), tc.to_dict())
+    if spec.init and not resume:
+        released = load_model(spec.init)
+        if released.model.config != model_config:
+            raise ModelError(f"--init model {spec.init} has another architecture than this run's config")
+        module.model.load_state_dict(released.model.state_dict(), strict=True)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            spec.save(run_dir)
+
+    data = ExcerptData(train_tracks, valid_tracks, length=model_config.audio.segment_samples, config=tc)
+    strategy: Any = "auto"
+    if devices * num_nodes > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
+    callbacks: list[Any] = [
+        ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0,
+                        every_n_train_steps=tc.checkpoint_every, save_on_train_epoch_end=False),
+    ]
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    old_level = lightning_logger.level
+    if not progress:
+        lightning_logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            trainer = L.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy=strategy,
+                precision=tc.precision,  # type: ignore[arg-type]
+                max_steps=tc.max_steps,
+                max_epochs=-1,
+                val_check_interval=tc.val_every,
+                check_val_every_n_epoch=None,
+                num_sanity_val_steps=0,
+                log_every_n_steps=log_every,
+                logger=CSVLogger(run_dir, name=LOG_DIR, flush_logs_every_n_steps=max(1, min(50, tc.checkpoint_every))),
+                callbacks=callbacks,
+                plugins=[AtomicCheckpointIO()],
+                use_distributed_sampler=False,
+                enable_progress_bar=progress,
+                enable_model_summary=progress,
+                default_root_dir=run_dir,
+            )
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt if resume else None, weights_only=True)
+            trainer.save_checkpoint(ckpt, weights_only=False)
+    finally:
+        lightning_logger.setLevel(old_level)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    model_dir = None
+    if trainer.is_global_zero:
+        model_dir = Path(export_dir) if export_dir else run_dir / DEFAULT_EXPORT
+        export_from_module(module.model, spec, model_dir, steps=trainer.global_step,
+                           wall_time=module.wall_time(), metrics=metrics)
+    return TrainResult(run_dir, trainer.global_step, module.wall_time(), model_dir, metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: released model with class mean latents
+# ---------------------------------------------------------------------------------------------
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[QuerySeparator, dict[str, Any]]:
+    """The network of a run's Lightning checkpoint (our own runs only) and the checkpoint's extras."""
+    path = Path(path)
+    if path.is_dir():
+        path = last_checkpoint(path)
+    if not path.is_file():
+        raise ModelError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        hparams = ckpt["hyper_parameters"]
+        model = QuerySeparator(ModelConfig.from_dict(hparams["model_config"]))
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state, strict=True)
+    except (KeyError, RuntimeError, ValueError, OSError) as err:
+        raise ModelError(f"{path} is not a checkpoint of an aqsep training run ({err})") from None
+    extras = {"steps": int(ckpt.get("global_step", 0)), "wall_time": float(ckpt.get("aqsep_wall_time", 0.0)),
+              "train_config": hparams.get("train_config", {})}
+    return model.eval(), extras
+
+
+@torch.no_grad()
+def class_latents(
+    model: QuerySeparator,
+    tracks: list[Track],
+    *,
+    levels: tuple[str, ...] = ("coarse", "fine"),
+    silence_db: float = -50.0,
+    max_windows: int | None = 2000,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, ClassLatent]:
+    """Mean of mu over the non-silent windows (``segment_samples`` long) of every stem, per class.
+
+    ``tracks`` should be opened at level ``"stems"``: the stems of a track are summed by coarse
+    label for the ``"coarse"`` classes and by fine label (where the data has one) for ``"fine"``.
+    A fine class whose name is also a coarse class (e.g. ``bass``) keeps the coarse latent. At most
+    ``max_windows`` windows per class are used, from tracks visited in a seeded random order.
+    """
+    model = model.eval().to(device)
+    audio = model.config.audio
+    seg = audio.segment_samples
+    sums: dict[tuple[str, str], torch.Tensor] = {}
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    pending: list[tuple[tuple[str, str], np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        waves = torch.from_numpy(np.stack([w for _, w in pending])).to(device)
+        mu = model.encode(stft(waves, audio.n_fft, audio.hop_length).abs()).mu.float().cpu()
+        for (key, _), m in zip(pending, mu, strict=True):
+            sums[key] = sums.get(key, torch.zeros_like(m)) + m
+        pending.clear()
+
+    def full(key: tuple[str, str]) -> bool:
+        return max_windows is not None and counts[key] >= max_windows
+
+    order = np.random.default_rng(seed).permutation(len(tracks))
+    block_windows = 16
+    for t in order:
+        track = tracks[int(t)]
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for k, stem in enumerate(track.stems):
+            label = track.labels[stem]
+            if "coarse" in levels:
+                groups[("coarse", label.coarse)].append(k)
+            if "fine" in levels and label.fine is not None:
+                groups[("fine", label.fine)].append(k)
+        if all(full(key) for key in groups):
+            continue
+        n_windows = track.length // seg
+        for first in range(0, n_windows, block_windows):
+            count = min(block_windows, n_windows - first)
+            stems = track.read(first * seg, count * seg)
+            for key, rows in groups.items():
+                summed = stems[rows].sum(axis=0).reshape(count, seg)
+                for window in summed:
+                    if full(key) or rms_db(window) < silence_db:
+                        continue
+                    counts[key] += 1
+                    pending.append((key, window))
+                    if len(pending) >= batch_size:
+                        flush()
+    flush()
+    latents: dict[str, ClassLatent] = {}
+    for (level, name), total in sorted(sums.items(), key=lambda kv: kv[0][0] != "coarse"):
+        if name in latents:  # a fine name that is also a coarse class keeps the coarse latent
+            continue
+        n = counts[(level, name)]
+        latents[name] = ClassLatent(latent=(total / n).tolist(), level=level, count=n)
+    return latents
+
+
+def export_from_module(
+    model: QuerySeparator,
+    spec: RunSpec,
+    out_dir: str | Path,
+    *,
+    steps: int,
+    wall_time: float,
+    metrics: dict[str, float] | None = None,
+    max_windows: int | None = 2000,
+) -> Path:
+    """Release ``model`` with the class latents of ``spec``'s training data and the run's facts."""
+    tc = spec.train_config
+    tracks = _open_data(spec, "train", model.config.audio.sample_rate, level="stems")
+    if not tracks:
+        raise DataError(f"no training tracks in {spec.data} to compute class latents from")
+    classes = class_latents(model, tracks, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed)
+    metadata = {
+        "steps": steps,
+        "wall_time_s": round(wall_time, 1),
+        "data": str(spec.data),
+        "musdb": spec.musdb,
+        "level": spec.level,
+        "preset": spec.preset,
+        "seed": tc.seed,
+        "init": spec.init,
+        "train_config": tc.to_dict(),
+        "metrics": {k: round(v, 4) for k, v in (metrics or {}).items() if k.startswith("val/")},
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return save_model(out_dir, model.cpu(), classes, metadata)
+
+
+def export_model(
+    run_or_checkpoint: str | Path,
+    out_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    musdb: bool | None = None,
+    is_wav: bool | None = None,
+    max_windows: int | None = 2000,
+) -> Path:
+    """Export a released model from a run folder (its last checkpoint) or a checkpoint file.
+
+    The class latents are computed on ``data`` (default: the run's own data, from ``run.json``).
+    """
+    source = Path(run_or_checkpoint)
+    model, extras = load_checkpoint_model(source)
+    run_dir = source if source.is_dir() else source.parent.parent
+    if (run_dir / RUN_FILE).is_file():
+        spec = RunSpec.load(run_dir)
+    else:
+        if data is None:
+            raise AqsepError(f"{source} has no {RUN_FILE} beside it: pass the training data folder")
+        spec = RunSpec(data=str(data), model=model.config.to_dict(), train=extras["train_config"])
+    if data is not None:
+        spec = replace(spec, data=str(data))
+    if musdb is not None:
+        spec = replace(spec, musdb=musdb)
+    if is_wav is not None:
+        spec = replace(spec, is_wav=is_wav)
+    return export_from_module(model, spec, out_dir, steps=extras["steps"], wall_time=extras["wall_time"],
+                              max_windows=max_windows)

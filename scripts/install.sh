@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs aqsep and everything it needs on a fresh Debian/Ubuntu machine with Python >= 3.10.
+#   bash scripts/install.sh          # the package, its tools and the test dependencies
+# torch is pinned to 2.13.0 (a CPU build; a bare `torch` requirement would pull a CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# ffmpeg decodes MUSDB18 .stem.mp4 files; tcmalloc speeds up CPU training and inference.
+if ! command -v ffmpeg >/dev/null 2>&1 || [ ! -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libtcmalloc-minimal4 >/dev/null
+  else
+    echo "note: install ffmpeg (and optionally libtcmalloc-minimal4) with your package manager" >&2
+  fi
+fi
+
+$PY -m pip install -q --disable-pip-version-check torch==2.13.0
+$PY -m pip install -q --disable-pip-version-check -e ".[test]"
+# tinysoundfont's metadata asks for pyaudio (live playback only), which does not build here.
+$PY -m pip install -q --disable-pip-version-check --no-deps "tinysoundfont>=0.3"

@@ -1,0 +1,303 @@
+"""Training: losses, the latent-loss switch, resume after SIGKILL, --init, export, DDP, MUSDB18 clip."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import save_tiny_model, subprocess_env, tiny_config
+
+from aqsep.config import TrainConfig
+from aqsep.data import open_tracks
+from aqsep.data.sampling import ExcerptDataset, SamplingConfig
+from aqsep.losses import reconstruction_loss
+from aqsep.model import QuerySeparator
+from aqsep.release import load_model
+from aqsep.train import RunSpec, export_model, last_checkpoint, train, training_losses
+from aqsep.transforms import stft
+
+SR = 22050
+LABELS = {
+    "tone": {"fine": "flute", "coarse": "other"},
+    "burst": {"fine": "hi-hat", "coarse": "drums"},
+    "bass": {"fine": "bass", "coarse": "bass"},
+}
+
+
+def instruments(seconds: float, seed: int) -> dict[str, np.ndarray]:
+    """Three generated instruments: harmonic-tone notes, noise bursts, and a low sine bass line."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    out = {name: np.zeros(n, np.float32) for name in LABELS}
+    note = int(0.25 * SR)
+    for start in range(0, n, note):
+        seg = slice(start, min(start + note, n))
+        tt = t[seg] - t[start]
+        env = np.exp(-tt * 6)
+        f0 = rng.choice([330.0, 392.0, 440.0, 523.0, 587.0])
+        out["tone"][seg] = 0.15 * env * sum(np.sin(2 * np.pi * f0 * k * tt) / k for k in range(1, 6))
+        if rng.random() < 0.6:
+            out["burst"][seg] = 0.2 * np.exp(-tt * 30) * rng.standard_normal(tt.size)
+        out["bass"][seg] = 0.25 * np.sin(2 * np.pi * rng.choice([55.0, 65.0, 73.0]) * tt)
+    return out
+
+
+def make_corpus(root: Path, *, train_tracks: int = 4, seconds: float = 3.0) -> Path:
+    for split, count in (("train", train_tracks), ("valid", 1)):
+        for i in range(count):
+            d = root / split / f"track_{i}"
+            d.mkdir(parents=True)
+            for name, x in instruments(seconds, seed=i + (100 if split == "valid" else 0)).items():
+                sf.write(d / f"{name}.wav", x, SR, subtype="PCM_16")
+            (d / "metadata.json").write_text(json.dumps({"stems": LABELS}))
+    return root
+
+
+def tiny_spec(data: Path, **train: object) -> RunSpec:
+    settings = dict(max_steps=60, batch_size=8, lr=2e-3, val_every=30, checkpoint_every=30, valid_excerpts=8,
+                    num_workers=0)
+    settings.update(train)
+    return RunSpec.create(data, preset="cpu", model_config=tiny_config(), train_overrides=settings)
+
+
+def logged(run_dir: Path, version: int = 0) -> list[dict[str, str]]:
+    with open(run_dir / "logs" / f"version_{version}" / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def train_rows(run_dir: Path, version: int = 0) -> list[dict[str, str]]:
+    return [r for r in logged(run_dir, version) if r.get("train/loss")]
+
+
+def first_vs_last(rows: list[dict[str, str]], key: str, n: int = 10) -> tuple[float, float]:
+    values = [float(r[key]) for r in rows]
+    return float(np.mean(values[:n])), float(np.mean(values[-n:]))
+
+
+@torch.no_grad()
+def fixed_set_rec(model: QuerySeparator, tracks: list, count: int = 32) -> float:
+    """L_R with z = mu on a fixed, seeded set of excerpts (less noisy than per-batch losses)."""
+    audio = model.config.audio
+    data = ExcerptDataset(tracks, audio.segment_samples, SamplingConfig(), seed=123, size=count, stream=1)
+    items = [data[i] for i in range(count)]
+    mixture = stft(torch.stack([b["mixture"] for b in items]), audio.n_fft, audio.hop_length).abs()
+    target = stft(torch.stack([b["target"] for b in items]), audio.n_fft, audio.hop_length).abs()
+    model.eval()
+    return float(reconstruction_loss(model(mixture, model.encode(target).mu), target))
+
+
+def initial_model(seed: int = 0) -> QuerySeparator:
+    """The weights a run starts from: train() seeds torch with the run's seed, then builds the model."""
+    torch.manual_seed(seed)
+    return QuerySeparator(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("data") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-step run of a tiny model on the generated instruments (shared by several tests)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    result = train(tiny_spec(corpus), run_dir, progress=False, log_every=1)
+    assert result.steps == 60 and result.model_dir == run_dir / "model"
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def test_losses_decrease(trained: Path, corpus: Path) -> None:
+    rows = train_rows(trained)
+    assert [int(r["step"]) for r in rows] == list(range(60))
+    # per-batch losses are noisy (targets of random loudness): compare on a fixed set of excerpts
+    tracks = open_tracks(corpus, "valid")
+    before, after = fixed_set_rec(initial_model(), tracks), fixed_set_rec(load_model(trained / "model").model, tracks)
+    assert after < 0.85 * before, (before, after)  # measured: 0.148 -> 0.108
+    first, last = first_vs_last(rows, "train/rec", n=20)
+    assert last < first, (first, last)
+    val = [r for r in logged(trained) if r.get("val/sdr")]
+    assert len(val) == 2 and all(np.isfinite(float(r["val/sdr"])) for r in val)
+    assert {"train/kl", "train/latent", "train/lr", "val/rec", "val/kl", "val/latent", "val/sdr_mixture"} <= set(val[0])
+
+
+@pytest.mark.parametrize("updates_query", [False, True])
+def test_latent_loss_switch(updates_query: bool) -> None:
+    torch.manual_seed(0)
+    model = QuerySeparator(tiny_config())
+    mixture, target = torch.rand(2, 129, 64), torch.rand(2, 129, 64) * 0.5
+    config = TrainConfig(latent_updates_query=updates_query)
+    losses = training_losses(model, mixture, target, config, generator=torch.Generator().manual_seed(0))
+    losses["latent"].backward()
+    query = [p.grad for p in model.query_net.parameters()]
+    separator = [p.grad for p in model.separator.parameters()]
+    query_norm = sum(float(g.abs().sum()) for g in query if g is not None)
+    assert sum(float(g.abs().sum()) for g in separator if g is not None) > 0  # S always learns from L_latent
+    if updates_query:
+        assert query_norm > 0
+    else:
+        assert query_norm == 0.0
+    assert torch.isclose(losses["loss"], losses["rec"] + 0.01 * losses["kl"] + 0.5 * losses["latent"])
+
+
+def test_no_latent_loss() -> None:
+    model = QuerySeparator(tiny_config())
+    losses = training_losses(model, torch.rand(2, 129, 64), torch.rand(2, 129, 64), TrainConfig(lambda_latent=0.0))
+    assert float(losses["latent"]) == 0.0
+
+
+# ------------------------------------------------------------------------------------ export, init
+
+
+def test_export_writes_a_released_model_with_class_latents(trained: Path, tmp_path: Path) -> None:
+    released = load_model(trained / "model")
+    assert released.model.config == tiny_config()
+    levels = {name: c.level for name, c in released.classes.items()}
+    # coarse classes of the data, plus fine labels; "bass" is both and stays coarse
+    assert levels == {"other": "coarse", "drums": "coarse", "bass": "coarse", "flute": "fine", "hi-hat": "fine"}
+    assert all(c.count > 0 and len(c.latent) == released.model.latent_dim for c in released.classes.values())
+    meta = released.metadata
+    assert meta["steps"] == 60 and meta["preset"] == "cpu" and meta["seed"] == 0 and meta["wall_time_s"] > 0
+    assert Path(meta["data"]).name == "corpus"
+    # export again from the run folder: same weights
+    again = load_model(export_model(trained, tmp_path / "again"))
+    for key, value in released.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key])
+    assert set(again.classes) == set(released.classes)
+
+
+def test_init_fine_tunes_a_released_model(trained: Path, corpus: Path, tmp_path: Path) -> None:
+    spec = RunSpec.create(corpus, preset="cpu", model_config=tiny_config(), init=str(trained / "model"),
+                          train_overrides=dict(max_steps=2, batch_size=4, lr=1e-9, val_every=100,
+                                               checkpoint_every=100, num_workers=0))
+    result = train(spec, tmp_path / "ft", progress=False, log_every=1)
+    base = load_model(trained / "model").model.state_dict()
+    tuned = load_model(result.model_dir).model.state_dict()
+    # started from the released weights (a near-zero learning rate barely moves them)
+    assert all(torch.allclose(base[k], tuned[k], atol=1e-5) for k in base)
+    assert load_model(result.model_dir).metadata["init"] == str(trained / "model")
+
+
+def test_existing_run_needs_resume(trained: Path, corpus: Path) -> None:
+    from aqsep.errors import AqsepError
+
+    with pytest.raises(AqsepError, match="already holds a training run"):
+        train(tiny_spec(corpus), trained, progress=False)
+
+
+# ------------------------------------------------------------------------------------ resume
+
+
+def _cli(*args: object) -> list[str]:
+    return [sys.executable, "-m", "aqsep", "train", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_step_and_data_order(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    tiny = save_tiny_model(tmp_path / "tiny")
+    run_dir = tmp_path / "run"
+    common = ["--data", corpus, "--out", run_dir, "--batch-size", 2, "--num-workers", 0, "--val-every", 1000,
+              "--checkpoint-every", 3, "--log-every", 1, "--quiet"]
+    proc = subprocess.Popen(_cli(*common, "--init", tiny, "--steps", 100_000), env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = last_checkpoint(run_dir)
+    try:
+        deadline = time.monotonic() + 90
+        while not ckpt.exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 90 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+    assert saved >= 3 and saved % 3 == 0
+    assert not list(ckpt.parent.glob(".*.tmp"))  # the atomic write leaves no partial file behind
+    resumed = subprocess.run(_cli(*common, "--resume", "--steps", saved + 3), env=subprocess_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = train_rows(run_dir, version=1)
+    # the step counter and the excerpt indices (global sample index = step x batch) continue exactly
+    assert [int(r["step"]) for r in rows] == [saved, saved + 1, saved + 2]
+    assert [int(float(r["train/first_excerpt"])) for r in rows] == [2 * saved, 2 * saved + 2, 2 * saved + 4]
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == saved + 3
+    assert load_model(run_dir / "model").metadata["steps"] == saved + 3
+    # a resume may not change what defines the run (repeating it is fine)
+    assert "--lr cannot change when a run is resumed" in cli("train", *common, "--resume", "--lr", 0.1).one_line_error()
+
+
+# ------------------------------------------------------------------------------------ DDP
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_cpu_processes(corpus: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    tiny = save_tiny_model(tmp_path / "tiny")
+    run_dir = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "aqsep", "train", "--data", str(corpus),
+           "--out", str(run_dir), "--init", str(tiny), "--steps", "4", "--batch-size", "2", "--num-workers", "0",
+           "--accelerator", "cpu", "--val-every", "2", "--valid-excerpts", "4", "--checkpoint-every", "2",
+           "--log-every", "1", "--quiet"]
+    done = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = train_rows(run_dir)
+    # rank 0 logs; each step consumed 2 processes x 2 excerpts
+    assert [int(float(r["train/first_excerpt"])) for r in rows] == [0, 4, 8, 12]
+    assert any(r.get("val/sdr") for r in logged(run_dir))
+    assert load_model(run_dir / "model").metadata["steps"] == 4
+
+
+# ------------------------------------------------------------------------------------ MUSDB18
+
+
+@pytest.mark.slow
+def test_training_on_the_musdb_clip_lowers_the_loss(tmp_path: Path) -> None:
+    stempeg = pytest.importorskip("stempeg", reason="stempeg is not installed")
+    clip = Path(stempeg.example_stem_path())
+    if shutil.which("ffprobe") is None and not _has_av():
+        pytest.skip("neither ffmpeg nor PyAV is available to read stem.mp4")
+    root = tmp_path / "musdb"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / clip.name).symlink_to(clip)
+    spec = RunSpec.create(root, preset="cpu", model_config=tiny_config(), musdb=True, preload=True,
+                          train_overrides=dict(max_steps=60, batch_size=8, lr=5e-3, val_every=1000,
+                                               checkpoint_every=1000, valid_excerpts=4, num_workers=0))
+    with pytest.warns(UserWarning, match="no validation tracks"):  # musdb's valid split lacks this clip
+        result = train(spec, tmp_path / "run", progress=False, log_every=1)
+    tracks = open_tracks(root, "train", musdb=True, preload=True)
+    before, after = fixed_set_rec(initial_model(), tracks), fixed_set_rec(load_model(result.model_dir).model, tracks)
+    assert after < 0.93 * before, (before, after)  # measured: 0.130 -> 0.112
+    first, last = first_vs_last(train_rows(tmp_path / "run"), "train/rec")
+    assert last < first, (first, last)
+    assert set(load_model(result.model_dir).classes) == {"vocals", "drums", "bass", "other"}
+
+
+def _has_av() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_cli_train_help(cli) -> None:  # type: ignore[no-untyped-def]
+    out = cli("train", "--help")
+    assert out.code == 0
+    for flag in ("--data", "--musdb", "--is-wav", "--preset", "--resume", "--init", "--precision", "--export-only",
+                 "torchrun"):
+        assert flag in out.out
