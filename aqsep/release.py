@@ -80,6 +80,9 @@ def save_model(
         for name, c in sorted(classes.items())
     }
     (tmp / CLASSES).write_text(json.dumps(payload, indent=1))
+    tmp.chmod(0o755)  # mkdtemp makes the folder private; a released model is for everyone
+    for child in tmp.iterdir():
+        child.chmod(0o644)
     if out_dir.exists():
         for child in out_dir.iterdir():
             child.unlink()
