@@ -6,4 +6,13 @@ from aqsep.errors import AqsepError
 from aqsep.release import load_model, save_model
 
 __version__ = "0.1.0"
-__all__ = ["Separator", "ModelConfig", "TrainConfig", "CPU", "PAPER", "AqsepError", "load_model", "save_model"]
+__all__ = [
+    "Separator",
+    "ModelConfig",
+    "TrainConfig",
+    "CPU",
+    "PAPER",
+    "AqsepError",
+    "load_model",
+    "save_model",
+]

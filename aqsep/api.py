@@ -29,9 +29,13 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) != "auto":
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise QueryError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+            raise QueryError(
+                "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+            )
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise QueryError("--device mps was asked for but MPS is not available; use --device cpu")
+            raise QueryError(
+                "--device mps was asked for but MPS is not available; use --device cpu"
+            )
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -40,8 +44,14 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def track_outputs(path: str | Path, out_dir: str | Path, *, name: str = "target", residual: bool = False,
-                  ext: str = "wav") -> tuple[str, dict[str, Path]]:
+def track_outputs(
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    name: str = "target",
+    residual: bool = False,
+    ext: str = "wav",
+) -> tuple[str, dict[str, Path]]:
     """The track name of an input file and the paths :meth:`Separator.separate_file` writes for it."""
     path = Path(path)
     if residual and name == "rest":
@@ -75,9 +85,16 @@ class Separator:
         progress: callback receiving dicts ``{"stage", "done", "total", "seconds"}``.
     """
 
-    def __init__(self, model: str | Path | ReleasedModel | None = None, *, device: str = "auto",
-                 segment: float | None = None, overlap: float = 0.25, batch_size: int = 4,
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | ReleasedModel | None = None,
+        *,
+        device: str = "auto",
+        segment: float | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        progress: Progress | None = None,
+    ) -> None:
         self.device = pick_device(device)
         self.released = model if isinstance(model, ReleasedModel) else load_model(model)
         self.model = self.released.model.to(self.device).eval()
@@ -119,12 +136,22 @@ class Separator:
             duration = reader.frames / reader.sample_rate
             end = duration if end is None else end
             if start < 0 or end <= start:
-                raise QueryError(f"query range {start}:{end} is empty or negative; use START:END with START < END")
+                raise QueryError(
+                    f"query range {start}:{end} is empty or negative; use START:END with START < END"
+                )
             if start >= duration:
-                raise QueryError(f"query range starts at {start:.2f} s but {reader.name} lasts {duration:.2f} s")
+                raise QueryError(
+                    f"query range starts at {start:.2f} s but {reader.name} lasts {duration:.2f} s"
+                )
             s, e = round(start * reader.sample_rate), round(min(end, duration) * reader.sample_rate)
-            return encode_reader(self.model, reader, start=s, stop=e, device=self.device,
-                                 what=f"range {start:g}:{end:g} s of {reader.name}")
+            return encode_reader(
+                self.model,
+                reader,
+                start=s,
+                stop=e,
+                device=self.device,
+                what=f"range {start:g}:{end:g} s of {reader.name}",
+            )
 
     @staticmethod
     def blend(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -138,25 +165,40 @@ class Separator:
         for _ in range(steps):
             averager = LatentAverager(self.model)
             with _reader(source) as reader:
-                for _ in separate_stream(self.model, reader, latent, native=False,
-                                         on_estimate=averager.add_magnitudes, **self._chunking()):
+                for _ in separate_stream(
+                    self.model,
+                    reader,
+                    latent,
+                    native=False,
+                    on_estimate=averager.add_magnitudes,
+                    **self._chunking(),
+                ):
                     pass
             latent = averager.mean("the estimate to refine")
         return latent
 
     # ---- separation ------------------------------------------------------------------------
     def _chunking(self) -> dict:
-        return {"segment": self.segment, "overlap": self.overlap, "batch_size": self.batch_size,
-                "device": self.device, "progress": self.progress}
+        return {
+            "segment": self.segment,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "progress": self.progress,
+        }
 
-    def separate(self, audio: np.ndarray, sample_rate: int, latent: Latent, *, residual: bool = False) -> dict[str, np.ndarray]:
+    def separate(
+        self, audio: np.ndarray, sample_rate: int, latent: Latent, *, residual: bool = False
+    ) -> dict[str, np.ndarray]:
         """Separate an array ``(channels, samples)`` or ``(samples,)``; returns ``{"target", ["rest"]}``.
 
         The estimate has the input's shape and sample rate; the caller's array is not modified.
         """
         mix = as_2d(audio)
         reader = AudioReader(mix, sample_rate)
-        est = np.concatenate(list(separate_stream(self.model, reader, latent, **self._chunking())), axis=1)
+        est = np.concatenate(
+            list(separate_stream(self.model, reader, latent, **self._chunking())), axis=1
+        )
         if np.ndim(audio) == 1:
             est = est[0]
             mix = mix[0]
@@ -165,8 +207,18 @@ class Separator:
             out["rest"] = mix - est
         return out
 
-    def separate_file(self, path: str | Path, out_dir: str | Path, latent: Latent, *, name: str = "target",
-                      residual: bool = False, ext: str = "wav", bits: str = "16", force: bool = False) -> SeparatedFile:
+    def separate_file(
+        self,
+        path: str | Path,
+        out_dir: str | Path,
+        latent: Latent,
+        *,
+        name: str = "target",
+        residual: bool = False,
+        ext: str = "wav",
+        bits: str = "16",
+        force: bool = False,
+    ) -> SeparatedFile:
         """Separate one file into ``out_dir/<track>/<name>.<ext>`` (and ``rest.<ext>``), atomically.
 
         A track whose outputs all exist is skipped unless ``force``.
@@ -176,8 +228,12 @@ class Separator:
             return SeparatedFile(track, outputs, skipped=True)
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(AudioReader(path))
-            writers = {k: stack.enter_context(AtomicAudioWriter(p, reader.sample_rate, reader.channels, bits=bits, fmt=ext))
-                       for k, p in outputs.items()}
+            writers = {
+                k: stack.enter_context(
+                    AtomicAudioWriter(p, reader.sample_rate, reader.channels, bits=bits, fmt=ext)
+                )
+                for k, p in outputs.items()
+            }
             pos = 0
             for block in separate_stream(self.model, reader, latent, **self._chunking()):
                 writers[name].write(block)

@@ -23,7 +23,18 @@ import soxr
 
 from aqsep.errors import AudioError, OutputError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a", ".mp4", ".aac")
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".mp3",
+    ".aiff",
+    ".aif",
+    ".opus",
+    ".m4a",
+    ".mp4",
+    ".aac",
+)
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
@@ -64,7 +75,9 @@ def check_finite(audio: np.ndarray, where: str) -> None:
     """Refuse NaN or Inf samples: they would silently poison every chunk they touch."""
     if not np.isfinite(audio).all():
         bad = int((~np.isfinite(audio)).sum())
-        raise AudioError(f"{where}: contains {bad} NaN or infinite samples; fix or re-export the file")
+        raise AudioError(
+            f"{where}: contains {bad} NaN or infinite samples; fix or re-export the file"
+        )
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -111,7 +124,9 @@ def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
     except AudioError:
         raise
     except Exception as err:  # PyAV raises many error types for broken input
-        raise AudioError(f"{path}: not audio, or corrupt: cannot be decoded ({type(err).__name__}: {err})") from None
+        raise AudioError(
+            f"{path}: not audio, or corrupt: cannot be decoded ({type(err).__name__}: {err})"
+        ) from None
     if not blocks:
         raise AudioError(f"{path}: holds no audio (zero-length)")
     audio = np.concatenate(blocks, axis=1)
@@ -131,10 +146,14 @@ def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[n
             stop = None if frames < 0 else start + frames
             audio = audio[:, start:stop]
         else:
-            raise AudioError(f"{path}: cannot be read (truncated, corrupt or not audio): {err}") from None
+            raise AudioError(
+                f"{path}: cannot be read (truncated, corrupt or not audio): {err}"
+            ) from None
     except RuntimeError as err:
         raise AudioError(f"{path}: cannot be read (truncated or corrupt?): {err}") from None
-    _check_info(path, int(sr), audio.shape[0], audio.shape[1] if start == 0 else max(audio.shape[1], 1))
+    _check_info(
+        path, int(sr), audio.shape[0], audio.shape[1] if start == 0 else max(audio.shape[1], 1)
+    )
     check_finite(audio, str(path))
     return np.ascontiguousarray(audio), int(sr)
 
@@ -165,7 +184,10 @@ class AudioReader:
         try:
             self._file = sf.SoundFile(str(path))
             self.sample_rate, self.channels, self.frames = (
-                int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
+                int(self._file.samplerate),
+                int(self._file.channels),
+                int(self._file.frames),
+            )
             if not self._file.seekable():
                 raise sf.LibsndfileError(0, "not seekable")
         except (sf.LibsndfileError, RuntimeError, TypeError):
@@ -190,7 +212,9 @@ class AudioReader:
                 self._file.seek(lo)
                 block = self._file.read(hi - lo, dtype="float32", always_2d=True).T
             except (sf.LibsndfileError, RuntimeError) as err:
-                raise AudioError(f"{self.name}: read failed at sample {lo} (truncated or corrupt?): {err}") from None
+                raise AudioError(
+                    f"{self.name}: read failed at sample {lo} (truncated or corrupt?): {err}"
+                ) from None
             if block.shape[1] < hi - lo:  # the header promised more audio than the file holds
                 raise AudioError(
                     f"{self.name}: audio stops at {(lo + block.shape[1]) / self.sample_rate:.2f} s of the "
@@ -223,7 +247,9 @@ def as_2d(audio: np.ndarray) -> np.ndarray:
     if audio.ndim == 1:
         return audio[None, :]
     if audio.ndim != 2:
-        raise AudioError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
+        raise AudioError(
+            f"audio must be (samples,) or (channels, samples), got shape {audio.shape}"
+        )
     if audio.shape[0] > max(audio.shape[1], MAX_CHANNELS):
         raise AudioError(
             f"audio of shape {audio.shape} looks like (samples, channels); pass (channels, samples)"
@@ -288,8 +314,15 @@ class AtomicAudioWriter:
     removed and nothing is left under the final name.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int, channels: int, *,
-                 bits: str = "16", fmt: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int,
+        channels: int,
+        *,
+        bits: str = "16",
+        fmt: str | None = None,
+    ) -> None:
         self.path = Path(path)
         if bits not in SUBTYPES:
             raise OutputError(f"unsupported --bits {bits!r}; choose one of {', '.join(SUBTYPES)}")
@@ -297,8 +330,15 @@ class AtomicAudioWriter:
         if fmt not in ("WAV", "FLAC"):
             raise OutputError(f"unsupported output format {fmt.lower()!r}; choose wav or flac")
         if fmt == "FLAC" and bits == "32f":
-            raise OutputError("FLAC cannot store float samples; use --bits 16 or 24, or --format wav")
-        self.sample_rate, self.channels, self.subtype, self.format = sample_rate, channels, SUBTYPES[bits], fmt
+            raise OutputError(
+                "FLAC cannot store float samples; use --bits 16 or 24, or --format wav"
+            )
+        self.sample_rate, self.channels, self.subtype, self.format = (
+            sample_rate,
+            channels,
+            SUBTYPES[bits],
+            fmt,
+        )
         self.clipped = 0
         self._tmp: Path | None = None
         self._file: sf.SoundFile | None = None
@@ -311,11 +351,19 @@ class AtomicAudioWriter:
             fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=self.path.parent)
             os.close(fd)
         except OSError as err:
-            raise OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}") from None
+            raise OutputError(
+                f"cannot write to {self.path.parent}: {err.strerror or err}"
+            ) from None
         self._tmp = Path(tmp)
         try:
-            self._file = sf.SoundFile(str(self._tmp), "w", samplerate=self.sample_rate,
-                                      channels=self.channels, subtype=self.subtype, format=self.format)
+            self._file = sf.SoundFile(
+                str(self._tmp),
+                "w",
+                samplerate=self.sample_rate,
+                channels=self.channels,
+                subtype=self.subtype,
+                format=self.format,
+            )
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             self._tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot write {self.path}: {err}") from None
@@ -352,12 +400,22 @@ class AtomicAudioWriter:
         else:
             with contextlib.suppress(OSError):
                 self._tmp.unlink()
-            if isinstance(exc, OutputError) and exc_type is OutputError and exc.__traceback__ is None:
+            if (
+                isinstance(exc, OutputError)
+                and exc_type is OutputError
+                and exc.__traceback__ is None
+            ):
                 raise exc
 
 
-def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, *, bits: str = "16",
-                fmt: str | None = None) -> int:
+def write_audio(
+    path: str | Path,
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    bits: str = "16",
+    fmt: str | None = None,
+) -> int:
     """Write ``(channels, samples)`` atomically; returns the number of clipped samples."""
     audio = as_2d(audio)
     with AtomicAudioWriter(path, sample_rate, audio.shape[0], bits=bits, fmt=fmt) as w:

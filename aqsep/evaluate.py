@@ -79,7 +79,11 @@ def norm_label(name: str) -> str:
 def stem_matches(stem: str, labels: dict[str, str], target: str) -> bool:
     """A stem belongs to ``target`` if its name, fine label or coarse class is ``target``."""
     key = norm_label(target)
-    return key in {norm_label(stem), norm_label(labels.get("fine", stem)), norm_label(labels.get("coarse", stem))}
+    return key in {
+        norm_label(stem),
+        norm_label(labels.get("fine", stem)),
+        norm_label(labels.get("coarse", stem)),
+    }
 
 
 @dataclass
@@ -126,8 +130,12 @@ class Track:
 
     def subset(self, stems: Sequence[str], name: str | None = None) -> Track:
         """A track made of some of the stems only (its mixture is their sum)."""
-        return Track(name or self.name, self.sample_rate, {s: self.stems[s] for s in stems},
-                     {s: self.labels.get(s, {}) for s in stems})
+        return Track(
+            name or self.name,
+            self.sample_rate,
+            {s: self.stems[s] for s in stems},
+            {s: self.labels.get(s, {}) for s in stems},
+        )
 
 
 @dataclass
@@ -148,16 +156,22 @@ class TrackEntry:
         return sorted({lab.get(level, s) for s, lab in self.labels.items()})
 
 
-def _stack_stems(name: str, stems: dict[str, tuple[np.ndarray, int]]) -> tuple[dict[str, np.ndarray], int]:
+def _stack_stems(
+    name: str, stems: dict[str, tuple[np.ndarray, int]]
+) -> tuple[dict[str, np.ndarray], int]:
     rates = {sr for _, sr in stems.values()}
     if len(rates) != 1:
-        raise DataError(f"track {name}: stems have different sample rates {sorted(rates)}; resample them to one rate")
+        raise DataError(
+            f"track {name}: stems have different sample rates {sorted(rates)}; resample them to one rate"
+        )
     channels = max(a.shape[0] for a, _ in stems.values())
     length = max(a.shape[1] for a, _ in stems.values())
     out = {}
     for stem, (audio, _) in stems.items():
         if audio.shape[0] not in (1, channels):
-            raise DataError(f"track {name}: stem {stem} has {audio.shape[0]} channels, others {channels}")
+            raise DataError(
+                f"track {name}: stem {stem} has {audio.shape[0]} channels, others {channels}"
+            )
         a = np.repeat(audio, channels, axis=0) if audio.shape[0] != channels else audio
         if a.shape[1] < length:
             a = np.pad(a, ((0, 0), (0, length - a.shape[1])))
@@ -168,8 +182,12 @@ def _stack_stems(name: str, stems: dict[str, tuple[np.ndarray, int]]) -> tuple[d
 def _stem_files(folder: Path) -> dict[str, Path]:
     files = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and p.stem.lower() != "mixture" \
-                and not p.name.startswith("."):
+        if (
+            p.is_file()
+            and p.suffix.lower() in AUDIO_EXTENSIONS
+            and p.stem.lower() != "mixture"
+            and not p.name.startswith(".")
+        ):
             files[p.stem] = p
     return files
 
@@ -185,7 +203,10 @@ def _folder_labels(folder: Path, stems: Iterable[str]) -> dict[str, dict[str, st
     labels = {}
     for s in stems:
         m = meta.get(s, {}) if isinstance(meta.get(s), dict) else {}
-        labels[s] = {"fine": str(m.get("fine", s)), "coarse": str(m.get("coarse", m.get("fine", s)))}
+        labels[s] = {
+            "fine": str(m.get("fine", s)),
+            "coarse": str(m.get("coarse", m.get("fine", s))),
+        }
     return labels
 
 
@@ -220,10 +241,17 @@ def _stem_mp4_entry(path: Path) -> TrackEntry:
         ids = _musdb_stem_ids()
         try:
             audio, rate = stempeg.read_stems(str(path), stem_id=[ids[s] for s in MUSDB_SOURCES])
-        except Exception as err:  # stempeg raises bare errors when ffmpeg is missing or the file is broken
-            raise DataError(f"{path}: cannot decode the stems ({type(err).__name__}: {err}); "
-                            "is ffmpeg installed?") from None
-        stems = {s: np.ascontiguousarray(audio[i].T, dtype=np.float32) for i, s in enumerate(MUSDB_SOURCES)}
+        except (
+            Exception
+        ) as err:  # stempeg raises bare errors when ffmpeg is missing or the file is broken
+            raise DataError(
+                f"{path}: cannot decode the stems ({type(err).__name__}: {err}); "
+                "is ffmpeg installed?"
+            ) from None
+        stems = {
+            s: np.ascontiguousarray(audio[i].T, dtype=np.float32)
+            for i, s in enumerate(MUSDB_SOURCES)
+        }
         return Track(name, int(rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES})
 
     return TrackEntry(name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load)
@@ -232,22 +260,40 @@ def _stem_mp4_entry(path: Path) -> TrackEntry:
 def _musdb_entries(root: Path, split: str, is_wav: bool) -> list[TrackEntry]:
     import musdb
 
-    subsets, mus_split = ("test", None) if split == "test" else ("train", split if split in ("train", "valid") else None)
+    subsets, mus_split = (
+        ("test", None)
+        if split == "test"
+        else ("train", split if split in ("train", "valid") else None)
+    )
     if split not in ("test", "train", "valid"):
         raise DataError(f"MUSDB18 has the splits test, train and valid, not {split!r}")
     db = musdb.DB(root=str(root), subsets=subsets, split=mus_split, is_wav=is_wav)
     entries = []
     for t in db.tracks:
-        def load(t: Any = t) -> Track:
-            stems = {s: np.ascontiguousarray(t.sources[s].audio.T, dtype=np.float32) for s in MUSDB_SOURCES}
-            return Track(t.name, int(t.rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES})
 
-        entries.append(TrackEntry(t.name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load))
+        def load(t: Any = t) -> Track:
+            stems = {
+                s: np.ascontiguousarray(t.sources[s].audio.T, dtype=np.float32)
+                for s in MUSDB_SOURCES
+            }
+            return Track(
+                t.name, int(t.rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}
+            )
+
+        entries.append(
+            TrackEntry(t.name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load)
+        )
     return entries
 
 
-def list_tracks(data: str | Path, *, split: str = "test", musdb: bool = False, is_wav: bool = False,
-                max_tracks: int | None = None) -> list[TrackEntry]:
+def list_tracks(
+    data: str | Path,
+    *,
+    split: str = "test",
+    musdb: bool = False,
+    is_wav: bool = False,
+    max_tracks: int | None = None,
+) -> list[TrackEntry]:
     """The tracks of a data set, sorted by name, without decoding audio.
 
     Args:
@@ -263,17 +309,23 @@ def list_tracks(data: str | Path, *, split: str = "test", musdb: bool = False, i
         raise DataError(f"data path {data} does not exist")
     if data.is_file():
         if not data.name.endswith(".mp4"):
-            raise DataError(f"{data} is a file: give a corpus folder, a MUSDB18 root or one .stem.mp4 file")
+            raise DataError(
+                f"{data} is a file: give a corpus folder, a MUSDB18 root or one .stem.mp4 file"
+            )
         entries = [_stem_mp4_entry(data)]
     elif musdb:
         entries = _musdb_entries(data, split, is_wav)
     else:
         base = data / split if (data / split).is_dir() else data
-        entries = [_folder_entry(p) for p in sorted(base.iterdir())
-                   if p.is_dir() and not p.name.startswith(".") and _stem_files(p)]
+        entries = [
+            _folder_entry(p)
+            for p in sorted(base.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and _stem_files(p)
+        ]
         if not entries:
             raise DataError(
-                f"no tracks under {base}: expected {data}/{split}/<track>/<stem>.wav (use --musdb for MUSDB18)")
+                f"no tracks under {base}: expected {data}/{split}/<track>/<stem>.wav (use --musdb for MUSDB18)"
+            )
     if not entries:
         raise DataError(f"no {split} tracks found in {data}")
     return entries[:max_tracks] if max_tracks else entries
@@ -286,8 +338,9 @@ def coarse_targets(tracks: Sequence[TrackEntry]) -> list[str]:
 
 # ---- estimates ------------------------------------------------------------------------------------
 @torch.inference_mode()
-def encode_audio(model: QuerySeparator, audio: np.ndarray, sample_rate: int,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
+def encode_audio(
+    model: QuerySeparator, audio: np.ndarray, sample_rate: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """mu of the Query-net for one ``(channels, samples)`` clip (no silence check), ``(latent_dim,)``."""
     a = model.config.audio
     mono = resample(to_mono(audio)[None], sample_rate, a.sample_rate)
@@ -295,7 +348,9 @@ def encode_audio(model: QuerySeparator, audio: np.ndarray, sample_rate: int,
     return model.encode(mag).mu[0].float().cpu()
 
 
-def gt_latent(separator: Separator, reference: np.ndarray, sample_rate: int) -> Callable[[int, int], torch.Tensor]:
+def gt_latent(
+    separator: Separator, reference: np.ndarray, sample_rate: int
+) -> Callable[[int, int], torch.Tensor]:
     """Per-chunk latent for GT mode: the query of each chunk is the true target in that chunk."""
 
     def latent(start: int, length: int) -> torch.Tensor:
@@ -308,8 +363,14 @@ def gt_latent(separator: Separator, reference: np.ndarray, sample_rate: int) -> 
     return latent
 
 
-def model_latent(separator: Separator, track: Track, target: str, mode: str, refine: int = 1,
-                 notes: list[str] | None = None) -> Latent:
+def model_latent(
+    separator: Separator,
+    track: Track,
+    target: str,
+    mode: str,
+    refine: int = 1,
+    notes: list[str] | None = None,
+) -> Latent:
     """The latent that ``mode`` gives for ``target`` on ``track`` (see the module docstring).
 
     In iterative mode an estimate too quiet to re-encode keeps the class mean; that is recorded
@@ -325,7 +386,9 @@ def model_latent(separator: Separator, track: Track, target: str, mode: str, ref
             return separator.refine((track.mixture, track.sample_rate), z, steps=refine)
         except QueryError as err:
             if notes is not None:
-                notes.append(f"{target}: kept the class mean, the estimate could not be re-encoded ({err})")
+                notes.append(
+                    f"{target}: kept the class mean, the estimate could not be re-encoded ({err})"
+                )
             return z
     raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
@@ -340,8 +403,15 @@ def oracle_irm(track: Track, target: str, n_fft: int, hop: int) -> np.ndarray:
     return istft(spec_m * mask, n_fft, hop, length=track.frames).numpy().astype(np.float32)
 
 
-def estimate(separator: Separator, track: Track, target: str, method: str, *, refine: int = 1,
-             notes: list[str] | None = None) -> np.ndarray:
+def estimate(
+    separator: Separator,
+    track: Track,
+    target: str,
+    method: str,
+    *,
+    refine: int = 1,
+    notes: list[str] | None = None,
+) -> np.ndarray:
     """The estimate ``(channels, samples)`` of ``target`` that ``method`` gives on ``track``."""
     if method == "mixture":
         return track.mixture.copy()
@@ -353,8 +423,15 @@ def estimate(separator: Separator, track: Track, target: str, method: str, *, re
 
 
 # ---- scoring --------------------------------------------------------------------------------------
-def score(target: np.ndarray, rest: np.ndarray, est: np.ndarray, sample_rate: int, *,
-          est_rest: np.ndarray | None = None, fast: bool = False) -> dict[str, np.ndarray]:
+def score(
+    target: np.ndarray,
+    rest: np.ndarray,
+    est: np.ndarray,
+    sample_rate: int,
+    *,
+    est_rest: np.ndarray | None = None,
+    fast: bool = False,
+) -> dict[str, np.ndarray]:
     """Framewise metrics of a target estimate, scored as target vs rest (module docstring).
 
     Args:
@@ -379,9 +456,20 @@ def score(target: np.ndarray, rest: np.ndarray, est: np.ndarray, sample_rate: in
     # museval solves small (<= 2048 x 2048) systems: multi-threaded BLAS is slower than one
     # thread for them (measured 4x on a 2-core machine).
     with threadpool_limits(limits=1, user_api="blas"):
-        sdr, isr, sir, sar = museval.evaluate(refs.transpose(0, 2, 1), ests.transpose(0, 2, 1),
-                                              win=win, hop=win, mode="v4", padding=False)
-    return {"SDR": _clean(sdr[0]), "SIR": _clean(sir[0]), "SAR": _clean(sar[0]), "ISR": _clean(isr[0])}
+        sdr, isr, sir, sar = museval.evaluate(
+            refs.transpose(0, 2, 1),
+            ests.transpose(0, 2, 1),
+            win=win,
+            hop=win,
+            mode="v4",
+            padding=False,
+        )
+    return {
+        "SDR": _clean(sdr[0]),
+        "SIR": _clean(sir[0]),
+        "SAR": _clean(sar[0]),
+        "ISR": _clean(isr[0]),
+    }
 
 
 def _clean(x: np.ndarray) -> np.ndarray:
@@ -446,7 +534,9 @@ def method_label(method: str, refine: int = 1) -> str:
     }[method]
 
 
-def track_json(track: str, per_target: dict[str, dict[str, np.ndarray]], header: dict[str, Any]) -> dict[str, Any]:
+def track_json(
+    track: str, per_target: dict[str, dict[str, np.ndarray]], header: dict[str, Any]
+) -> dict[str, Any]:
     """museval's per-track JSON (``{"targets": [{"name", "frames": [...]}], "museval_version"}``)
     plus an ``"aqsep"`` section describing how the numbers were made."""
     import museval.version
@@ -454,10 +544,21 @@ def track_json(track: str, per_target: dict[str, dict[str, np.ndarray]], header:
     targets = []
     for name, metrics in per_target.items():
         n = len(metrics["SDR"])
-        frames = [{"time": i * WINDOW_SECONDS, "duration": WINDOW_SECONDS,
-                   "metrics": {m: _q(metrics[m][i]) for m in METRICS}} for i in range(n)]
+        frames = [
+            {
+                "time": i * WINDOW_SECONDS,
+                "duration": WINDOW_SECONDS,
+                "metrics": {m: _q(metrics[m][i]) for m in METRICS},
+            }
+            for i in range(n)
+        ]
         targets.append({"name": name, "frames": frames})
-    return {"targets": targets, "museval_version": museval.version._version, "track": track, "aqsep": header}
+    return {
+        "targets": targets,
+        "museval_version": museval.version._version,
+        "track": track,
+        "aqsep": header,
+    }
 
 
 def _q(x: float) -> float:
@@ -468,8 +569,10 @@ def read_track_json(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[
     raw = json.loads(path.read_text())
     out = {}
     for t in raw.get("targets", []):
-        out[t["name"]] = {m: np.array([float(f["metrics"].get(m, np.nan)) for f in t["frames"]], dtype=np.float64)
-                          for m in METRICS}
+        out[t["name"]] = {
+            m: np.array([float(f["metrics"].get(m, np.nan)) for f in t["frames"]], dtype=np.float64)
+            for m in METRICS
+        }
     return out, raw.get("aqsep", {})
 
 
@@ -491,7 +594,8 @@ def check_targets(separator: Separator, targets: Sequence[str], methods: Sequenc
     if unknown:
         raise QueryError(
             f"the model has no class latent for {', '.join(unknown)} (needed by the mean and iterative "
-            f"modes); it knows: {', '.join(sorted(known)) or 'none'}")
+            f"modes); it knows: {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 def evaluate_tracks(
@@ -542,19 +646,43 @@ def evaluate_tracks(
     try:
         for i, entry in enumerate(tracks):
             notify({"stage": "track", "track": entry.name, "index": i, "total": len(tracks)})
-            _evaluate_one(separator, entry, targets, methods, refine, fast, out_dir, split, data_id,
-                          fingerprint, scores, notify)
+            _evaluate_one(
+                separator,
+                entry,
+                targets,
+                methods,
+                refine,
+                fast,
+                out_dir,
+                split,
+                data_id,
+                fingerprint,
+                scores,
+                notify,
+            )
     finally:
         separator.progress = old_progress
     return scores
 
 
-def _header(separator: Separator, method: str, refine: int, fast: bool, split: str, data_id: str,
-            fingerprint: str, sample_rate: int) -> dict[str, Any]:
+def _header(
+    separator: Separator,
+    method: str,
+    refine: int,
+    fast: bool,
+    split: str,
+    data_id: str,
+    fingerprint: str,
+    sample_rate: int,
+) -> dict[str, Any]:
     h: dict[str, Any] = {
-        "method": method, "backend": FAST_LABEL if fast else MUSEVAL_LABEL,
+        "method": method,
+        "backend": FAST_LABEL if fast else MUSEVAL_LABEL,
         "scoring": "target vs rest (2-source BSSEval; rest estimate = mixture - target estimate)",
-        "split": split, "data": data_id, "sample_rate": sample_rate, "window_s": WINDOW_SECONDS,
+        "split": split,
+        "data": data_id,
+        "sample_rate": sample_rate,
+        "window_s": WINDOW_SECONDS,
     }
     if method in MODES:
         h.update(model=fingerprint, segment=separator.segment, overlap=separator.overlap)
@@ -565,19 +693,44 @@ def _header(separator: Separator, method: str, refine: int, fast: bool, split: s
     return h
 
 
-_CHECKED_KEYS = ("method", "backend", "split", "data", "model", "segment", "overlap", "refine", "stft")
+_CHECKED_KEYS = (
+    "method",
+    "backend",
+    "split",
+    "data",
+    "model",
+    "segment",
+    "overlap",
+    "refine",
+    "stft",
+)
 
 
-def _evaluate_one(separator: Separator, entry: TrackEntry, targets: Sequence[str], methods: Sequence[str],
-                  refine: int, fast: bool, out_dir: str | Path | None, split: str, data_id: str,
-                  fingerprint: str, scores: Scores, notify: Progress) -> None:
+def _evaluate_one(
+    separator: Separator,
+    entry: TrackEntry,
+    targets: Sequence[str],
+    methods: Sequence[str],
+    refine: int,
+    fast: bool,
+    out_dir: str | Path | None,
+    split: str,
+    data_id: str,
+    fingerprint: str,
+    scores: Scores,
+    notify: Progress,
+) -> None:
     track: Track | None = None
     wanted = [t for t in targets if entry.members(t)]
     jobs = len(wanted) * len(methods)
     done = 0
     for method in methods:
         name = method_name(method, refine, fast)
-        path = Path(out_dir) / name / split / f"{_safe(entry.name)}.json" if out_dir is not None else None
+        path = (
+            Path(out_dir) / name / split / f"{_safe(entry.name)}.json"
+            if out_dir is not None
+            else None
+        )
         have: dict[str, dict[str, np.ndarray]] = {}
         old: dict[str, Any] = {}
         if path is not None and path.is_file():
@@ -590,13 +743,23 @@ def _evaluate_one(separator: Separator, entry: TrackEntry, targets: Sequence[str
             if diff:
                 raise DataError(
                     f"{path} was made with other settings ({', '.join(diff)} differ): use another "
-                    "output folder, or delete it to recompute")
+                    "output folder, or delete it to recompute"
+                )
         todo = [t for t in wanted if t not in have]
         for t in wanted:
             if t in have:
                 done += 1
-                notify({"stage": "job", "track": entry.name, "method": name, "target": t,
-                        "done": done, "total": jobs, "cached": True})
+                notify(
+                    {
+                        "stage": "job",
+                        "track": entry.name,
+                        "method": name,
+                        "target": t,
+                        "done": done,
+                        "total": jobs,
+                        "cached": True,
+                    }
+                )
         results = {t: v for t, v in have.items() if v}
         skipped = sorted(t for t, v in have.items() if not v)
         notes: list[str] = list(old.get("notes", []))
@@ -612,12 +775,25 @@ def _evaluate_one(separator: Separator, entry: TrackEntry, targets: Sequence[str
                     est = estimate(separator, track, t, method, refine=refine, notes=notes)
                     rest = track.mixture - target_audio
                     est_rest = track.mixture if method == "mixture" else None
-                    results[t] = score(target_audio, rest, est, track.sample_rate, est_rest=est_rest, fast=fast)
+                    results[t] = score(
+                        target_audio, rest, est, track.sample_rate, est_rest=est_rest, fast=fast
+                    )
                 done += 1
-                notify({"stage": "job", "track": entry.name, "method": name, "target": t,
-                        "done": done, "total": jobs, "cached": False})
+                notify(
+                    {
+                        "stage": "job",
+                        "track": entry.name,
+                        "method": name,
+                        "target": t,
+                        "done": done,
+                        "total": jobs,
+                        "cached": False,
+                    }
+                )
             if path is not None:
-                header = _header(separator, method, refine, fast, split, data_id, fingerprint, track.sample_rate)
+                header = _header(
+                    separator, method, refine, fast, split, data_id, fingerprint, track.sample_rate
+                )
                 if skipped:
                     header["skipped"] = sorted(set(skipped))
                 if notes:
@@ -640,8 +816,13 @@ def _safe(name: str) -> str:
 # ---- summaries ------------------------------------------------------------------------------------
 def track_medians(scores: Scores) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """Median over frames: ``[method][track][target][metric]`` -> float (NaN if no valid frame)."""
-    return {m: {tr: {t: {k: _nanmedian(v) for k, v in met.items()} for t, met in per.items()}
-                for tr, per in by_track.items()} for m, by_track in scores.items()}
+    return {
+        m: {
+            tr: {t: {k: _nanmedian(v) for k, v in met.items()} for t, met in per.items()}
+            for tr, per in by_track.items()
+        }
+        for m, by_track in scores.items()
+    }
 
 
 def _nanmedian(x: np.ndarray) -> float:
@@ -666,10 +847,21 @@ def summarize(scores: Scores) -> list[SummaryRow]:
     for method, by_track in track_medians(scores).items():
         targets = sorted({t for per in by_track.values() for t in per})
         for t in targets:
-            vals = {k: np.array([per[t][k] for per in by_track.values() if t in per]) for k in ("SDR", "SIR", "SAR")}
+            vals = {
+                k: np.array([per[t][k] for per in by_track.values() if t in per])
+                for k in ("SDR", "SIR", "SAR")
+            }
             n = int(np.isfinite(vals["SDR"]).sum())
-            rows.append(SummaryRow(method, t, _nanmedian(vals["SDR"]), _nanmedian(vals["SIR"]),
-                                   _nanmedian(vals["SAR"]), tracks=n))
+            rows.append(
+                SummaryRow(
+                    method,
+                    t,
+                    _nanmedian(vals["SDR"]),
+                    _nanmedian(vals["SIR"]),
+                    _nanmedian(vals["SAR"]),
+                    tracks=n,
+                )
+            )
     return rows
 
 
@@ -677,25 +869,46 @@ def _fmt(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:.2f}"
 
 
-def summary_markdown(rows: Sequence[SummaryRow], *, fast: bool = False, refine: int = 1,
-                     dataset: str = "", title: str = "Evaluation") -> str:
+def summary_markdown(
+    rows: Sequence[SummaryRow],
+    *,
+    fast: bool = False,
+    refine: int = 1,
+    dataset: str = "",
+    title: str = "Evaluation",
+) -> str:
     backend = FAST_LABEL if fast else MUSEVAL_LABEL
-    lines = [f"# {title}", "",
-             f"Data: {dataset}. Scores: {backend}; median over 1 s frames, then median over tracks.",
-             "Each target is scored as target vs rest (a 2-source BSSEval problem; rest estimate = "
-             "mixture - target estimate; the mixture is the sum of the stems).", "",
-             "| method | target | SDR | SIR | SAR | tracks |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Data: {dataset}. Scores: {backend}; median over 1 s frames, then median over tracks.",
+        "Each target is scored as target vs rest (a 2-source BSSEval problem; rest estimate = "
+        "mixture - target estimate; the mixture is the sum of the stems).",
+        "",
+        "| method | target | SDR | SIR | SAR | tracks |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = r.method.removesuffix("-fast")
         m = "iterative" if base.startswith("iterative") else base
-        steps = int(base[len("iterative"):] or 1) if m == "iterative" else refine
+        steps = int(base[len("iterative") :] or 1) if m == "iterative" else refine
         label = method_label(m, steps) if m in METHODS else r.method
-        lines.append(f"| {label} | {r.target} | {_fmt(r.SDR)} | {_fmt(r.SIR)} | {_fmt(r.SAR)} | {r.tracks} |")
+        lines.append(
+            f"| {label} | {r.target} | {_fmt(r.SDR)} | {_fmt(r.SIR)} | {_fmt(r.SAR)} | {r.tracks} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_summary(rows: Sequence[SummaryRow], out_dir: str | Path, *, fast: bool = False, refine: int = 1,
-                  dataset: str = "", title: str = "Evaluation", stem: str = "summary") -> tuple[Path, Path]:
+def write_summary(
+    rows: Sequence[SummaryRow],
+    out_dir: str | Path,
+    *,
+    fast: bool = False,
+    refine: int = 1,
+    dataset: str = "",
+    title: str = "Evaluation",
+    stem: str = "summary",
+) -> tuple[Path, Path]:
     """``summary.md`` and ``summary.csv`` in ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -706,6 +919,16 @@ def write_summary(rows: Sequence[SummaryRow], out_dir: str | Path, *, fast: bool
         w = csv.writer(fh)
         w.writerow(["method", "target", "SDR", "SIR", "SAR", "tracks", "backend", "dataset"])
         for r in rows:
-            w.writerow([r.method, r.target, f"{r.SDR:.4f}", f"{r.SIR:.4f}", f"{r.SAR:.4f}", r.tracks,
-                        FAST_LABEL if fast else MUSEVAL_LABEL, dataset])
+            w.writerow(
+                [
+                    r.method,
+                    r.target,
+                    f"{r.SDR:.4f}",
+                    f"{r.SIR:.4f}",
+                    f"{r.SAR:.4f}",
+                    r.tracks,
+                    FAST_LABEL if fast else MUSEVAL_LABEL,
+                    dataset,
+                ]
+            )
     return md, path

@@ -38,7 +38,9 @@ class ChunkPlan:
     step: int  # samples between chunk starts
 
     @classmethod
-    def make(cls, length: int, sample_rate: int, segment_seconds: float, overlap: float) -> ChunkPlan:
+    def make(
+        cls, length: int, sample_rate: int, segment_seconds: float, overlap: float
+    ) -> ChunkPlan:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         if segment_seconds <= 0:
@@ -60,8 +62,17 @@ def crossfade_window(length: int) -> np.ndarray:
     return w / w.max()
 
 
-def map_mask(mask: torch.Tensor, *, src_sr: int, src_n_fft: int, src_hop: int,
-             dst_sr: int, dst_n_fft: int, dst_hop: int, dst_frames: int) -> torch.Tensor:
+def map_mask(
+    mask: torch.Tensor,
+    *,
+    src_sr: int,
+    src_n_fft: int,
+    src_hop: int,
+    dst_sr: int,
+    dst_n_fft: int,
+    dst_hop: int,
+    dst_frames: int,
+) -> torch.Tensor:
     """Resample a mask ``(batch, src_bins, src_frames)`` onto another STFT grid.
 
     Bins are matched by frequency in Hz and frames by time in seconds (linear interpolation);
@@ -70,8 +81,16 @@ def map_mask(mask: torch.Tensor, *, src_sr: int, src_n_fft: int, src_hop: int,
     src_bins, src_frames = mask.shape[-2:]
     dst_bins = dst_n_fft // 2 + 1
     dev = mask.device
-    f = torch.arange(dst_bins, device=dev, dtype=torch.float32) * (dst_sr / dst_n_fft) / (src_sr / src_n_fft)
-    t = torch.arange(dst_frames, device=dev, dtype=torch.float32) * (dst_hop / dst_sr) / (src_hop / src_sr)
+    f = (
+        torch.arange(dst_bins, device=dev, dtype=torch.float32)
+        * (dst_sr / dst_n_fft)
+        / (src_sr / src_n_fft)
+    )
+    t = (
+        torch.arange(dst_frames, device=dev, dtype=torch.float32)
+        * (dst_hop / dst_sr)
+        / (src_hop / src_sr)
+    )
     out = _interp(mask, f.clamp(0, src_bins - 1), dim=-2)
     return _interp(out, t.clamp(0, src_frames - 1), dim=-1)
 
@@ -96,7 +115,9 @@ def native_grid(model: QuerySeparator, sample_rate: int) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def model_rate_estimate(model: QuerySeparator, mono: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def model_rate_estimate(
+    model: QuerySeparator, mono: torch.Tensor, z: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask and mixture magnitude at the model's rate.
 
     Args:
@@ -111,9 +132,15 @@ def model_rate_estimate(model: QuerySeparator, mono: torch.Tensor, z: torch.Tens
 
 
 @torch.inference_mode()
-def _separate_chunks(model: QuerySeparator, chunks: np.ndarray, sample_rate: int, z: torch.Tensor,
-                     device: torch.device, on_estimate: Callable[[torch.Tensor], None] | None,
-                     native: bool) -> np.ndarray | None:
+def _separate_chunks(
+    model: QuerySeparator,
+    chunks: np.ndarray,
+    sample_rate: int,
+    z: torch.Tensor,
+    device: torch.device,
+    on_estimate: Callable[[torch.Tensor], None] | None,
+    native: bool,
+) -> np.ndarray | None:
     """``chunks (batch, channels, samples)`` at ``sample_rate`` -> estimate of the same shape."""
     a = model.config.audio
     mono = resample(to_mono_batch(chunks), sample_rate, a.sample_rate)
@@ -126,11 +153,21 @@ def _separate_chunks(model: QuerySeparator, chunks: np.ndarray, sample_rate: int
     n_fft, hop = native_grid(model, sample_rate)
     x = torch.from_numpy(chunks).to(device)
     spec = stft(x, n_fft, hop)  # (batch, channels, bins, frames)
-    if (n_fft, hop, sample_rate) == (a.n_fft, a.hop_length, a.sample_rate) and spec.shape[-1] == mask.shape[-1]:
+    if (n_fft, hop, sample_rate) == (a.n_fft, a.hop_length, a.sample_rate) and spec.shape[
+        -1
+    ] == mask.shape[-1]:
         native_mask = mask
     else:
-        native_mask = map_mask(mask, src_sr=a.sample_rate, src_n_fft=a.n_fft, src_hop=a.hop_length,
-                               dst_sr=sample_rate, dst_n_fft=n_fft, dst_hop=hop, dst_frames=spec.shape[-1])
+        native_mask = map_mask(
+            mask,
+            src_sr=a.sample_rate,
+            src_n_fft=a.n_fft,
+            src_hop=a.hop_length,
+            dst_sr=sample_rate,
+            dst_n_fft=n_fft,
+            dst_hop=hop,
+            dst_frames=spec.shape[-1],
+        )
     est = istft(spec * native_mask[:, None], n_fft, hop, length=chunks.shape[-1])
     return est.float().cpu().numpy()
 
@@ -186,18 +223,29 @@ def separate_stream(
             z = torch.stack([latent(s, plan.segment) for s in batch_starts])
         else:
             z = latent.reshape(1, -1).expand(len(batch_starts), -1)
-        est = _separate_chunks(model, chunks, reader.sample_rate, z.float(), device, on_estimate, native)
+        est = _separate_chunks(
+            model, chunks, reader.sample_rate, z.float(), device, on_estimate, native
+        )
         if progress is not None:
             done = b + len(batch_starts)
-            progress({"stage": "separate", "done": done, "total": len(starts),
-                      "seconds": min(reader.frames, batch_starts[-1] + plan.segment) / reader.sample_rate})
+            progress(
+                {
+                    "stage": "separate",
+                    "done": done,
+                    "total": len(starts),
+                    "seconds": min(reader.frames, batch_starts[-1] + plan.segment)
+                    / reader.sample_rate,
+                }
+            )
         if est is None:
             continue
         end = batch_starts[-1] + plan.segment - emitted
         if end > acc.shape[1]:
-            acc = np.concatenate([acc, np.zeros((channels, end - acc.shape[1]), np.float32)], axis=1)
+            acc = np.concatenate(
+                [acc, np.zeros((channels, end - acc.shape[1]), np.float32)], axis=1
+            )
             wsum = np.concatenate([wsum, np.zeros(end - wsum.shape[0], np.float32)])
-        for s, e in zip(batch_starts, est):
+        for s, e in zip(batch_starts, est, strict=True):
             o = s - emitted
             acc[:, o : o + plan.segment] += e * window
             wsum[o : o + plan.segment] += window
@@ -209,8 +257,9 @@ def separate_stream(
             emitted += ready
 
 
-def separate_array(model: QuerySeparator, audio: np.ndarray, sample_rate: int, latent: Latent,
-                   **kwargs: object) -> np.ndarray:
+def separate_array(
+    model: QuerySeparator, audio: np.ndarray, sample_rate: int, latent: Latent, **kwargs: object
+) -> np.ndarray:
     """:func:`separate_stream` on an in-memory ``(channels, samples)`` array."""
     reader = AudioReader(audio, sample_rate)
     blocks = list(separate_stream(model, reader, latent, **kwargs))  # type: ignore[arg-type]

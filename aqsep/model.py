@@ -24,7 +24,9 @@ class Posterior(NamedTuple):
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised sample ``mu + sigma * eps`` (differentiable in mu and logvar)."""
-        eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        eps = torch.randn(
+            self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype
+        )
         return self.mu + torch.exp(0.5 * self.logvar) * eps
 
 
@@ -44,7 +46,13 @@ class QueryNet(nn.Module):
         for i, out_ch in enumerate(config.channels):
             stride = (2, 2) if i % 2 == 0 else (2, 1)
             blocks += [
-                nn.Conv2d(in_ch, out_ch, config.kernel_size, stride=stride, padding=config.kernel_size // 2),
+                nn.Conv2d(
+                    in_ch,
+                    out_ch,
+                    config.kernel_size,
+                    stride=stride,
+                    padding=config.kernel_size // 2,
+                ),
                 nn.InstanceNorm2d(out_ch, affine=True),
                 nn.LeakyReLU(0.2),
             ]
@@ -126,15 +134,22 @@ class UNetSeparator(nn.Module):
         ``sum_c z_c W_c``: exact, with the weights of the plain concatenation, but ``latent_dim``
         times cheaper for those channels.
         """
-        conv = self.encoder[0][0]
+        first = self.encoder[0]
+        assert isinstance(first, nn.Sequential)
+        conv = first[0]
         assert isinstance(conv, nn.Conv2d)
         w_spec, w_z = conv.weight[:, :1], conv.weight[:, 1:]
         out = F.conv2d(spec, w_spec, conv.bias, stride=conv.stride, padding=conv.padding)
         b, _, f, t = spec.shape
         kernels = torch.einsum("bc,ocij->boij", z.to(w_z.dtype), w_z)  # (batch, out, k, k)
         ones = spec.new_ones(1, 1, f, t).expand(1, b, f, t)
-        z_part = F.conv2d(ones, kernels.reshape(-1, 1, *w_z.shape[-2:]).to(spec.dtype),
-                          stride=conv.stride, padding=conv.padding, groups=b)
+        z_part = F.conv2d(
+            ones,
+            kernels.reshape(-1, 1, *w_z.shape[-2:]).to(spec.dtype),
+            stride=conv.stride,
+            padding=conv.padding,
+            groups=b,
+        )
         return out + z_part.reshape(b, -1, *out.shape[-2:])
 
     def forward(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -147,11 +162,15 @@ class UNetSeparator(nn.Module):
         Returns:
             ``(batch, 1, freq, frames)`` mask.
         """
-        skips = [self.encoder[0][1:](self._first_conv(spec, z))]
+        first = self.encoder[0]
+        assert isinstance(first, nn.Sequential)
+        skips = [first[1:](self._first_conv(spec, z))]
         for block in self.encoder[1:]:
             skips.append(block(skips[-1]))
         h = skips.pop()
-        for i, (deconv, adain, drop) in enumerate(zip(self.deconvs, self.adains, self.dropouts, strict=True)):
+        for i, (deconv, adain, drop) in enumerate(
+            zip(self.deconvs, self.adains, self.dropouts, strict=True)
+        ):
             if i > 0:
                 h = torch.cat([h, skips.pop()], dim=1)
             h = drop(F.relu(adain(deconv(h), z)))

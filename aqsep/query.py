@@ -55,7 +55,11 @@ class LatentAverager:
 
     def mean(self, what: str) -> torch.Tensor:
         if self.total is None or self.count == 0:
-            level = "no audio" if self.loudest_db == -np.inf else f"loudest window {self.loudest_db:.1f} dBFS"
+            level = (
+                "no audio"
+                if self.loudest_db == -np.inf
+                else f"loudest window {self.loudest_db:.1f} dBFS"
+            )
             raise QueryError(
                 f"{what} is silent ({level}, threshold {self.silence_db:.0f} dBFS): it holds nothing to "
                 "look for; use a clip where the instrument plays, or --target CLASS"
@@ -63,8 +67,16 @@ class LatentAverager:
         return (self.total / self.count).cpu()
 
 
-def encode_reader(model: QuerySeparator, reader: AudioReader, *, start: int = 0, stop: int | None = None,
-                  batch_size: int = 8, device: torch.device | str = "cpu", what: str | None = None) -> torch.Tensor:
+def encode_reader(
+    model: QuerySeparator,
+    reader: AudioReader,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    what: str | None = None,
+) -> torch.Tensor:
     """Mean latent of a query file or array: encoded window by window, silent windows skipped.
 
     Windows are the model's training excerpt length; a query shorter than one window is

@@ -107,7 +107,11 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
     bundled = BUNDLED_DIR / str(name_or_path)
     if bundled.is_dir():
         return bundled
-    known = sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG).exists()) if BUNDLED_DIR.is_dir() else []
+    known = (
+        sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG).exists())
+        if BUNDLED_DIR.is_dir()
+        else []
+    )
     raise ModelError(
         f"no model folder or bundled model named {str(name_or_path)!r}; bundled: {', '.join(known) or 'none'}"
     )
@@ -126,10 +130,14 @@ def _check_not_pickle(path: Path) -> None:
             f"{path} is a pickle/torch checkpoint, not safetensors; aqsep never unpickles model "
             "files. Export it with `aqsep train --export` or convert it to safetensors."
         )
-    raise ModelError(f"{path} is not a safetensors file; a released model stores its weights as safetensors")
+    raise ModelError(
+        f"{path} is not a safetensors file; a released model stores its weights as safetensors"
+    )
 
 
-def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> ReleasedModel:
+def load_model(
+    name_or_path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> ReleasedModel:
     """Load a released model strictly. Raises :class:`ModelError` with a specific message."""
     folder = resolve_model_path(name_or_path)
     if not folder.is_dir():
@@ -137,7 +145,9 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     weights, config_path, classes_path = folder / WEIGHTS, folder / CONFIG, folder / CLASSES
     for p in (weights, config_path):
         if not p.is_file():
-            raise ModelError(f"model folder {folder} has no {p.name}; a released model needs {WEIGHTS} and {CONFIG}")
+            raise ModelError(
+                f"model folder {folder} has no {p.name}; a released model needs {WEIGHTS} and {CONFIG}"
+            )
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -146,7 +156,9 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         raise ModelError(f"{config_path} has no 'model' section")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise ModelError(f"{config_path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        raise ModelError(
+            f"{config_path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+        )
     try:
         model_config = ModelConfig.from_dict(config["model"])
         model = QuerySeparator(model_config)
@@ -184,4 +196,6 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
                 raise ModelError(
                     f"{classes_path}: class {name!r} has a {len(c.latent)}-dim latent, model uses {model.latent_dim}"
                 )
-    return ReleasedModel(model=model, classes=classes, metadata=config.get("metadata", {}), path=folder)
+    return ReleasedModel(
+        model=model, classes=classes, metadata=config.get("metadata", {}), path=folder
+    )

@@ -149,7 +149,9 @@ class QueryTraining(L.LightningModule):
         losses = training_losses(self.model, mixture, target, self.train_config)
         size = mixture.shape[0]
         self.log("train/loss", losses["loss"].detach(), prog_bar=True, batch_size=size)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=size)
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=size
+        )
         self.log("train/first_excerpt", batch["index"][0].double(), batch_size=size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)  # type: ignore[union-attr]
         return losses["loss"]
@@ -175,18 +177,42 @@ class QueryTraining(L.LightningModule):
             estimate = istft(mask * mix_spec, audio.n_fft, audio.hop_length, length)
             reference = batch["target"].double()[:, None]
             sdr = fast_bss_eval.sdr(reference, estimate.double()[:, None], clamp_db=100)[:, 0]
-            sdr_mix = fast_bss_eval.sdr(reference, batch["mixture"].double()[:, None], clamp_db=100)[:, 0]
+            sdr_mix = fast_bss_eval.sdr(
+                reference, batch["mixture"].double()[:, None], clamp_db=100
+            )[:, 0]
         size = mixture.shape[0]
-        values = {"loss": loss, "rec": rec, "kl": kl, "latent": latent,
-                  "sdr": torch.nan_to_num(sdr).mean(), "sdr_mixture": torch.nan_to_num(sdr_mix).mean()}
-        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, batch_size=size, sync_dist=True)
-        self.log("val_sdr", values["sdr"].float(), batch_size=size, sync_dist=True, prog_bar=True, logger=False)
+        values = {
+            "loss": loss,
+            "rec": rec,
+            "kl": kl,
+            "latent": latent,
+            "sdr": torch.nan_to_num(sdr).mean(),
+            "sdr_mixture": torch.nan_to_num(sdr_mix).mean(),
+        }
+        self.log_dict(
+            {f"val/{k}": v.float() for k, v in values.items()}, batch_size=size, sync_dist=True
+        )
+        self.log(
+            "val_sdr",
+            values["sdr"].float(),
+            batch_size=size,
+            sync_dist=True,
+            prog_bar=True,
+            logger=False,
+        )
 
     def configure_optimizers(self) -> Any:
         tc = self.train_config
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(tc.betas[0], tc.betas[1]))
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay_gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=tc.lr, betas=(tc.betas[0], tc.betas[1])
+        )
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay_gamma
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # -- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -203,7 +229,9 @@ def _worker_init(_: int) -> None:
 class ExcerptData(L.LightningDataModule):
     """Training excerpts indexed by global sample index; a fixed, seeded validation set."""
 
-    def __init__(self, train: list[Track], valid: list[Track], *, length: int, config: TrainConfig) -> None:
+    def __init__(
+        self, train: list[Track], valid: list[Track], *, length: int, config: TrainConfig
+    ) -> None:
         super().__init__()
         self.train_tracks, self.valid_tracks = train, valid
         self.length = length
@@ -217,22 +245,42 @@ class ExcerptData(L.LightningDataModule):
         sampler = StepBatchSampler(
             tc.batch_size,
             tc.max_steps,
-            start_step=lambda: trainer.global_step,  # read when iteration starts: restored on resume
+            start_step=lambda: (
+                trainer.global_step
+            ),  # read when iteration starts: restored on resume
             rank=trainer.global_rank,
             world_size=world,
         )
         size = (tc.max_steps + 1) * world * tc.batch_size
-        dataset = ExcerptDataset(self.train_tracks, self.length, self.sampling, seed=tc.seed, size=size,
-                                 stream=TRAIN_STREAM)
+        dataset = ExcerptDataset(
+            self.train_tracks,
+            self.length,
+            self.sampling,
+            seed=tc.seed,
+            size=size,
+            stream=TRAIN_STREAM,
+        )
         workers = tc.num_workers
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                          worker_init_fn=_worker_init if workers > 0 else None)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
 
     def val_dataloader(self) -> DataLoader:
         trainer, tc = self.trainer, self.config
         assert trainer is not None
-        dataset = ExcerptDataset(self.valid_tracks, self.length, self.sampling, seed=tc.seed,
-                                 size=tc.valid_excerpts, stream=VALID_STREAM, cache=True)
+        dataset = ExcerptDataset(
+            self.valid_tracks,
+            self.length,
+            self.sampling,
+            seed=tc.seed,
+            size=tc.valid_excerpts,
+            stream=VALID_STREAM,
+            cache=True,
+        )
         shard = list(range(trainer.global_rank, tc.valid_excerpts, trainer.world_size))
         return DataLoader(dataset, batch_size=tc.batch_size, sampler=shard, num_workers=0)
 
@@ -240,7 +288,9 @@ class ExcerptData(L.LightningDataModule):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temporary file, then rename: a kill mid-write leaves the previous one."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -282,7 +332,9 @@ class RunSpec:
             raise AqsepError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
         train_config = replace(TRAIN_PRESETS[preset], **(train_overrides or {}))
         model = (model_config or model_preset(preset)).to_dict()
-        return cls(data=str(data), preset=preset, model=model, train=train_config.to_dict(), **kwargs)
+        return cls(
+            data=str(data), preset=preset, model=model, train=train_config.to_dict(), **kwargs
+        )
 
     @property
     def model_config(self) -> ModelConfig:
@@ -305,7 +357,9 @@ class RunSpec:
         try:
             return cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as err:
-            raise AqsepError(f"{path} is damaged ({err}); start a new run with another --out") from None
+            raise AqsepError(
+                f"{path} is damaged ({err}); start a new run with another --out"
+            ) from None
 
 
 @dataclass
@@ -321,9 +375,18 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
-def _open_data(spec: RunSpec, split: str, sample_rate: int, level: str | None = None) -> list[Track]:
-    return open_tracks(spec.data, split, musdb=spec.musdb, is_wav=spec.is_wav, level=level or spec.level,
-                       sample_rate=sample_rate, preload=spec.preload)
+def _open_data(
+    spec: RunSpec, split: str, sample_rate: int, level: str | None = None
+) -> list[Track]:
+    return open_tracks(
+        spec.data,
+        split,
+        musdb=spec.musdb,
+        is_wav=spec.is_wav,
+        level=level or spec.level,
+        sample_rate=sample_rate,
+        preload=spec.preload,
+    )
 
 
 def _train_and_valid(spec: RunSpec) -> tuple[list[Track], list[Track]]:
@@ -380,9 +443,13 @@ def train(
     rank = int(os.environ.get("RANK", "0"))
     if resume:
         if not ckpt.is_file():
-            raise AqsepError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} yet")
+            raise AqsepError(
+                f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} yet"
+            )
     elif rank == 0 and (ckpt.is_file() or (run_dir / RUN_FILE).is_file()):  # rank 0 writes run.json
-        raise AqsepError(f"{run_dir} already holds a training run: add --resume to continue it, or use another --out")
+        raise AqsepError(
+            f"{run_dir} already holds a training run: add --resume to continue it, or use another --out"
+        )
     model_config, tc = spec.model_config, spec.train_config
 
     train_tracks, valid_tracks = _train_and_valid(spec)
@@ -391,14 +458,18 @@ def train(
     if spec.init and not resume:
         released = load_model(spec.init)
         if released.model.config != model_config:
-            raise ModelError(f"--init model {spec.init} has another architecture than this run's config")
+            raise ModelError(
+                f"--init model {spec.init} has another architecture than this run's config"
+            )
         module.model.load_state_dict(released.model.state_dict(), strict=True)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             spec.save(run_dir)
 
-    data = ExcerptData(train_tracks, valid_tracks, length=model_config.audio.segment_samples, config=tc)
+    data = ExcerptData(
+        train_tracks, valid_tracks, length=model_config.audio.segment_samples, config=tc
+    )
     strategy: Any = "auto"
     if devices * num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
@@ -406,8 +477,13 @@ def train(
         on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
         strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
     callbacks: list[Any] = [
-        ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0,
-                        every_n_train_steps=tc.checkpoint_every, save_on_train_epoch_end=False),
+        ModelCheckpoint(
+            dirpath=run_dir / CHECKPOINT_DIR,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=tc.checkpoint_every,
+            save_on_train_epoch_end=False,
+        ),
     ]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
@@ -431,7 +507,11 @@ def train(
                 check_val_every_n_epoch=None,
                 num_sanity_val_steps=0,
                 log_every_n_steps=log_every,
-                logger=CSVLogger(run_dir, name=LOG_DIR, flush_logs_every_n_steps=max(1, min(50, tc.checkpoint_every))),
+                logger=CSVLogger(
+                    run_dir,
+                    name=LOG_DIR,
+                    flush_logs_every_n_steps=max(1, min(50, tc.checkpoint_every)),
+                ),
                 callbacks=callbacks,
                 plugins=[AtomicCheckpointIO()],
                 use_distributed_sampler=False,
@@ -439,7 +519,9 @@ def train(
                 enable_model_summary=progress,
                 default_root_dir=run_dir,
             )
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt if resume else None, weights_only=True)
+            trainer.fit(
+                module, datamodule=data, ckpt_path=ckpt if resume else None, weights_only=True
+            )
             trainer.save_checkpoint(ckpt, weights_only=False)
     finally:
         lightning_logger.setLevel(old_level)
@@ -447,8 +529,14 @@ def train(
     model_dir = None
     if trainer.is_global_zero:
         model_dir = Path(export_dir) if export_dir else run_dir / DEFAULT_EXPORT
-        export_from_module(module.model, spec, model_dir, steps=trainer.global_step,
-                           wall_time=module.wall_time(), metrics=metrics)
+        export_from_module(
+            module.model,
+            spec,
+            model_dir,
+            steps=trainer.global_step,
+            wall_time=module.wall_time(),
+            metrics=metrics,
+        )
     return TrainResult(run_dir, trainer.global_step, module.wall_time(), model_dir, metrics)
 
 
@@ -468,12 +556,17 @@ def load_checkpoint_model(path: str | Path) -> tuple[QuerySeparator, dict[str, A
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hparams = ckpt["hyper_parameters"]
         model = QuerySeparator(ModelConfig.from_dict(hparams["model_config"]))
-        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        state = {
+            k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+        }
         model.load_state_dict(state, strict=True)
     except (KeyError, RuntimeError, ValueError, OSError) as err:
         raise ModelError(f"{path} is not a checkpoint of an aqsep training run ({err})") from None
-    extras = {"steps": int(ckpt.get("global_step", 0)), "wall_time": float(ckpt.get("aqsep_wall_time", 0.0)),
-              "train_config": hparams.get("train_config", {})}
+    extras = {
+        "steps": int(ckpt.get("global_step", 0)),
+        "wall_time": float(ckpt.get("aqsep_wall_time", 0.0)),
+        "train_config": hparams.get("train_config", {}),
+    }
     return model.eval(), extras
 
 
@@ -566,7 +659,9 @@ def export_from_module(
     tracks = _open_data(spec, "train", model.config.audio.sample_rate, level="stems")
     if not tracks:
         raise DataError(f"no training tracks in {spec.data} to compute class latents from")
-    classes = class_latents(model, tracks, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed)
+    classes = class_latents(
+        model, tracks, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed
+    )
     metadata = {
         "steps": steps,
         "wall_time_s": round(wall_time, 1),
@@ -611,5 +706,11 @@ def export_model(
         spec = replace(spec, musdb=musdb)
     if is_wav is not None:
         spec = replace(spec, is_wav=is_wav)
-    return export_from_module(model, spec, out_dir, steps=extras["steps"], wall_time=extras["wall_time"],
-                              max_windows=max_windows)
+    return export_from_module(
+        model,
+        spec,
+        out_dir,
+        steps=extras["steps"],
+        wall_time=extras["wall_time"],
+        max_windows=max_windows,
+    )

@@ -63,29 +63,52 @@ def machine() -> str:
     import torch
 
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs{gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs{gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
-def measure(sep: Separator, data: Path, split: str, work: Path, *, max_tracks: int | None, fast: bool,
-            quiet: bool) -> tuple[list[SummaryRow], int, float]:
+def measure(
+    sep: Separator,
+    data: Path,
+    split: str,
+    work: Path,
+    *,
+    max_tracks: int | None,
+    fast: bool,
+    quiet: bool,
+) -> tuple[list[SummaryRow], int, float]:
     tracks = list_tracks(data, split=split, max_tracks=max_tracks)
     targets = sorted({c for t in tracks for c in t.classes("coarse")} & set(sep.classes))
     bars = Bars(len(tracks), quiet)
     start = time.perf_counter()
     try:
-        scores = evaluate_tracks(sep, tracks, targets, list(METHODS), refine=1, fast=fast, out_dir=work,
-                                 split=split, data_id=str(data.resolve()), progress=bars)
+        scores = evaluate_tracks(
+            sep,
+            tracks,
+            targets,
+            list(METHODS),
+            refine=1,
+            fast=fast,
+            out_dir=work,
+            split=split,
+            data_id=str(data.resolve()),
+            progress=bars,
+        )
     finally:
         bars.close()
     return summarize(scores), len(tracks), time.perf_counter() - start
 
 
-def table(rows: list[SummaryRow], fast: bool, metric: str = "SDR") -> tuple[str, dict[tuple[str, str], float]]:
+def table(
+    rows: list[SummaryRow], fast: bool, metric: str = "SDR"
+) -> tuple[str, dict[tuple[str, str], float]]:
     values = {(r.method, r.target): getattr(r, metric) for r in rows}
     counts = {(r.method, r.target): r.tracks for r in rows}
     targets = [c for c in CLASSES if any(t == c for _, t in values)] + sorted(
-        {t for _, t in values if t not in CLASSES})
+        {t for _, t in values if t not in CLASSES}
+    )
     lines = [f"| {metric} (dB) | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
     by_method = {}
     for m in METHODS:
@@ -112,15 +135,21 @@ def checks(by: dict[tuple[str, str], float], clip: bool) -> list[str]:
             for m in ("gt", "mean", "iterative"):
                 v = by.get((m, t), math.nan)
                 if math.isfinite(v) and math.isfinite(mix):
-                    out.append(f"- {t}, {LABELS[m]}: {v:.2f} dB vs mixture {mix:.2f} dB: "
-                               f"{'above' if v > mix else 'NOT above'} ({v - mix:+.2f} dB)")
+                    out.append(
+                        f"- {t}, {LABELS[m]}: {v:.2f} dB vs mixture {mix:.2f} dB: "
+                        f"{'above' if v > mix else 'NOT above'} ({v - mix:+.2f} dB)"
+                    )
         else:
             if math.isfinite(gt) and math.isfinite(irm):
-                out.append(f"- {t}: GT {gt:.2f} dB vs oracle IRM {irm:.2f} dB: gap {irm - gt:.2f} dB "
-                           f"({'within' if irm - gt <= 3 else 'NOT within'} 3 dB)")
+                out.append(
+                    f"- {t}: GT {gt:.2f} dB vs oracle IRM {irm:.2f} dB: gap {irm - gt:.2f} dB "
+                    f"({'within' if irm - gt <= 3 else 'NOT within'} 3 dB)"
+                )
             if math.isfinite(gt) and math.isfinite(mean):
-                out.append(f"- {t}: class mean {mean:.2f} dB vs GT {gt:.2f} dB: gap {gt - mean:.2f} dB "
-                           f"({'within' if gt - mean <= 1.5 else 'NOT within'} 1.5 dB)")
+                out.append(
+                    f"- {t}: class mean {mean:.2f} dB vs GT {gt:.2f} dB: gap {gt - mean:.2f} dB "
+                    f"({'within' if gt - mean <= 1.5 else 'NOT within'} 1.5 dB)"
+                )
     return out
 
 
@@ -135,25 +164,46 @@ def command_line(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="released model folder or bundled name (default: the bundled model)")
-    p.add_argument("--data", required=True, type=Path, help="corpus built by `aqsep synth` (stems-folder layout)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model", help="released model folder or bundled name (default: the bundled model)"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="corpus built by `aqsep synth` (stems-folder layout)",
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--max-tracks", type=int, help="only the first N tracks of the split")
-    p.add_argument("--clip", type=Path, help="MUSDB18 .stem.mp4 to score too (default: stempeg's preview clip)")
+    p.add_argument(
+        "--clip", type=Path, help="MUSDB18 .stem.mp4 to score too (default: stempeg's preview clip)"
+    )
     p.add_argument("--no-clip", action="store_true", help="skip the MUSDB18 clip")
-    p.add_argument("--work", type=Path, default=ROOT / "build" / "results", help="score caches (resumable)")
+    p.add_argument(
+        "--work", type=Path, default=ROOT / "build" / "results", help="score caches (resumable)"
+    )
     p.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results.md")
-    p.add_argument("--fast", action="store_true", help="fast-bss-eval instead of museval (not the protocol)")
+    p.add_argument(
+        "--fast", action="store_true", help="fast-bss-eval instead of museval (not the protocol)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
         sep = Separator(args.model, device=args.device)
         started = dt.datetime.now(dt.timezone.utc)
-        rows, n_tracks, secs = measure(sep, args.data, args.split, args.work / "synthetic", max_tracks=args.max_tracks,
-                                       fast=args.fast, quiet=args.quiet)
+        rows, n_tracks, secs = measure(
+            sep,
+            args.data,
+            args.split,
+            args.work / "synthetic",
+            max_tracks=args.max_tracks,
+            fast=args.fast,
+            quiet=args.quiet,
+        )
         clip_part = ""
         if not args.no_clip:
             clip_part = clip_section(sep, args)
@@ -163,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     synth_table, synth_by = table(rows, args.fast)
     backend = FAST_LABEL if args.fast else MUSEVAL_LABEL
     meta = sep.released.metadata or {}
-    paper = "\n".join(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for name, vals in PAPER_ROWS)
+    paper = "\n".join(
+        f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for name, vals in PAPER_ROWS
+    )
     doc = f"""# Results
 
 Measured scores of the model `{sep.released.path}` (weights fingerprint `{model_fingerprint(sep)}`).
@@ -215,13 +267,24 @@ def clip_section(sep: Separator, args: argparse.Namespace) -> str:
 
         clip = Path(stempeg.example_stem_path())
     try:
-        rows, n, secs = measure(sep, clip, "test", args.work / "musdb-clip", max_tracks=None, fast=args.fast,
-                                quiet=args.quiet)
+        rows, n, secs = measure(
+            sep,
+            clip,
+            "test",
+            args.work / "musdb-clip",
+            max_tracks=None,
+            fast=args.fast,
+            quiet=args.quiet,
+        )
     except AqsepError as err:
         return f"## MUSDB18 preview clip\n\nNot measured: {err}\n"
     text, by = table(rows, args.fast)
-    what = ("the 6 s MUSDB18 preview clip shipped in `stempeg` (real music, CC BY-NC-SA; its own mixture "
-            "stream differs from the sum of its stems by 17 %)" if args.clip is None else f"`{clip}`")
+    what = (
+        "the 6 s MUSDB18 preview clip shipped in `stempeg` (real music, CC BY-NC-SA; its own mixture "
+        "stream differs from the sum of its stems by 17 %)"
+        if args.clip is None
+        else f"`{clip}`"
+    )
     return f"""## MUSDB18 clip: `{clip.name}` (measured in {secs:.0f} s)
 
 Scored on {what}, against its four stems at the file's own rate and channels (44.1 kHz stereo),

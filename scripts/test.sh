@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 PY=${PYTHON:-python3}
 $PY -m ruff check aqsep tests benchmarks
+$PY -m ruff format --check aqsep tests benchmarks
 $PY -m mypy aqsep
 $PY -m pytest -q "$@"

@@ -60,8 +60,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
-def make_audio(seconds: float, sample_rate: int, channels: int = 2, *, seed: int = 0,
-               level: float = 0.3) -> np.ndarray:
+def make_audio(
+    seconds: float, sample_rate: int, channels: int = 2, *, seed: int = 0, level: float = 0.3
+) -> np.ndarray:
     """Harmonic tones plus a little noise, ``(channels, samples)`` float32, a different mix per channel."""
     rng = np.random.default_rng(seed)
     n = max(0, round(seconds * sample_rate))
@@ -69,13 +70,20 @@ def make_audio(seconds: float, sample_rate: int, channels: int = 2, *, seed: int
     out = np.empty((channels, n), dtype=np.float32)
     for c in range(channels):
         f0 = 110.0 * (1 + c) * (1 + 0.1 * seed)
-        tone = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3))
+        tone = sum(
+            np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3)
+        )
         out[c] = level * (0.6 * tone / 1.83 + 0.1 * rng.standard_normal(n))
     return out
 
 
-def write_file(path: Path, audio: np.ndarray, sample_rate: int, subtype: str | None = None,
-               fmt: str | None = None) -> Path:
+def write_file(
+    path: Path,
+    audio: np.ndarray,
+    sample_rate: int,
+    subtype: str | None = None,
+    fmt: str | None = None,
+) -> Path:
     """Write ``(channels, samples)`` with soundfile (independent of aqsep's own writer)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.ascontiguousarray(audio.T), sample_rate, subtype=subtype, format=fmt)
@@ -93,10 +101,20 @@ def audio_file(tmp_path: Path) -> AudioFactory:
     Relative names are placed under ``tmp_path``; folders are created as needed.
     """
 
-    def make(name: str = "song.wav", *, seconds: float = 1.0, sr: int = 44100, channels: int = 2,
-             subtype: str | None = None, seed: int = 0, level: float = 0.3) -> Path:
+    def make(
+        name: str = "song.wav",
+        *,
+        seconds: float = 1.0,
+        sr: int = 44100,
+        channels: int = 2,
+        subtype: str | None = None,
+        seed: int = 0,
+        level: float = 0.3,
+    ) -> Path:
         path = Path(name) if Path(name).is_absolute() else tmp_path / name
-        return write_file(path, make_audio(seconds, sr, channels, seed=seed, level=level), sr, subtype)
+        return write_file(
+            path, make_audio(seconds, sr, channels, seed=seed, level=level), sr, subtype
+        )
 
     return make
 

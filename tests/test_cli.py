@@ -34,8 +34,9 @@ def assert_like(path, reference, subtype="PCM_16"):
     assert out.subtype == subtype
 
 
-def test_query_file_writes_same_length_rate_and_channels_then_skips_then_forces(cli, tmp_path, song, clip,
-                                                                               tiny_model_dir):
+def test_query_file_writes_same_length_rate_and_channels_then_skips_then_forces(
+    cli, tmp_path, song, clip, tiny_model_dir
+):
     out = tmp_path / "out"
     args = ["separate", song, "--query", clip, "--model", tiny_model_dir, "-o", out]
     first = cli(*args)
@@ -58,8 +59,19 @@ def test_query_file_writes_same_length_rate_and_channels_then_skips_then_forces(
 
 def test_target_with_residual_sums_to_the_input(cli, tmp_path, song, tiny_model_dir):
     out = tmp_path / "out"
-    res = cli("separate", song, "--target", "Drums", "--residual", "--bits", "32f", "--model", tiny_model_dir,
-              "-o", out)
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "Drums",
+        "--residual",
+        "--bits",
+        "32f",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
     drums, sr = sf.read(str(out / "song" / "drums.wav"), always_2d=True)
     rest, _ = sf.read(str(out / "song" / "rest.wav"), always_2d=True)
@@ -72,7 +84,9 @@ def test_target_with_residual_sums_to_the_input(cli, tmp_path, song, tiny_model_
 @pytest.mark.parametrize("query_range", ["0.2-1:00", "0.2:1.0", "-0:01", "0.5:"])
 def test_query_range_of_the_input_itself(cli, tmp_path, song, tiny_model_dir, query_range):
     out = tmp_path / "out"
-    res = cli("separate", song, f"--query-range={query_range}", "--model", tiny_model_dir, "-o", out, "-q")
+    res = cli(
+        "separate", song, f"--query-range={query_range}", "--model", tiny_model_dir, "-o", out, "-q"
+    )
     assert res.code == 0, res.err
     assert res.out == ""
     assert_like(out / "song" / "target.wav", song)
@@ -87,8 +101,18 @@ def test_query_range_past_the_end_is_a_clear_error(cli, song, tiny_model_dir):
 def test_blend_with_a_class_or_a_file(cli, tmp_path, song, clip, tiny_model_dir, other):
     out = tmp_path / "out"
     other = str(clip) if other == "clip" else other
-    res = cli("separate", song, "--target", "vocals", "--blend", f"{other}:0.3", "--model", tiny_model_dir,
-              "-o", out)
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "vocals",
+        "--blend",
+        f"{other}:0.3",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
     assert_like(out / "song" / "vocals.wav", song)
 
@@ -96,8 +120,22 @@ def test_blend_with_a_class_or_a_file(cli, tmp_path, song, clip, tiny_model_dir,
 def test_blend_changes_the_output_and_alpha_zero_does_not(cli, tmp_path, song, tiny_model_dir):
     def run(*extra):
         folder = tmp_path / f"out{len(extra)}{extra[-1] if extra else ''}"
-        assert cli("separate", song, "--target", "vocals", "--bits", "32f", "--model", tiny_model_dir, "-o",
-                   folder, *extra).code == 0
+        assert (
+            cli(
+                "separate",
+                song,
+                "--target",
+                "vocals",
+                "--bits",
+                "32f",
+                "--model",
+                tiny_model_dir,
+                "-o",
+                folder,
+                *extra,
+            ).code
+            == 0
+        )
         return sf.read(str(folder / "song" / "vocals.wav"))[0]
 
     plain = run()
@@ -106,38 +144,98 @@ def test_blend_changes_the_output_and_alpha_zero_does_not(cli, tmp_path, song, t
 
 
 def test_blend_with_an_unknown_class_or_missing_file(cli, song, tiny_model_dir):
-    line = cli("separate", song, "--target", "vocals", "--blend", "piano:0.5",
-               "--model", tiny_model_dir).one_line_error()
+    line = cli(
+        "separate", song, "--target", "vocals", "--blend", "piano:0.5", "--model", tiny_model_dir
+    ).one_line_error()
     assert "piano" in line and "bass, drums, other, vocals" in line
-    line = cli("separate", song, "--target", "vocals", "--blend", "nothere.wav:0.5",
-               "--model", tiny_model_dir).one_line_error()
+    line = cli(
+        "separate",
+        song,
+        "--target",
+        "vocals",
+        "--blend",
+        "nothere.wav:0.5",
+        "--model",
+        tiny_model_dir,
+    ).one_line_error()
     assert "nothere.wav: no such file" in line
 
 
 def test_refine(cli, tmp_path, song, clip, tiny_model_dir):
     out = tmp_path / "out"
-    res = cli("separate", song, "--query", clip, "--refine", "2", "--bits", "32f", "--model", tiny_model_dir,
-              "-o", out)
+    res = cli(
+        "separate",
+        song,
+        "--query",
+        clip,
+        "--refine",
+        "2",
+        "--bits",
+        "32f",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
     assert_like(out / "song" / "target.wav", song, subtype="FLOAT")
     plain = tmp_path / "plain"
-    assert cli("separate", song, "--query", clip, "--bits", "32f", "--model", tiny_model_dir, "-o", plain).code == 0
+    assert (
+        cli(
+            "separate",
+            song,
+            "--query",
+            clip,
+            "--bits",
+            "32f",
+            "--model",
+            tiny_model_dir,
+            "-o",
+            plain,
+        ).code
+        == 0
+    )
     refined = sf.read(str(out / "song" / "target.wav"))[0]
     assert np.abs(refined - sf.read(str(plain / "song" / "target.wav"))[0]).max() > 1e-6
 
 
 def test_flac_24_bit_and_name(cli, tmp_path, song, clip, tiny_model_dir):
     out = tmp_path / "out"
-    res = cli("separate", song, "--query", clip, "--format", "flac", "--bits", "24", "--name", "hihat",
-              "--residual", "--model", tiny_model_dir, "-o", out)
+    res = cli(
+        "separate",
+        song,
+        "--query",
+        clip,
+        "--format",
+        "flac",
+        "--bits",
+        "24",
+        "--name",
+        "hihat",
+        "--residual",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
     assert_like(out / "song" / "hihat.flac", song, subtype="PCM_24")
     assert_like(out / "song" / "rest.flac", song, subtype="PCM_24")
 
 
 def test_flac_float_is_refused_before_any_work(cli, song, tiny_model_dir):
-    line = cli("separate", song, "--target", "drums", "--format", "flac", "--bits", "32f",
-               "--model", tiny_model_dir).one_line_error()
+    line = cli(
+        "separate",
+        song,
+        "--target",
+        "drums",
+        "--format",
+        "flac",
+        "--bits",
+        "32f",
+        "--model",
+        tiny_model_dir,
+    ).one_line_error()
     assert "FLAC cannot store float" in line
 
 
@@ -150,10 +248,24 @@ def test_folders_and_globs(cli, tmp_path, tiny_model_dir, monkeypatch):
     write_file(tmp_path / "live" / "c.wav", make_audio(0.3, 8000, 6, seed=3), 8000)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    res = cli("separate", "album", "live/*.wav", "album/a.wav", "--target", "bass", "--model", tiny_model_dir,
-              "-o", out)
+    res = cli(
+        "separate",
+        "album",
+        "live/*.wav",
+        "album/a.wav",
+        "--target",
+        "bass",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
     assert res.code == 0, res.err
-    assert [line.split(":")[0] for line in res.out.splitlines()] == ["a", "b", "c"]  # each file once
+    assert [line.split(":")[0] for line in res.out.splitlines()] == [
+        "a",
+        "b",
+        "c",
+    ]  # each file once
     assert_like(out / "a" / "bass.wav", album / "a.wav")
     assert_like(out / "b" / "bass.wav", album / "b.flac")
     assert_like(out / "c" / "bass.wav", tmp_path / "live" / "c.wav")
@@ -161,9 +273,13 @@ def test_folders_and_globs(cli, tmp_path, tiny_model_dir, monkeypatch):
 
 def test_glob_without_matches_and_empty_folder(cli, tmp_path, tiny_model_dir):
     (tmp_path / "empty").mkdir()
-    line = cli("separate", str(tmp_path / "*.mp3"), "--target", "bass", "--model", tiny_model_dir).one_line_error()
+    line = cli(
+        "separate", str(tmp_path / "*.mp3"), "--target", "bass", "--model", tiny_model_dir
+    ).one_line_error()
     assert "no file matches" in line
-    line = cli("separate", tmp_path / "empty", "--target", "bass", "--model", tiny_model_dir).one_line_error()
+    line = cli(
+        "separate", tmp_path / "empty", "--target", "bass", "--model", tiny_model_dir
+    ).one_line_error()
     assert "holds no audio files" in line
 
 
@@ -178,22 +294,46 @@ def test_one_bad_track_does_not_stop_the_others(cli, tmp_path, tiny_model_dir):
     good = write_file(tmp_path / "good.wav", make_audio(0.3, 8000, 1), 8000)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"")
-    res = cli("separate", bad, good, "--target", "bass", "--model", tiny_model_dir, "-o", tmp_path / "out", "-q")
+    res = cli(
+        "separate",
+        bad,
+        good,
+        "--target",
+        "bass",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        tmp_path / "out",
+        "-q",
+    )
     assert res.code == 2
     assert res.err.strip().splitlines() == [f"aqsep: error: {bad}: empty file (0 bytes)"]
     assert (tmp_path / "out" / "good" / "bass.wav").is_file()
 
 
 def test_usage_errors_are_one_line(cli, song, tiny_model_dir):
-    assert "one of the arguments --query --query-range --target is required" in cli(
-        "separate", song, "--model", tiny_model_dir).one_line_error()
-    assert "not allowed with argument" in cli("separate", song, "--target", "a", "--query", song).one_line_error()
-    assert "--overlap" in cli("separate", song, "--target", "a", "--overlap", "1.0").one_line_error()
-    assert "--batch-size" in cli("separate", song, "--target", "a", "--batch-size", "0").one_line_error()
+    assert (
+        "one of the arguments --query --query-range --target is required"
+        in cli("separate", song, "--model", tiny_model_dir).one_line_error()
+    )
+    assert (
+        "not allowed with argument"
+        in cli("separate", song, "--target", "a", "--query", song).one_line_error()
+    )
+    assert (
+        "--overlap" in cli("separate", song, "--target", "a", "--overlap", "1.0").one_line_error()
+    )
+    assert (
+        "--batch-size"
+        in cli("separate", song, "--target", "a", "--batch-size", "0").one_line_error()
+    )
     assert "--segment" in cli("separate", song, "--target", "a", "--segment", "0").one_line_error()
     assert "--blend" in cli("separate", song, "--target", "a", "--blend", "bass:2").one_line_error()
     assert "--name" in cli("separate", song, "--target", "a", "--name", "../x").one_line_error()
-    assert "'rest'" in cli("separate", song, "--target", "a", "--name", "rest", "--residual").one_line_error()
+    assert (
+        "'rest'"
+        in cli("separate", song, "--target", "a", "--name", "rest", "--residual").one_line_error()
+    )
 
 
 def test_default_model_missing_says_so(cli, song, tmp_path, monkeypatch):
@@ -205,12 +345,33 @@ def test_default_model_missing_says_so(cli, song, tmp_path, monkeypatch):
 
 
 def test_quiet_prints_nothing(cli, tmp_path, song, tiny_model_dir):
-    res = cli("separate", song, "--target", "drums", "--model", tiny_model_dir, "-o", tmp_path / "o", "--quiet")
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "drums",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert res.code == 0 and res.out == "" and res.err == ""
 
 
 def test_progress_bar_counts_chunks_of_every_pass(cli, tmp_path, song, tiny_model_dir):
-    res = cli("separate", song, "--target", "drums", "--refine", "1", "--model", tiny_model_dir, "-o", tmp_path)
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "drums",
+        "--refine",
+        "1",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        tmp_path,
+    )
     assert res.code == 0
     assert "chunk" in res.err  # tqdm writes to stderr; the bar is removed when the track is done
 
@@ -231,7 +392,15 @@ def test_subcommand_help(cli, command):
 
 def test_separate_help_has_examples(cli):
     out = cli("separate", "--help").out
-    for text in ("examples:", "--query-range", "START-END", "--blend", "--refine", "--residual", "--force"):
+    for text in (
+        "examples:",
+        "--query-range",
+        "START-END",
+        "--blend",
+        "--refine",
+        "--residual",
+        "--force",
+    ):
         assert text in out
 
 
@@ -239,8 +408,19 @@ def test_separate_help_has_examples(cli):
 @pytest.mark.slow
 def test_subprocess_end_to_end(tmp_path, song, clip, tiny_model_dir):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "aqsep", "separate", str(song), "--query", str(clip), "--model",
-           str(tiny_model_dir), "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aqsep",
+        "separate",
+        str(song),
+        "--query",
+        str(clip),
+        "--model",
+        str(tiny_model_dir),
+        "-o",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert_like(out / "song" / "target.wav", song)
@@ -250,12 +430,29 @@ def test_subprocess_end_to_end(tmp_path, song, clip, tiny_model_dir):
 @pytest.mark.slow
 def test_subprocess_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, tiny_model_dir):
     missing = str(tmp_path / "missing.wav")
-    cmd = [sys.executable, "-m", "aqsep", "separate", missing, "--target", "drums", "--model", str(tiny_model_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aqsep",
+        "separate",
+        missing,
+        "--target",
+        "drums",
+        "--model",
+        str(tiny_model_dir),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"aqsep: error: {missing}: no such file"]
-    debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True,
-                           env=subprocess_env(), timeout=120)
+    debug = subprocess.run(
+        cmd[:3] + ["--debug"] + cmd[3:],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert debug.returncode == 2
-    assert "Traceback" in debug.stderr and debug.stderr.strip().endswith(f"aqsep: error: {missing}: no such file")
+    assert "Traceback" in debug.stderr and debug.stderr.strip().endswith(
+        f"aqsep: error: {missing}: no such file"
+    )
     assert os.path.exists(tiny_model_dir)

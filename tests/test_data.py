@@ -18,14 +18,21 @@ from aqsep.errors import DataError
 SR = 22050
 
 
-def tone(seconds: float, freq: float, sr: int = SR, level: float = 0.2, channels: int = 1) -> np.ndarray:
+def tone(
+    seconds: float, freq: float, sr: int = SR, level: float = 0.2, channels: int = 1
+) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     x = (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     return x if channels == 1 else np.stack([x * (1 + 0.5 * c) for c in range(channels)], axis=1)
 
 
-def write_track(folder: Path, stems: dict[str, np.ndarray], sr: int = SR, labels: dict | None = None,
-                ext: str = "wav") -> Path:
+def write_track(
+    folder: Path,
+    stems: dict[str, np.ndarray],
+    sr: int = SR,
+    labels: dict | None = None,
+    ext: str = "wav",
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, x in stems.items():
         sf.write(folder / f"{name}.{ext}", x, sr, subtype="PCM_16" if ext == "wav" else None)
@@ -77,8 +84,14 @@ def test_levels_with_metadata(corpus: Path) -> None:
 
 def test_folder_without_metadata_or_splits(tmp_path: Path) -> None:
     root = tmp_path / "mine"
-    write_track(root / "song_a", {"Vocals": tone(0.5, 220), "Guitar": tone(0.5, 330, channels=2)}, ext="flac")
-    write_track(root / "song_b", {"vocals": tone(0.5, 240), "keys": tone(0.5, 400), "mixture": tone(0.5, 1)})
+    write_track(
+        root / "song_a",
+        {"Vocals": tone(0.5, 220), "Guitar": tone(0.5, 330, channels=2)},
+        ext="flac",
+    )
+    write_track(
+        root / "song_b", {"vocals": tone(0.5, 240), "keys": tone(0.5, 400), "mixture": tone(0.5, 1)}
+    )
     tracks = open_tracks(root, "train", level="coarse")
     assert [set(t.stems) for t in tracks] == [{"vocals", "guitar"}, {"vocals", "keys"}]
     assert not tracks[0].has_fine_labels
@@ -108,7 +121,11 @@ def test_reads_are_lazy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     asked: list[int] = []
     real = AudioReader.read
-    monkeypatch.setattr(AudioReader, "read", lambda self, start, length: asked.append(length) or real(self, start, length))
+    monkeypatch.setattr(
+        AudioReader,
+        "read",
+        lambda self, start, length: asked.append(length) or real(self, start, length),
+    )
     track.read(100_000, 4096)
     assert asked == [4096, 4096]  # one read of the excerpt per stem file, never the whole file
 
@@ -126,7 +143,9 @@ def test_preload_matches_lazy_reads(corpus: Path) -> None:
 
 def test_missing_stem_listed_in_metadata(tmp_path: Path) -> None:
     write_track(tmp_path / "t", {"kick": tone(0.5, 60), "bass": tone(0.5, 80)}, labels=LABELS)
-    with pytest.raises(DataError, match=r"lists stem\(s\) \['hihat', 'piano'\] but their files are missing"):
+    with pytest.raises(
+        DataError, match=r"lists stem\(s\) \['hihat', 'piano'\] but their files are missing"
+    ):
         open_track(tmp_path / "t")
 
 
@@ -165,7 +184,9 @@ def test_unreadable_stem(tmp_path: Path) -> None:
 def test_silent_track_is_skipped_with_a_warning(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_track(root / "ok", {"a": tone(0.5, 220), "b": tone(0.5, 330)})
-    write_track(root / "quiet", {"a": np.zeros(SR // 2, np.float32), "b": np.zeros(SR // 2, np.float32)})
+    write_track(
+        root / "quiet", {"a": np.zeros(SR // 2, np.float32), "b": np.zeros(SR // 2, np.float32)}
+    )
     with pytest.warns(DataWarning, match="skipping silent track .*quiet"):
         tracks = open_tracks(root)
     assert [t.name for t in tracks] == ["ok"]
@@ -197,7 +218,9 @@ def _stempeg_clip() -> Path:
 
 def _need_decoder() -> None:
     if shutil.which("ffprobe") is None:
-        pytest.importorskip("av", reason="neither ffmpeg (ffprobe) nor PyAV is available to read stem.mp4")
+        pytest.importorskip(
+            "av", reason="neither ffmpeg (ffprobe) nor PyAV is available to read stem.mp4"
+        )
     try:
         import av  # noqa: F401
     except ImportError:
@@ -240,7 +263,9 @@ def test_musdb_reads_the_four_stems_of_the_stempeg_clip(musdb_root: Path) -> Non
     assert open_tracks(musdb_root, "test", musdb=True) == []
 
 
-def test_musdb_without_ffprobe_lists_the_folders(musdb_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_musdb_without_ffprobe_lists_the_folders(
+    musdb_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("av", reason="PyAV reads stem.mp4 when ffmpeg is missing")
     import aqsep.data.musdb as musdb_data
 
@@ -252,8 +277,15 @@ def test_musdb_without_ffprobe_lists_the_folders(musdb_root: Path, monkeypatch: 
 
 def test_musdb_hq_wav_layout(tmp_path: Path) -> None:
     root = tmp_path / "hq"
-    stems = {s: tone(0.5, 100 * (k + 1), sr=44100, channels=2) for k, s in enumerate(("vocals", "drums", "bass", "other"))}
-    write_track(root / "train" / "Some Artist - Some Song", {**stems, "mixture": sum(stems.values())}, sr=44100)
+    stems = {
+        s: tone(0.5, 100 * (k + 1), sr=44100, channels=2)
+        for k, s in enumerate(("vocals", "drums", "bass", "other"))
+    }
+    write_track(
+        root / "train" / "Some Artist - Some Song",
+        {**stems, "mixture": sum(stems.values())},
+        sr=44100,
+    )
     (root / "test").mkdir()
     tracks = open_tracks(root, "train", musdb=True, is_wav=True)
     assert len(tracks) == 1 and set(tracks[0].stems) == {"vocals", "drums", "bass", "other"}

@@ -65,9 +65,21 @@ def make_stems(seed: int, seconds: float) -> dict[str, tuple[str, str, np.ndarra
         "kick": ("kick", "drums", 0.5 * np.sin(2 * np.pi * 60 * t) * env(0.5, 0.05)),
         "hi-hat": ("hi-hat", "drums", 0.2 * np.diff(rng.standard_normal(n + 1)) * env(0.25, 0.02)),
         "bass": ("bass", "bass", 0.15 * np.sign(np.sin(2 * np.pi * (55 + 5 * seed) * t))),
-        "piano": ("piano", "other", 0.2 * np.sin(2 * np.pi * (220 + 20 * seed) * t) * env(1.0, 0.4)),
-        "electric_guitar": ("electric guitar", "other", 0.15 * np.tanh(3 * np.sin(2 * np.pi * (330 + 10 * seed) * t))),
-        "voice": ("voice", "vocals", 0.25 * np.sin(2 * np.pi * (440 + 10 * np.sin(2 * np.pi * 5 * t)) * t)),
+        "piano": (
+            "piano",
+            "other",
+            0.2 * np.sin(2 * np.pi * (220 + 20 * seed) * t) * env(1.0, 0.4),
+        ),
+        "electric_guitar": (
+            "electric guitar",
+            "other",
+            0.15 * np.tanh(3 * np.sin(2 * np.pi * (330 + 10 * seed) * t)),
+        ),
+        "voice": (
+            "voice",
+            "vocals",
+            0.25 * np.sin(2 * np.pi * (440 + 10 * np.sin(2 * np.pi * 5 * t)) * t),
+        ),
     }
 
 
@@ -107,18 +119,25 @@ def test_museval_and_summary_agree_on_known_sdr() -> None:
     sr, seconds = 22050, 8
     rng = np.random.default_rng(1)
     t = np.arange(sr * seconds) / sr
-    target = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size))[None].astype(np.float32)
+    target = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size))[None].astype(
+        np.float32
+    )
     rest = (0.2 * rng.standard_normal(t.size))[None].astype(np.float32)
     noise = rng.standard_normal(t.size)
     for f in range(seconds):  # scale the noise frame by frame to exactly -10 dB of the target
         sl = slice(f * sr, (f + 1) * sr)
-        noise[sl] *= np.sqrt(np.sum(target[0, sl].astype(np.float64) ** 2) / 10 / np.sum(noise[sl] ** 2))
+        noise[sl] *= np.sqrt(
+            np.sum(target[0, sl].astype(np.float64) ** 2) / 10 / np.sum(noise[sl] ** 2)
+        )
     est = (target + noise[None]).astype(np.float32)
 
     ours = score(target, rest, est, sr)
-    sdr, _, sir, sar = museval.evaluate(np.stack([target, rest]).transpose(0, 2, 1).astype(np.float64),
-                                        np.stack([est, target + rest - est]).transpose(0, 2, 1).astype(np.float64),
-                                        win=sr, hop=sr)
+    sdr, _, sir, sar = museval.evaluate(
+        np.stack([target, rest]).transpose(0, 2, 1).astype(np.float64),
+        np.stack([est, target + rest - est]).transpose(0, 2, 1).astype(np.float64),
+        win=sr,
+        hop=sr,
+    )
     np.testing.assert_allclose(ours["SDR"], sdr[0], atol=1e-6)
     np.testing.assert_allclose(ours["SIR"], sir[0], atol=1e-6)
     np.testing.assert_allclose(ours["SAR"], sar[0], atol=1e-6)
@@ -137,7 +156,9 @@ def test_fast_backend_is_close_to_museval_on_known_case() -> None:
     est = target + 0.316 * rng.standard_normal((1, 3 * sr)).astype(np.float32)
     fast = score(target, rest, est, sr, fast=True)
     assert np.isnan(fast["ISR"]).all()
-    assert np.nanmedian(fast["SDR"]) == pytest.approx(10.0, abs=0.6)  # per-frame filters absorb a little noise
+    assert np.nanmedian(fast["SDR"]) == pytest.approx(
+        10.0, abs=0.6
+    )  # per-frame filters absorb a little noise
 
 
 def test_oracle_mask_scores_above_mixture(model_dir: Path) -> None:
@@ -168,7 +189,9 @@ class Counting:
         sep.separate = separate  # type: ignore[method-assign]
 
 
-def test_evaluation_resumes_without_recomputing(model_dir: Path, corpus: Path, tmp_path: Path) -> None:
+def test_evaluation_resumes_without_recomputing(
+    model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
     tracks = list_tracks(corpus)
     assert [t.name for t in tracks] == ["track0", "track1", "track2"]
     sep = Separator(model_dir, device="cpu")
@@ -179,14 +202,18 @@ def test_evaluation_resumes_without_recomputing(model_dir: Path, corpus: Path, t
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, progress=stop_at_third_track)
+        evaluate_tracks(
+            sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, progress=stop_at_third_track
+        )
     done = sorted(p.name for p in (tmp_path / "mean" / "test").glob("*.json"))
     assert done == ["track0.json", "track1.json"]
     assert len(counter.calls) == 2
     before = {p: p.read_text() for p in (tmp_path / "mean" / "test").glob("*.json")}
 
     events: list[dict] = []
-    scores = evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, progress=events.append)
+    scores = evaluate_tracks(
+        sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, progress=events.append
+    )
     assert len(counter.calls) == 3  # only track2 was separated
     assert [e["cached"] for e in events if e["stage"] == "job"] == [True, True, False]
     assert all(p.read_text() == text for p, text in before.items())  # finished tracks untouched
@@ -222,11 +249,31 @@ def test_gt_mode_queries_each_chunk_with_its_true_target(model_dir: Path, corpus
     torch.testing.assert_close(z, direct)
 
 
-def test_cli_evaluate_writes_museval_json_and_tables(model_dir: Path, corpus: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate_writes_museval_json_and_tables(
+    model_dir: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "eval"
-    assert run_cli(["--model", str(model_dir), "--data", str(corpus), "--mode", "gt", "--references",
-                    "--targets", "drums", "--max-tracks", "1", "-q", "-o", str(out)]) == 0
+    assert (
+        run_cli(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(corpus),
+                "--mode",
+                "gt",
+                "--references",
+                "--targets",
+                "drums",
+                "--max-tracks",
+                "1",
+                "-q",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for method in ("gt", "mixture", "irm"):
         path = out / method / "test" / "track0.json"
         raw = json.loads(path.read_text())
@@ -234,30 +281,71 @@ def test_cli_evaluate_writes_museval_json_and_tables(model_dir: Path, corpus: Pa
         df = museval.aggregate.json2df(raw, "track0")  # museval reads its own format back
         assert set(df["target"]) == {"drums"} and set(df["metric"]) >= {"SDR", "SIR", "SAR", "ISR"}
     md = (out / "summary.md").read_text()
-    assert "oracle IRM" in md and "mixture as estimate" in md and "GT query" in md and "target vs rest" in md
+    assert (
+        "oracle IRM" in md
+        and "mixture as estimate" in md
+        and "GT query" in md
+        and "target vs rest" in md
+    )
     csv = (out / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("method,target,SDR,SIR,SAR,tracks") and len(csv) == 4
     assert "summary.md" in capsys.readouterr().out
 
     fast_out = tmp_path / "fast"
-    assert run_cli(["--model", str(model_dir), "--data", str(corpus / "test"), "--mode", "mean",
-                    "--targets", "bass", "--max-tracks", "1", "--fast", "-q", "-o", str(fast_out)]) == 0
+    assert (
+        run_cli(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(corpus / "test"),
+                "--mode",
+                "mean",
+                "--targets",
+                "bass",
+                "--max-tracks",
+                "1",
+                "--fast",
+                "-q",
+                "-o",
+                str(fast_out),
+            ]
+        )
+        == 0
+    )
     assert (fast_out / "mean-fast" / "test" / "track0.json").is_file()
     assert "fast-bss-eval" in (fast_out / "summary.md").read_text()
     assert "fast-bss-eval" in (fast_out / "summary.csv").read_text()
 
 
-def test_unknown_class_is_refused_before_any_work(model_dir: Path, corpus: Path, tmp_path: Path) -> None:
+def test_unknown_class_is_refused_before_any_work(
+    model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
     with pytest.raises(QueryError, match="knows: bass, drums, hi-hat, other, vocals"):
-        run_cli(["--model", str(model_dir), "--data", str(corpus), "--mode", "iterative", "--targets",
-                 "cowbell", "-q", "-o", str(tmp_path / "x")])
+        run_cli(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(corpus),
+                "--mode",
+                "iterative",
+                "--targets",
+                "cowbell",
+                "-q",
+                "-o",
+                str(tmp_path / "x"),
+            ]
+        )
     assert not (tmp_path / "x").exists()
 
 
 def test_list_tracks_reads_labels_and_sums_stems(corpus: Path, tmp_path: Path) -> None:
     entry = list_tracks(corpus, max_tracks=1)[0]
     assert entry.classes("coarse") == ["bass", "drums", "other", "vocals"]
-    assert sorted(entry.members("drums")) == ["hi-hat", "kick"] and entry.members("Hi Hat") == ["hi-hat"]
+    assert sorted(entry.members("drums")) == ["hi-hat", "kick"] and entry.members("Hi Hat") == [
+        "hi-hat"
+    ]
     track = entry.load()
     np.testing.assert_allclose(track.mixture, sum(track.stems.values()), atol=1e-6)
     with pytest.raises(DataError, match="no tracks"):

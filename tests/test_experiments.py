@@ -15,7 +15,11 @@ from aqsep.cli import experiment as experiment_cli
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("experiments")
-    return make_model(root / "model"), make_corpus(root / "data", n_tracks=2, seconds=2.0), root / "out"
+    return (
+        make_model(root / "model"),
+        make_corpus(root / "data", n_tracks=2, seconds=2.0),
+        root / "out",
+    )
 
 
 def run_cli(argv: list[str]) -> int:

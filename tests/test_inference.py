@@ -26,11 +26,15 @@ def model() -> QuerySeparator:
 @pytest.fixture
 def identity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the network pass the mixture through: every mask value is 1."""
-    monkeypatch.setattr(QuerySeparator, "mask", lambda self, magnitude, z: torch.ones_like(magnitude))
+    monkeypatch.setattr(
+        QuerySeparator, "mask", lambda self, magnitude, z: torch.ones_like(magnitude)
+    )
 
 
 def noise(channels: int, length: int, seed: int = 0) -> np.ndarray:
-    return (0.3 * np.random.default_rng(seed).standard_normal((channels, length))).astype(np.float32)
+    return (0.3 * np.random.default_rng(seed).standard_normal((channels, length))).astype(
+        np.float32
+    )
 
 
 # ---- overlap-add ------------------------------------------------------------------------------
@@ -39,7 +43,9 @@ def noise(channels: int, length: int, seed: int = 0) -> np.ndarray:
 def test_identity_mask_gives_the_input_back(model, identity_mask, channels, length):
     audio = noise(channels, length, seed=length)
     before = audio.copy()
-    out = separate_array(model, audio, SR, torch.zeros(model.latent_dim), overlap=0.25, batch_size=2)
+    out = separate_array(
+        model, audio, SR, torch.zeros(model.latent_dim), overlap=0.25, batch_size=2
+    )
     assert out.shape == audio.shape and out.dtype == np.float32
     assert np.abs(out - audio).max() < 1e-4
     np.testing.assert_array_equal(audio, before)  # the caller's array is untouched
@@ -67,7 +73,9 @@ def test_output_has_the_input_length_rate_and_channels(model, sr):
     out = separate_array(model, audio, sr, z)
     assert out.shape == audio.shape
     assert np.isfinite(out).all()
-    assert 0 < np.abs(out).max() <= np.abs(audio).max() * 1.5  # a mask in [0, 1] never amplifies much
+    assert (
+        0 < np.abs(out).max() <= np.abs(audio).max() * 1.5
+    )  # a mask in [0, 1] never amplifies much
 
 
 def test_chunk_plan_covers_the_input():
@@ -114,21 +122,39 @@ def test_map_mask_keeps_the_full_band():
     # model grid: 22.05 kHz, n_fft 256 (129 bins up to 11.025 kHz); input grid: 48 kHz, n_fft 558
     bins = torch.linspace(0.1, 0.9, 129)
     mask = bins[None, :, None].expand(1, 129, 10).contiguous()
-    out = map_mask(mask, src_sr=22050, src_n_fft=256, src_hop=64, dst_sr=48000, dst_n_fft=558,
-                   dst_hop=139, dst_frames=11)
+    out = map_mask(
+        mask,
+        src_sr=22050,
+        src_n_fft=256,
+        src_hop=64,
+        dst_sr=48000,
+        dst_n_fft=558,
+        dst_hop=139,
+        dst_frames=11,
+    )
     assert out.shape == (1, 280, 11)
     freqs = torch.arange(280) * 48000 / 558
     above = freqs > 11025
     assert above.any()
-    torch.testing.assert_close(out[:, above], torch.full_like(out[:, above], 0.9))  # highest bin reused
+    torch.testing.assert_close(
+        out[:, above], torch.full_like(out[:, above], 0.9)
+    )  # highest bin reused
     below = out[0, ~above, 0]
     assert (below[1:] >= below[:-1] - 1e-6).all() and abs(float(below[0]) - 0.1) < 1e-6
 
 
 def test_map_mask_on_the_same_grid_is_the_identity():
     mask = torch.rand(2, 129, 17, generator=torch.Generator().manual_seed(0))
-    out = map_mask(mask, src_sr=22050, src_n_fft=256, src_hop=64, dst_sr=22050, dst_n_fft=256,
-                   dst_hop=64, dst_frames=17)
+    out = map_mask(
+        mask,
+        src_sr=22050,
+        src_n_fft=256,
+        src_hop=64,
+        dst_sr=22050,
+        dst_n_fft=256,
+        dst_hop=64,
+        dst_frames=17,
+    )
     torch.testing.assert_close(out, mask)
 
 
@@ -144,8 +170,10 @@ class SyntheticReader:
     def read(self, start: int, length: int) -> np.ndarray:
         self.max_end = max(self.max_end, min(start + length, self.frames))
         t = np.arange(start, start + length) / self.sample_rate
-        block = np.stack([0.3 * np.sin(2 * np.pi * 220 * (c + 1) * t) for c in range(self.channels)])
-        block[:, max(0, self.frames - start):] = 0
+        block = np.stack(
+            [0.3 * np.sin(2 * np.pi * 220 * (c + 1) * t) for c in range(self.channels)]
+        )
+        block[:, max(0, self.frames - start) :] = 0
         return block.astype(np.float32)
 
 
@@ -153,8 +181,14 @@ def _stream(model, reader, batch_size: int, segment: float) -> tuple[int, int, i
     """Run separate_stream; returns (blocks, samples, the most samples read but not yet yielded)."""
     seg = round(segment * reader.sample_rate)
     emitted = blocks = held_max = 0
-    for block in separate_stream(model, reader, torch.zeros(model.latent_dim), segment=segment,
-                                 overlap=0.25, batch_size=batch_size):
+    for block in separate_stream(
+        model,
+        reader,
+        torch.zeros(model.latent_dim),
+        segment=segment,
+        overlap=0.25,
+        batch_size=batch_size,
+    ):
         held = reader.max_end - emitted  # read from the input, not yet handed to the caller
         held_max = max(held_max, held)
         assert held <= (batch_size + 1) * seg
@@ -169,7 +203,9 @@ def test_separate_stream_yields_incrementally_with_bounded_buffers(model, identi
     plan = ChunkPlan.make(reader.frames, reader.sample_rate, segment, 0.25)
     blocks, samples, held = _stream(model, reader, batch_size, segment)
     assert samples == reader.frames
-    assert blocks == -(-len(plan.starts) // batch_size)  # one block per batch, as soon as it is done
+    assert blocks == -(
+        -len(plan.starts) // batch_size
+    )  # one block per batch, as soon as it is done
     assert held <= (batch_size + 1) * plan.segment
 
 
@@ -189,5 +225,7 @@ def test_file_reader_streams_blocks(tmp_path, model, identity_mask):
     audio = noise(2, 5 * SEGMENT + 11)
     sf.write(tmp_path / "a.wav", audio.T, SR, subtype="FLOAT")
     with AudioReader(tmp_path / "a.wav") as reader:
-        out = np.concatenate(list(separate_stream(model, reader, torch.zeros(8), batch_size=1)), axis=1)
+        out = np.concatenate(
+            list(separate_stream(model, reader, torch.zeros(8), batch_size=1)), axis=1
+        )
     assert np.abs(out - audio).max() < 1e-4

@@ -36,7 +36,9 @@ QUANTUM = {"16": 1 / 32768, "24": 1 / 2**23, "32f": 0.0}
     bits=st.sampled_from(list(QUANTUM)),
     fmt=st.sampled_from(["wav", "flac"]),
     seed=st.integers(0, 2**16),
-    reads=st.lists(st.tuples(st.integers(-3000, 7000), st.integers(0, 3000)), min_size=1, max_size=6),
+    reads=st.lists(
+        st.tuples(st.integers(-3000, 7000), st.integers(0, 3000)), min_size=1, max_size=6
+    ),
 )
 def test_audio_round_trip_and_block_reads(channels, length, sr, bits, fmt, seed, reads):
     assume(not (fmt == "flac" and bits == "32f"))
@@ -51,14 +53,20 @@ def test_audio_round_trip_and_block_reads(channels, length, sr, bits, fmt, seed,
             assert np.abs(full - audio).max() <= QUANTUM[bits] + 1e-7
             padded = np.pad(full, ((0, 0), (3000, 10000)))
             for start, size in reads:  # any window, also before the start or past the end
-                np.testing.assert_array_equal(reader.read(start, size), padded[:, 3000 + start : 3000 + start + size])
+                np.testing.assert_array_equal(
+                    reader.read(start, size), padded[:, 3000 + start : 3000 + start + size]
+                )
             blocks = list(reader.blocks(997))
         np.testing.assert_array_equal(np.concatenate(blocks, axis=1), full)
 
 
 @FAST
-@given(channels=st.sampled_from([1, 2, 6]), length=st.integers(1, 3000), seed=st.integers(0, 100),
-       reads=st.lists(st.tuples(st.integers(-500, 3500), st.integers(0, 800)), min_size=1, max_size=5))
+@given(
+    channels=st.sampled_from([1, 2, 6]),
+    length=st.integers(1, 3000),
+    seed=st.integers(0, 100),
+    reads=st.lists(st.tuples(st.integers(-500, 3500), st.integers(0, 800)), min_size=1, max_size=5),
+)
 def test_array_reader_reads_slices_without_touching_the_array(channels, length, seed, reads):
     audio = np.random.default_rng(seed).standard_normal((channels, length)).astype(np.float32)
     before = audio.copy()
@@ -85,13 +93,24 @@ _MODEL = make_tiny_model()
     sr=st.sampled_from([8000, 22050, 44100]),
     seed=st.integers(0, 1000),
 )
-def test_identity_mask_overlap_add_gives_the_input_back(length, channels, overlap, batch_size, segment, sr, seed):
-    audio = (0.5 * np.random.default_rng(seed).standard_normal((channels, length))).astype(np.float32)
+def test_identity_mask_overlap_add_gives_the_input_back(
+    length, channels, overlap, batch_size, segment, sr, seed
+):
+    audio = (0.5 * np.random.default_rng(seed).standard_normal((channels, length))).astype(
+        np.float32
+    )
     ones = QuerySeparator.mask
     QuerySeparator.mask = lambda self, magnitude, z: torch.ones_like(magnitude)  # type: ignore[method-assign]
     try:
-        out = separate_array(_MODEL, audio, sr, torch.zeros(_MODEL.latent_dim), segment=segment,
-                             overlap=overlap, batch_size=batch_size)
+        out = separate_array(
+            _MODEL,
+            audio,
+            sr,
+            torch.zeros(_MODEL.latent_dim),
+            segment=segment,
+            overlap=overlap,
+            batch_size=batch_size,
+        )
     finally:
         QuerySeparator.mask = ones  # type: ignore[method-assign]
     assert out.shape == audio.shape
@@ -109,8 +128,11 @@ def clock(value: float, hours: bool) -> str:
 
 
 @FAST
-@given(start=seconds, length=st.decimals("0.001", 5000, places=3).map(float),
-       style=st.sampled_from(["seconds-dash", "seconds-colon", "clock", "clock-hours", "mixed"]))
+@given(
+    start=seconds,
+    length=st.decimals("0.001", 5000, places=3).map(float),
+    style=st.sampled_from(["seconds-dash", "seconds-colon", "clock", "clock-hours", "mixed"]),
+)
 def test_range_forms_parse_to_the_same_seconds(start, length, style):
     end = round(start + length, 3)
     a, b = {
@@ -121,7 +143,9 @@ def test_range_forms_parse_to_the_same_seconds(start, length, style):
         "mixed": (f"{start}", clock(end, False)),
     }[style]
     parsed = parse_range(f"{a}:{b}" if style == "seconds-colon" else f"{a}-{b}")
-    assert parsed.start == pytest.approx(start, abs=1e-6) and parsed.end == pytest.approx(end, abs=1e-6)
+    assert parsed.start == pytest.approx(start, abs=1e-6) and parsed.end == pytest.approx(
+        end, abs=1e-6
+    )
     assert parse_range(str(parsed)) == parsed  # its own printed form parses back
 
 
@@ -143,28 +167,42 @@ def test_backwards_or_ambiguous_ranges_are_refused(start, end):
         parse_range(f"{clock(start, False)}:{clock(end, False)}")
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1-2-3", "1:2:3", "-", "1:75-2:00", "1:05:1:20", "a-b", "5-5", ":", "1.5.2-3"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "abc", "1-2-3", "1:2:3", "-", "1:75-2:00", "1:05:1:20", "a-b", "5-5", ":", "1.5.2-3"],
+)
 def test_malformed_ranges(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_range(text)
 
 
 @FAST
-@given(other=st.one_of(
-    st.text("abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=12),
-    st.builds(lambda drive, parts, ext: drive + "/".join(parts) + ext,
-              st.sampled_from(["", "C:\\", "/", "./"]),
-              st.lists(st.text("abc xyz019", min_size=1, max_size=6), min_size=1, max_size=3),
-              st.sampled_from([".wav", ".flac", ".mp3"])),
-), alpha=st.floats(0, 1))
+@given(
+    other=st.one_of(
+        st.text("abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=12),
+        st.builds(
+            lambda drive, parts, ext: drive + "/".join(parts) + ext,
+            st.sampled_from(["", "C:\\", "/", "./"]),
+            st.lists(st.text("abc xyz019", min_size=1, max_size=6), min_size=1, max_size=3),
+            st.sampled_from([".wav", ".flac", ".mp3"]),
+        ),
+    ),
+    alpha=st.floats(0, 1),
+)
 def test_blend_parses_class_names_and_paths(other, alpha):
     parsed = parse_blend(f"{other}:{alpha!r}")
     assert parsed.other == other and parsed.alpha == alpha
 
 
 @FAST
-@given(alpha=st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1 + 1e-9), st.just(float("nan")),
-                       st.text("xyz", min_size=1)))
+@given(
+    alpha=st.one_of(
+        st.floats(max_value=-1e-9),
+        st.floats(min_value=1 + 1e-9),
+        st.just(float("nan")),
+        st.text("xyz", min_size=1),
+    )
+)
 def test_blend_weight_outside_zero_one_is_refused(alpha):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_blend(f"bass:{alpha}")
@@ -176,7 +214,17 @@ def test_malformed_blends(text):
         parse_blend(text)
 
 
-NAMES = ["a.wav", "b.flac", "c.mp3", "d.txt", "e.WAV", "sub/f.wav", "sub/g.ogg", "sub/deep/h.wav", ".hidden.wav"]
+NAMES = [
+    "a.wav",
+    "b.flac",
+    "c.mp3",
+    "d.txt",
+    "e.WAV",
+    "sub/f.wav",
+    "sub/g.ogg",
+    "sub/deep/h.wav",
+    ".hidden.wav",
+]
 
 
 def reference_expansion(items: list[str]) -> list[Path] | None:
@@ -193,8 +241,13 @@ def reference_expansion(items: list[str]) -> list[Path] | None:
             matches = [item]
         for match in map(Path, matches):
             if match.is_dir():
-                audio = sorted(q for q in match.iterdir() if q.is_file() and not q.name.startswith(".")
-                               and q.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+                audio = sorted(
+                    q
+                    for q in match.iterdir()
+                    if q.is_file()
+                    and not q.name.startswith(".")
+                    and q.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg")
+                )
                 if not audio and not glob.has_magic(item):
                     return None
                 found += audio
@@ -207,9 +260,16 @@ def reference_expansion(items: list[str]) -> list[Path] | None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(present=st.sets(st.sampled_from(NAMES), min_size=1),
-       items=st.lists(st.sampled_from(["*.wav", "*", "sub", "sub/*", "**/*.wav", "a.wav", "sub/f.wav", ".", "*.mp3"]),
-                      min_size=1, max_size=4))
+@given(
+    present=st.sets(st.sampled_from(NAMES), min_size=1),
+    items=st.lists(
+        st.sampled_from(
+            ["*.wav", "*", "sub", "sub/*", "**/*.wav", "a.wav", "sub/f.wav", ".", "*.mp3"]
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_globs_and_folders_expand_like_the_shell(present, items):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

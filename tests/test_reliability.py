@@ -45,7 +45,11 @@ def song(tmp_path):
 
 def files_under(folder: Path) -> list[str]:
     """Every file below ``folder``, hidden temporaries included."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    return (
+        sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        if folder.exists()
+        else []
+    )
 
 
 def separate_cli(cli, path, model, out, *extra):
@@ -85,7 +89,9 @@ def test_unsupported_container(cli, tmp_path, tiny_model_dir, kind):
             archive.writestr("readme.txt", "stems inside")
     else:  # a valid, empty MIDI file: symbolic music, not audio
         path = tmp_path / "song.mid"
-        path.write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk\x00\x00\x00\x04\x00\xff\x2f\x00")
+        path.write_bytes(
+            b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
+        )
     line = separate_cli(cli, path, tiny_model_dir, tmp_path / "out").one_line_error()
     assert str(path) in line
     assert files_under(tmp_path / "out") == []
@@ -110,12 +116,16 @@ def test_unsupported_container_without_pyav_says_what_to_do(tmp_path, monkeypatc
         AudioReader(path)
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None or importlib.util.find_spec("av") is None,
-                    reason="needs ffmpeg to make, and PyAV to read, an M4A file")
+@pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or importlib.util.find_spec("av") is None,
+    reason="needs ffmpeg to make, and PyAV to read, an M4A file",
+)
 def test_container_libsndfile_lacks_is_decoded_and_scaled_like_the_wav(tmp_path, sep):
     wav = write_file(tmp_path / "song.wav", make_audio(0.5, 44100, 2), 44100)
     m4a = tmp_path / "song.m4a"  # ALAC decodes to integer samples
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "alac", str(m4a)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "alac", str(m4a)], check=True
+    )
     from aqsep.audio import read_audio
 
     np.testing.assert_allclose(read_audio(m4a)[0], read_audio(wav)[0], atol=1e-6)
@@ -143,7 +153,9 @@ def test_truncated_wav_separates_the_part_present(cli, tmp_path, tiny_model_dir)
     assert out.frames == sf.info(str(path)).frames == (len(data) // 2 + 1 - 44) // 4
 
 
-@pytest.mark.parametrize("fmt", ["FLAC", pytest.param("MP3", marks=pytest.mark.skipif(not HAS_MP3, reason="no MP3"))])
+@pytest.mark.parametrize(
+    "fmt", ["FLAC", pytest.param("MP3", marks=pytest.mark.skipif(not HAS_MP3, reason="no MP3"))]
+)
 @pytest.mark.parametrize("keep", [0.5, 0.03])
 def test_truncated_flac_and_mp3_are_clear_errors(cli, tmp_path, tiny_model_dir, fmt, keep):
     data = _encoded(tmp_path, fmt)
@@ -194,7 +206,9 @@ def test_corrupt_flac_frames_are_a_clear_error(cli, tmp_path, tiny_model_dir):
 
 
 # ---- very short input --------------------------------------------------------------------------
-@pytest.mark.parametrize("samples", [1, 50, 4410])  # 1 and 50: less than one STFT frame; 4410: < 1 segment
+@pytest.mark.parametrize(
+    "samples", [1, 50, 4410]
+)  # 1 and 50: less than one STFT frame; 4410: < 1 segment
 def test_audio_shorter_than_a_frame_or_a_segment(cli, tmp_path, tiny_model_dir, samples):
     path = write_file(tmp_path / "tiny.wav", make_audio(samples / 44100, 44100, 2), 44100)
     assert sf.info(str(path)).frames == samples
@@ -206,14 +220,18 @@ def test_audio_shorter_than_a_frame_or_a_segment(cli, tmp_path, tiny_model_dir, 
 
 
 # ---- queries -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("level_db", [None, -70.0])  # digital silence; noise far below the threshold
+@pytest.mark.parametrize(
+    "level_db", [None, -70.0]
+)  # digital silence; noise far below the threshold
 def test_silent_or_near_silent_query_is_refused(cli, tmp_path, song, tiny_model_dir, sep, level_db):
     n = 22050
     clip = np.zeros((1, n), np.float32)
     if level_db is not None:
         clip[0] = 10 ** (level_db / 20) * np.random.default_rng(0).standard_normal(n)
     path = write_file(tmp_path / "quiet.wav", clip, 22050, subtype="FLOAT")
-    line = cli("separate", song, "--query", path, "--model", tiny_model_dir, "-o", tmp_path / "o").one_line_error()
+    line = cli(
+        "separate", song, "--query", path, "--model", tiny_model_dir, "-o", tmp_path / "o"
+    ).one_line_error()
     assert "is silent" in line and "dBFS" in line and "--target" in line
     with pytest.raises(QueryError, match="silent"):
         sep.query_latent([(clip, 22050)])
@@ -223,21 +241,27 @@ def test_silent_range_of_the_input_is_refused(cli, tmp_path, tiny_model_dir):
     audio = make_audio(1.0, 22050, 1)
     audio[:, :11025] = 0
     path = write_file(tmp_path / "intro.wav", audio, 22050)
-    line = cli("separate", path, "--query-range", "0-0.4", "--model", tiny_model_dir, "-o", tmp_path).one_line_error()
+    line = cli(
+        "separate", path, "--query-range", "0-0.4", "--model", tiny_model_dir, "-o", tmp_path
+    ).one_line_error()
     assert "range 0:0.4 s" in line and "is silent" in line
 
 
 def test_query_longer_than_the_mixture(cli, tmp_path, tiny_model_dir):
     song = write_file(tmp_path / "short.wav", make_audio(0.3, 44100, 2), 44100)
     clip = write_file(tmp_path / "long.wav", make_audio(4.0, 44100, 1, seed=4), 44100)
-    res = cli("separate", song, "--query", clip, "--model", tiny_model_dir, "-o", tmp_path / "o", "-q")
+    res = cli(
+        "separate", song, "--query", clip, "--model", tiny_model_dir, "-o", tmp_path / "o", "-q"
+    )
     assert res.code == 0, res.err
     assert sf.info(str(tmp_path / "o" / "short" / "target.wav")).frames == sf.info(str(song)).frames
 
 
 def test_unknown_class_lists_the_known_ones(cli, song, tiny_model_dir, sep):
     line = cli("separate", song, "--target", "kazoo", "--model", tiny_model_dir).one_line_error()
-    assert line == "aqsep: error: unknown class 'kazoo'; this model knows: bass, drums, other, vocals"
+    assert (
+        line == "aqsep: error: unknown class 'kazoo'; this model knows: bass, drums, other, vocals"
+    )
     with pytest.raises(QueryError, match="bass, drums, other, vocals"):
         sep.class_latent("kazoo")
 
@@ -258,20 +282,28 @@ def test_nan_or_inf_samples(cli, tmp_path, tiny_model_dir, sep, bad):
 def test_clipped_input_works(cli, tmp_path, tiny_model_dir):
     audio = np.clip(8.0 * make_audio(0.5, 22050, 2), -1.0, 1.0)  # flat tops at full scale
     path = write_file(tmp_path / "clipped.wav", audio, 22050, subtype="PCM_16")
-    res = separate_cli(cli, path, tiny_model_dir, tmp_path / "out", "--residual", "--bits", "32f", "-q")
+    res = separate_cli(
+        cli, path, tiny_model_dir, tmp_path / "out", "--residual", "--bits", "32f", "-q"
+    )
     assert res.code == 0, res.err
     est, _ = sf.read(str(tmp_path / "out" / "clipped" / "drums.wav"))
     assert est.shape == (11025, 2) and np.isfinite(est).all()
 
 
-def test_input_past_full_scale_is_clamped_in_integer_outputs_and_counted(cli, tmp_path, tiny_model_dir, sep):
-    audio = np.clip(10.0 * make_audio(0.5, 22050, 2), -3.0, 3.0)  # a float file, peaks at 3x full scale
+def test_input_past_full_scale_is_clamped_in_integer_outputs_and_counted(
+    cli, tmp_path, tiny_model_dir, sep
+):
+    audio = np.clip(
+        10.0 * make_audio(0.5, 22050, 2), -3.0, 3.0
+    )  # a float file, peaks at 3x full scale
     path = write_file(tmp_path / "loud.wav", audio, 22050, subtype="FLOAT")
     res = separate_cli(cli, path, tiny_model_dir, tmp_path / "out", "--residual")
     assert res.code == 0, res.err
     assert re.search(r"; \d+ samples clipped to \[-1, 1\]", res.out), res.out
     est, _ = sf.read(str(tmp_path / "out" / "loud" / "drums.wav"))
-    assert np.abs(est).max() <= 1.0 and np.abs(est).max() > 0.99  # clamped at full scale, not wrapped
+    assert (
+        np.abs(est).max() <= 1.0 and np.abs(est).max() > 0.99
+    )  # clamped at full scale, not wrapped
     result = sep.separate_file(path, tmp_path / "api", sep.class_latent("drums"), residual=True)
     assert result.clipped > 0
     # float output keeps the values as they are
@@ -282,9 +314,18 @@ def test_input_past_full_scale_is_clamped_in_integer_outputs_and_counted(cli, tm
 # ---- channels, rates, sample formats -----------------------------------------------------------
 @pytest.mark.parametrize(
     ("channels", "sr", "subtype"),
-    [(1, 44100, "PCM_16"), (2, 44100, "PCM_16"), (6, 44100, "PCM_16"),
-     (2, 8000, "PCM_16"), (2, 16000, "PCM_16"), (2, 96000, "PCM_16"), (2, 192000, "PCM_16"),
-     (2, 44100, "PCM_24"), (2, 44100, "FLOAT"), (2, 48000, "DOUBLE")],
+    [
+        (1, 44100, "PCM_16"),
+        (2, 44100, "PCM_16"),
+        (6, 44100, "PCM_16"),
+        (2, 8000, "PCM_16"),
+        (2, 16000, "PCM_16"),
+        (2, 96000, "PCM_16"),
+        (2, 192000, "PCM_16"),
+        (2, 44100, "PCM_24"),
+        (2, 44100, "FLOAT"),
+        (2, 48000, "DOUBLE"),
+    ],
 )
 def test_channels_rates_and_sample_formats(tmp_path, sep, channels, sr, subtype):
     path = write_file(tmp_path / "in.wav", make_audio(0.3, sr, channels), sr, subtype=subtype)
@@ -331,7 +372,9 @@ def test_disk_full_mid_write(cli, tmp_path, tiny_model_dir, monkeypatch):
         return real_write(self, data)
 
     monkeypatch.setattr(sf.SoundFile, "write", write_then_fill_up)
-    line = separate_cli(cli, song, tiny_model_dir, tmp_path / "out", "--residual", "--batch-size", "1").one_line_error()
+    line = separate_cli(
+        cli, song, tiny_model_dir, tmp_path / "out", "--residual", "--batch-size", "1"
+    ).one_line_error()
     assert "disk full" in line and "No space left on device" in line
     assert calls["n"] == 4  # it failed mid-file, after some blocks were written
     assert files_under(tmp_path / "out") == []
@@ -352,17 +395,40 @@ sys.exit(main(sys.argv[2:]))
 
 
 def _slow_cmd(delay: float, song: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-c", SLOW_RUN, str(delay), "separate", str(song), "--target", "drums",
-            "--model", str(model), "-o", str(out), "--batch-size", "1", "-q", *extra]
+    return [
+        sys.executable,
+        "-c",
+        SLOW_RUN,
+        str(delay),
+        "separate",
+        str(song),
+        "--target",
+        "drums",
+        "--model",
+        str(model),
+        "-o",
+        str(out),
+        "--batch-size",
+        "1",
+        "-q",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_two_runs_writing_the_same_folder_at_once(tmp_path, tiny_model_dir):
     song = write_file(tmp_path / "song.wav", make_audio(2.0, 8000, 2), 8000)
     out = tmp_path / "out"
-    procs = [subprocess.Popen(_slow_cmd(0.1, song, tiny_model_dir, out, "--force", "--residual"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            _slow_cmd(0.1, song, tiny_model_dir, out, "--force", "--residual"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+        )
+        for _ in range(2)
+    ]
     most_at_once = 0  # writers seen with a temporary file at the same moment
     deadline = time.monotonic() + 180
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -379,15 +445,23 @@ def test_two_runs_writing_the_same_folder_at_once(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_killed_mid_write_leaves_no_final_file_and_the_next_run_cleans_up(cli, tmp_path, tiny_model_dir):
+def test_killed_mid_write_leaves_no_final_file_and_the_next_run_cleans_up(
+    cli, tmp_path, tiny_model_dir
+):
     song = write_file(tmp_path / "song.wav", make_audio(10.0, 8000, 1), 8000)
     out = tmp_path / "out"
-    proc = subprocess.Popen(_slow_cmd(0.1, song, tiny_model_dir, out), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=subprocess_env())
+    proc = subprocess.Popen(
+        _slow_cmd(0.1, song, tiny_model_dir, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=subprocess_env(),
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            temps = list((out / "song").glob(".drums.wav.*.part")) if (out / "song").exists() else []
+            temps = (
+                list((out / "song").glob(".drums.wav.*.part")) if (out / "song").exists() else []
+            )
             if temps and temps[0].stat().st_size > 1000:  # header plus some audio written
                 break
             time.sleep(0.05)
@@ -398,7 +472,11 @@ def test_killed_mid_write_leaves_no_final_file_and_the_next_run_cleans_up(cli, t
         proc.wait()
     left = files_under(out)
     assert "song/drums.wav" not in left
-    assert len(left) == 1 and Path(left[0]).name.startswith(".drums.wav.") and left[0].endswith(".part")
+    assert (
+        len(left) == 1
+        and Path(left[0]).name.startswith(".drums.wav.")
+        and left[0].endswith(".part")
+    )
 
     res = separate_cli(cli, song, tiny_model_dir, out, "-q")
     assert res.code == 0, res.err
@@ -488,8 +566,12 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-@pytest.mark.parametrize("kind", ["pickle protocol 2", "pickle protocol 0", "torch.save", "random bytes", "tiny"])
-def test_pickle_or_non_safetensors_weights_are_refused_never_unpickled(cli, tmp_path, model_copy, song, kind):
+@pytest.mark.parametrize(
+    "kind", ["pickle protocol 2", "pickle protocol 0", "torch.save", "random bytes", "tiny"]
+)
+def test_pickle_or_non_safetensors_weights_are_refused_never_unpickled(
+    cli, tmp_path, model_copy, song, kind
+):
     marker = tmp_path / "unpickled.marker"
     weights = model_copy / "model.safetensors"
     if kind == "pickle protocol 2":
@@ -499,7 +581,9 @@ def test_pickle_or_non_safetensors_weights_are_refused_never_unpickled(cli, tmp_
     elif kind == "torch.save":
         torch.save({"state": _Payload(marker), "w": torch.zeros(3)}, weights)
     elif kind == "random bytes":
-        weights.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        weights.write_bytes(
+            np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        )
     else:
         weights.write_bytes(b"{}")
     with pytest.raises(ModelError, match="safetensors"):

@@ -113,7 +113,9 @@ def test_silent_targets_are_redrawn() -> None:
 def test_relative_silence() -> None:
     target = np.full(100, 1e-2, np.float32)  # -40 dBFS: loud enough on its own
     assert not is_silent_target(target, target, silence_db=-50, relative_db=-60)
-    assert is_silent_target(target, target + 20.0, silence_db=-50, relative_db=-60)  # > 60 dB below the mix
+    assert is_silent_target(
+        target, target + 20.0, silence_db=-50, relative_db=-60
+    )  # > 60 dB below the mix
 
 
 def test_silent_data_raises() -> None:
@@ -143,7 +145,9 @@ def test_cross_track_remix() -> None:
     n = 4000
     a = ArrayTrack("a", {"x": np.full(n, 0.1), "y": np.full(n, 0.2)})
     b = ArrayTrack("b", {"x": np.full(n, -0.3), "y": np.full(n, -0.4)})
-    ex = sample_excerpt([a, b], 500, np.random.default_rng(0), SamplingConfig(remix_prob=1.0, keep_prob=1.0))
+    ex = sample_excerpt(
+        [a, b], 500, np.random.default_rng(0), SamplingConfig(remix_prob=1.0, keep_prob=1.0)
+    )
     # every stem came from the other track: the mixture is a gain-weighted sum of its stem values
     source = b if ex.track == "a" else a
     values = source.audio[:, 0]

@@ -46,7 +46,9 @@ def instruments(seconds: float, seed: int) -> dict[str, np.ndarray]:
         tt = t[seg] - t[start]
         env = np.exp(-tt * 6)
         f0 = rng.choice([330.0, 392.0, 440.0, 523.0, 587.0])
-        out["tone"][seg] = 0.15 * env * sum(np.sin(2 * np.pi * f0 * k * tt) / k for k in range(1, 6))
+        out["tone"][seg] = (
+            0.15 * env * sum(np.sin(2 * np.pi * f0 * k * tt) / k for k in range(1, 6))
+        )
         if rng.random() < 0.6:
             out["burst"][seg] = 0.2 * np.exp(-tt * 30) * rng.standard_normal(tt.size)
         out["bass"][seg] = 0.25 * np.sin(2 * np.pi * rng.choice([55.0, 65.0, 73.0]) * tt)
@@ -65,8 +67,15 @@ def make_corpus(root: Path, *, train_tracks: int = 4, seconds: float = 3.0) -> P
 
 
 def tiny_spec(data: Path, **train: object) -> RunSpec:
-    settings = dict(max_steps=60, batch_size=8, lr=2e-3, val_every=30, checkpoint_every=30, valid_excerpts=8,
-                    num_workers=0)
+    settings = dict(
+        max_steps=60,
+        batch_size=8,
+        lr=2e-3,
+        val_every=30,
+        checkpoint_every=30,
+        valid_excerpts=8,
+        num_workers=0,
+    )
     settings.update(train)
     return RunSpec.create(data, preset="cpu", model_config=tiny_config(), train_overrides=settings)
 
@@ -89,7 +98,9 @@ def first_vs_last(rows: list[dict[str, str]], key: str, n: int = 10) -> tuple[fl
 def fixed_set_rec(model: QuerySeparator, tracks: list, count: int = 32) -> float:
     """L_R with z = mu on a fixed, seeded set of excerpts (less noisy than per-batch losses)."""
     audio = model.config.audio
-    data = ExcerptDataset(tracks, audio.segment_samples, SamplingConfig(), seed=123, size=count, stream=1)
+    data = ExcerptDataset(
+        tracks, audio.segment_samples, SamplingConfig(), seed=123, size=count, stream=1
+    )
     items = [data[i] for i in range(count)]
     mixture = stft(torch.stack([b["mixture"] for b in items]), audio.n_fft, audio.hop_length).abs()
     target = stft(torch.stack([b["target"] for b in items]), audio.n_fft, audio.hop_length).abs()
@@ -125,13 +136,24 @@ def test_losses_decrease(trained: Path, corpus: Path) -> None:
     assert [int(r["step"]) for r in rows] == list(range(60))
     # per-batch losses are noisy (targets of random loudness): compare on a fixed set of excerpts
     tracks = open_tracks(corpus, "valid")
-    before, after = fixed_set_rec(initial_model(), tracks), fixed_set_rec(load_model(trained / "model").model, tracks)
+    before, after = (
+        fixed_set_rec(initial_model(), tracks),
+        fixed_set_rec(load_model(trained / "model").model, tracks),
+    )
     assert after < 0.85 * before, (before, after)  # measured: 0.148 -> 0.108
     first, last = first_vs_last(rows, "train/rec", n=20)
     assert last < first, (first, last)
     val = [r for r in logged(trained) if r.get("val/sdr")]
     assert len(val) == 2 and all(np.isfinite(float(r["val/sdr"])) for r in val)
-    assert {"train/kl", "train/latent", "train/lr", "val/rec", "val/kl", "val/latent", "val/sdr_mixture"} <= set(val[0])
+    assert {
+        "train/kl",
+        "train/latent",
+        "train/lr",
+        "val/rec",
+        "val/kl",
+        "val/latent",
+        "val/sdr_mixture",
+    } <= set(val[0])
 
 
 @pytest.mark.parametrize("updates_query", [False, True])
@@ -140,22 +162,30 @@ def test_latent_loss_switch(updates_query: bool) -> None:
     model = QuerySeparator(tiny_config())
     mixture, target = torch.rand(2, 129, 64), torch.rand(2, 129, 64) * 0.5
     config = TrainConfig(latent_updates_query=updates_query)
-    losses = training_losses(model, mixture, target, config, generator=torch.Generator().manual_seed(0))
+    losses = training_losses(
+        model, mixture, target, config, generator=torch.Generator().manual_seed(0)
+    )
     losses["latent"].backward()
     query = [p.grad for p in model.query_net.parameters()]
     separator = [p.grad for p in model.separator.parameters()]
     query_norm = sum(float(g.abs().sum()) for g in query if g is not None)
-    assert sum(float(g.abs().sum()) for g in separator if g is not None) > 0  # S always learns from L_latent
+    assert (
+        sum(float(g.abs().sum()) for g in separator if g is not None) > 0
+    )  # S always learns from L_latent
     if updates_query:
         assert query_norm > 0
     else:
         assert query_norm == 0.0
-    assert torch.isclose(losses["loss"], losses["rec"] + 0.01 * losses["kl"] + 0.5 * losses["latent"])
+    assert torch.isclose(
+        losses["loss"], losses["rec"] + 0.01 * losses["kl"] + 0.5 * losses["latent"]
+    )
 
 
 def test_no_latent_loss() -> None:
     model = QuerySeparator(tiny_config())
-    losses = training_losses(model, torch.rand(2, 129, 64), torch.rand(2, 129, 64), TrainConfig(lambda_latent=0.0))
+    losses = training_losses(
+        model, torch.rand(2, 129, 64), torch.rand(2, 129, 64), TrainConfig(lambda_latent=0.0)
+    )
     assert float(losses["latent"]) == 0.0
 
 
@@ -167,10 +197,24 @@ def test_export_writes_a_released_model_with_class_latents(trained: Path, tmp_pa
     assert released.model.config == tiny_config()
     levels = {name: c.level for name, c in released.classes.items()}
     # coarse classes of the data, plus fine labels; "bass" is both and stays coarse
-    assert levels == {"other": "coarse", "drums": "coarse", "bass": "coarse", "flute": "fine", "hi-hat": "fine"}
-    assert all(c.count > 0 and len(c.latent) == released.model.latent_dim for c in released.classes.values())
+    assert levels == {
+        "other": "coarse",
+        "drums": "coarse",
+        "bass": "coarse",
+        "flute": "fine",
+        "hi-hat": "fine",
+    }
+    assert all(
+        c.count > 0 and len(c.latent) == released.model.latent_dim
+        for c in released.classes.values()
+    )
     meta = released.metadata
-    assert meta["steps"] == 60 and meta["preset"] == "cpu" and meta["seed"] == 0 and meta["wall_time_s"] > 0
+    assert (
+        meta["steps"] == 60
+        and meta["preset"] == "cpu"
+        and meta["seed"] == 0
+        and meta["wall_time_s"] > 0
+    )
     assert Path(meta["data"]).name == "corpus"
     # export again from the run folder: same weights
     again = load_model(export_model(trained, tmp_path / "again"))
@@ -180,9 +224,15 @@ def test_export_writes_a_released_model_with_class_latents(trained: Path, tmp_pa
 
 
 def test_init_fine_tunes_a_released_model(trained: Path, corpus: Path, tmp_path: Path) -> None:
-    spec = RunSpec.create(corpus, preset="cpu", model_config=tiny_config(), init=str(trained / "model"),
-                          train_overrides=dict(max_steps=2, batch_size=4, lr=1e-9, val_every=100,
-                                               checkpoint_every=100, num_workers=0))
+    spec = RunSpec.create(
+        corpus,
+        preset="cpu",
+        model_config=tiny_config(),
+        init=str(trained / "model"),
+        train_overrides=dict(
+            max_steps=2, batch_size=4, lr=1e-9, val_every=100, checkpoint_every=100, num_workers=0
+        ),
+    )
     result = train(spec, tmp_path / "ft", progress=False, log_every=1)
     base = load_model(trained / "model").model.state_dict()
     tuned = load_model(result.model_dir).model.state_dict()
@@ -206,13 +256,34 @@ def _cli(*args: object) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_continues_step_and_data_order(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_resume_after_sigkill_continues_step_and_data_order(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
     tiny = save_tiny_model(tmp_path / "tiny")
     run_dir = tmp_path / "run"
-    common = ["--data", corpus, "--out", run_dir, "--batch-size", 2, "--num-workers", 0, "--val-every", 1000,
-              "--checkpoint-every", 3, "--log-every", 1, "--quiet"]
-    proc = subprocess.Popen(_cli(*common, "--init", tiny, "--steps", 100_000), env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    common = [
+        "--data",
+        corpus,
+        "--out",
+        run_dir,
+        "--batch-size",
+        2,
+        "--num-workers",
+        0,
+        "--val-every",
+        1000,
+        "--checkpoint-every",
+        3,
+        "--log-every",
+        1,
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        _cli(*common, "--init", tiny, "--steps", 100_000),
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ckpt = last_checkpoint(run_dir)
     try:
         deadline = time.monotonic() + 90
@@ -226,17 +297,29 @@ def test_resume_after_sigkill_continues_step_and_data_order(corpus: Path, tmp_pa
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     assert saved >= 3 and saved % 3 == 0
     assert not list(ckpt.parent.glob(".*.tmp"))  # the atomic write leaves no partial file behind
-    resumed = subprocess.run(_cli(*common, "--resume", "--steps", saved + 3), env=subprocess_env(),
-                             capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        _cli(*common, "--resume", "--steps", saved + 3),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     rows = train_rows(run_dir, version=1)
     # the step counter and the excerpt indices (global sample index = step x batch) continue exactly
     assert [int(r["step"]) for r in rows] == [saved, saved + 1, saved + 2]
-    assert [int(float(r["train/first_excerpt"])) for r in rows] == [2 * saved, 2 * saved + 2, 2 * saved + 4]
+    assert [int(float(r["train/first_excerpt"])) for r in rows] == [
+        2 * saved,
+        2 * saved + 2,
+        2 * saved + 4,
+    ]
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == saved + 3
     assert load_model(run_dir / "model").metadata["steps"] == saved + 3
     # a resume may not change what defines the run (repeating it is fine)
-    assert "--lr cannot change when a run is resumed" in cli("train", *common, "--resume", "--lr", 0.1).one_line_error()
+    assert (
+        "--lr cannot change when a run is resumed"
+        in cli("train", *common, "--resume", "--lr", 0.1).one_line_error()
+    )
 
 
 # ------------------------------------------------------------------------------------ DDP
@@ -249,10 +332,38 @@ def test_torchrun_ddp_two_cpu_processes(corpus: Path, tmp_path: Path) -> None:
         pytest.skip("torchrun is not on PATH")
     tiny = save_tiny_model(tmp_path / "tiny")
     run_dir = tmp_path / "ddp"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "aqsep", "train", "--data", str(corpus),
-           "--out", str(run_dir), "--init", str(tiny), "--steps", "4", "--batch-size", "2", "--num-workers", "0",
-           "--accelerator", "cpu", "--val-every", "2", "--valid-excerpts", "4", "--checkpoint-every", "2",
-           "--log-every", "1", "--quiet"]
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "aqsep",
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(run_dir),
+        "--init",
+        str(tiny),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--accelerator",
+        "cpu",
+        "--val-every",
+        "2",
+        "--valid-excerpts",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--quiet",
+    ]
     done = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = train_rows(run_dir)
@@ -274,13 +385,31 @@ def test_training_on_the_musdb_clip_lowers_the_loss(tmp_path: Path) -> None:
     root = tmp_path / "musdb"
     (root / "train").mkdir(parents=True)
     (root / "train" / clip.name).symlink_to(clip)
-    spec = RunSpec.create(root, preset="cpu", model_config=tiny_config(), musdb=True, preload=True,
-                          train_overrides=dict(max_steps=60, batch_size=8, lr=5e-3, val_every=1000,
-                                               checkpoint_every=1000, valid_excerpts=4, num_workers=0))
-    with pytest.warns(UserWarning, match="no validation tracks"):  # musdb's valid split lacks this clip
+    spec = RunSpec.create(
+        root,
+        preset="cpu",
+        model_config=tiny_config(),
+        musdb=True,
+        preload=True,
+        train_overrides=dict(
+            max_steps=60,
+            batch_size=8,
+            lr=5e-3,
+            val_every=1000,
+            checkpoint_every=1000,
+            valid_excerpts=4,
+            num_workers=0,
+        ),
+    )
+    with pytest.warns(
+        UserWarning, match="no validation tracks"
+    ):  # musdb's valid split lacks this clip
         result = train(spec, tmp_path / "run", progress=False, log_every=1)
     tracks = open_tracks(root, "train", musdb=True, preload=True)
-    before, after = fixed_set_rec(initial_model(), tracks), fixed_set_rec(load_model(result.model_dir).model, tracks)
+    before, after = (
+        fixed_set_rec(initial_model(), tracks),
+        fixed_set_rec(load_model(result.model_dir).model, tracks),
+    )
     assert after < 0.93 * before, (before, after)  # measured: 0.130 -> 0.112
     first, last = first_vs_last(train_rows(tmp_path / "run"), "train/rec")
     assert last < first, (first, last)
@@ -298,6 +427,15 @@ def _has_av() -> bool:
 def test_cli_train_help(cli) -> None:  # type: ignore[no-untyped-def]
     out = cli("train", "--help")
     assert out.code == 0
-    for flag in ("--data", "--musdb", "--is-wav", "--preset", "--resume", "--init", "--precision", "--export-only",
-                 "torchrun"):
+    for flag in (
+        "--data",
+        "--musdb",
+        "--is-wav",
+        "--preset",
+        "--resume",
+        "--init",
+        "--precision",
+        "--export-only",
+        "torchrun",
+    ):
         assert flag in out.out

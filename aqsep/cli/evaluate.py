@@ -19,35 +19,72 @@ are read back, not recomputed."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate", help="score separations of a data set with museval",
-                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score separations of a data set with museval",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_data_arguments(p)
-    p.add_argument("--mode", default="mean",
-                   help="query mode(s), comma-separated: gt (true target of each chunk), mean (class mean "
-                        "latent), iterative (class mean, then the estimate re-encoded); default: mean")
-    p.add_argument("--refine", type=int, default=1, metavar="N", help="refinement steps of --mode iterative (1)")
-    p.add_argument("--targets", help="comma-separated targets (default: every coarse class in the data)")
-    p.add_argument("--references", action="store_true",
-                   help="also score the mixture as estimate and the oracle ideal ratio mask")
-    p.add_argument("--fast", action="store_true",
-                   help="score with fast-bss-eval (torch) instead of museval: quick, labelled as such")
+    p.add_argument(
+        "--mode",
+        default="mean",
+        help="query mode(s), comma-separated: gt (true target of each chunk), mean (class mean "
+        "latent), iterative (class mean, then the estimate re-encoded); default: mean",
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        metavar="N",
+        help="refinement steps of --mode iterative (1)",
+    )
+    p.add_argument(
+        "--targets", help="comma-separated targets (default: every coarse class in the data)"
+    )
+    p.add_argument(
+        "--references",
+        action="store_true",
+        help="also score the mixture as estimate and the oracle ideal ratio mask",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="score with fast-bss-eval (torch) instead of museval: quick, labelled as such",
+    )
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (reused to resume)")
     p.set_defaults(func=run)
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared with `aqsep experiment`: model, data set and chunking."""
-    p.add_argument("--model", help="released model folder or bundled name (default: the bundled model)")
-    p.add_argument("--data", required=True, type=Path,
-                   help="corpus folder (DATA/<split>/<track>/<stem>.wav + metadata.json), a MUSDB18 root "
-                        "with --musdb, or one .stem.mp4 file")
-    p.add_argument("--musdb", action="store_true", help="DATA is a MUSDB18 root (read with the musdb package)")
-    p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav folders) instead of stem.mp4")
+    p.add_argument(
+        "--model", help="released model folder or bundled name (default: the bundled model)"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="corpus folder (DATA/<split>/<track>/<stem>.wav + metadata.json), a MUSDB18 root "
+        "with --musdb, or one .stem.mp4 file",
+    )
+    p.add_argument(
+        "--musdb", action="store_true", help="DATA is a MUSDB18 root (read with the musdb package)"
+    )
+    p.add_argument(
+        "--is-wav", action="store_true", help="MUSDB18-HQ (wav folders) instead of stem.mp4"
+    )
     p.add_argument("--split", default="test", help="data split (default: test)")
-    p.add_argument("--max-tracks", type=int, metavar="N", help="only the first N tracks (sorted by name)")
+    p.add_argument(
+        "--max-tracks", type=int, metavar="N", help="only the first N tracks (sorted by name)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
-    p.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's excerpt)")
-    p.add_argument("--overlap", type=float, default=0.25, help="overlap of chunks, in [0, 1) (0.25)")
+    p.add_argument(
+        "--segment", type=float, help="chunk length in seconds (default: the model's excerpt)"
+    )
+    p.add_argument(
+        "--overlap", type=float, default=0.25, help="overlap of chunks, in [0, 1) (0.25)"
+    )
     p.add_argument("--batch-size", type=int, default=4, help="chunks per forward pass (4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -63,7 +100,11 @@ class Bars:
         from tqdm import tqdm
 
         self.tqdm, self.quiet = tqdm, quiet
-        self.tracks = None if quiet else tqdm(total=total, desc="tracks", unit="track", position=0, file=sys.stderr)
+        self.tracks = (
+            None
+            if quiet
+            else tqdm(total=total, desc="tracks", unit="track", position=0, file=sys.stderr)
+        )
         self.inner = None
 
     def __call__(self, info: dict) -> None:
@@ -75,13 +116,19 @@ class Bars:
             assert self.tracks is not None
             self.tracks.total, self.tracks.n = info["total"], info["index"]
             self.tracks.refresh()
-            self.inner = self.tqdm(desc=info["track"][:32], unit="job", position=1, leave=False, file=sys.stderr)
+            self.inner = self.tqdm(
+                desc=info["track"][:32], unit="job", position=1, leave=False, file=sys.stderr
+            )
         elif info["stage"] == "job" and self.inner is not None:
             self.inner.total = info["total"]
             self.inner.n = info["done"]
-            self.inner.set_postfix_str(f"{info['method']}/{info['target']}{' (cached)' if info['cached'] else ''}")
+            self.inner.set_postfix_str(
+                f"{info['method']}/{info['target']}{' (cached)' if info['cached'] else ''}"
+            )
         elif info["stage"] == "separate" and self.inner is not None:
-            self.inner.set_postfix_str(f"{info.get('method')}/{info.get('target')} chunk {info['done']}/{info['total']}")
+            self.inner.set_postfix_str(
+                f"{info.get('method')}/{info.get('target')} chunk {info['done']}/{info['total']}"
+            )
 
     def close(self) -> None:
         if self.inner is not None:
@@ -108,21 +155,48 @@ def run(args: argparse.Namespace) -> int:
         raise QueryError(f"unknown --mode {', '.join(bad)}; choose from {', '.join(MODES)}")
     methods = (["mixture", "irm"] if args.references else []) + modes
     assert all(m in METHODS for m in methods)
-    tracks = list_tracks(args.data, split=args.split, musdb=args.musdb, is_wav=args.is_wav,
-                         max_tracks=args.max_tracks)
-    sep = Separator(args.model, device=args.device, segment=args.segment, overlap=args.overlap,
-                    batch_size=args.batch_size)
+    tracks = list_tracks(
+        args.data,
+        split=args.split,
+        musdb=args.musdb,
+        is_wav=args.is_wav,
+        max_tracks=args.max_tracks,
+    )
+    sep = Separator(
+        args.model,
+        device=args.device,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+    )
     bars = Bars(len(tracks), args.quiet)
     try:
-        scores = evaluate_tracks(sep, tracks, split_list(args.targets), methods, refine=args.refine,
-                                 fast=args.fast, out_dir=args.out, split=args.split,
-                                 data_id=data_id(args), progress=bars)
+        scores = evaluate_tracks(
+            sep,
+            tracks,
+            split_list(args.targets),
+            methods,
+            refine=args.refine,
+            fast=args.fast,
+            out_dir=args.out,
+            split=args.split,
+            data_id=data_id(args),
+            progress=bars,
+        )
     finally:
         bars.close()
     rows = summarize(scores)
-    dataset = f"{args.data} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, {len(tracks)} tracks)"
-    md, csv_path = write_summary(rows, args.out, fast=args.fast, refine=args.refine, dataset=dataset,
-                                 title=f"aqsep evaluate: {', '.join(modes)}")
+    dataset = (
+        f"{args.data} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, {len(tracks)} tracks)"
+    )
+    md, csv_path = write_summary(
+        rows,
+        args.out,
+        fast=args.fast,
+        refine=args.refine,
+        dataset=dataset,
+        title=f"aqsep evaluate: {', '.join(modes)}",
+    )
     print(md.read_text(), end="")
     print(f"\nwrote {md} and {csv_path}; per-track JSON under {args.out}/<method>/{args.split}/")
     return 0

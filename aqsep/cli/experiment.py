@@ -24,20 +24,42 @@ are cached under OUT/scores/ (shared by iterative and compare, and resumed after
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("experiment", help="run one of the paper's experiments (figures + tables)",
-                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "experiment",
+        help="run one of the paper's experiments (figures + tables)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("name", choices=NAMES, help="which experiment")
     add_data_arguments(p)
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of t-SNE and cross-validation (0)")
-    p.add_argument("--fast", action="store_true", help="score with fast-bss-eval instead of museval (validation only)")
-    p.add_argument("--refine", type=int, default=1, metavar="N", help="refinement steps of the iterative mode (1)")
-    p.add_argument("--targets", help="comma-separated classes for iterative/compare (default: the data's coarse "
-                                     "classes the model knows)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="score with fast-bss-eval instead of museval (validation only)",
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        metavar="N",
+        help="refinement steps of the iterative mode (1)",
+    )
+    p.add_argument(
+        "--targets",
+        help="comma-separated classes for iterative/compare (default: the data's coarse "
+        "classes the model knows)",
+    )
     p.add_argument("--windows", type=int, help="tsne: excerpts per stem (6)")
-    p.add_argument("--pairs", help="zeroshot: QUERY:OTHER+OTHER,... (default hi-hat:kick+bass,piano:electric "
-                                   "guitar,snare:drums)")
-    p.add_argument("--from", dest="source", default="vocals", help="interpolate: start class (vocals)")
+    p.add_argument(
+        "--pairs",
+        help="zeroshot: QUERY:OTHER+OTHER,... (default hi-hat:kick+bass,piano:electric "
+        "guitar,snare:drums)",
+    )
+    p.add_argument(
+        "--from", dest="source", default="vocals", help="interpolate: start class (vocals)"
+    )
     p.add_argument("--to", dest="dest", default="drums", help="interpolate: end class (drums)")
     p.add_argument("--alphas", help="interpolate: comma-separated weights (0,0.3,0.5,0.7,1)")
     p.set_defaults(func=run)
@@ -48,17 +70,45 @@ def run(args: argparse.Namespace) -> int:
     from aqsep.evaluate import list_tracks
     from aqsep.experiments import Context, run_experiment
 
-    tracks = list_tracks(args.data, split=args.split, musdb=args.musdb, is_wav=args.is_wav,
-                         max_tracks=args.max_tracks)
-    sep = Separator(args.model, device=args.device, segment=args.segment, overlap=args.overlap,
-                    batch_size=args.batch_size)
-    dataset = (f"{Path(args.data).name} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, "
-               f"{len(tracks)} track{'s' if len(tracks) != 1 else ''})")
+    tracks = list_tracks(
+        args.data,
+        split=args.split,
+        musdb=args.musdb,
+        is_wav=args.is_wav,
+        max_tracks=args.max_tracks,
+    )
+    sep = Separator(
+        args.model,
+        device=args.device,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+    )
+    dataset = (
+        f"{Path(args.data).name} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, "
+        f"{len(tracks)} track{'s' if len(tracks) != 1 else ''})"
+    )
     bars = Bars(len(tracks), args.quiet)
-    ctx = Context(sep, tracks, args.out, split=args.split, data_id=data_id(args), dataset=dataset,
-                  seed=args.seed, fast=args.fast, refine=args.refine, targets=split_list(args.targets),
-                  progress=bars, options={"windows": args.windows, "pairs": args.pairs, "source": args.source,
-                                          "dest": args.dest, "alphas": args.alphas})
+    ctx = Context(
+        sep,
+        tracks,
+        args.out,
+        split=args.split,
+        data_id=data_id(args),
+        dataset=dataset,
+        seed=args.seed,
+        fast=args.fast,
+        refine=args.refine,
+        targets=split_list(args.targets),
+        progress=bars,
+        options={
+            "windows": args.windows,
+            "pairs": args.pairs,
+            "source": args.source,
+            "dest": args.dest,
+            "alphas": args.alphas,
+        },
+    )
     try:
         files = run_experiment(args.name, ctx)
     finally:

@@ -78,7 +78,9 @@ def parse_time(text: str, *, clock: bool = True) -> float:
         raise argparse.ArgumentTypeError(f"bad time {text!r}: use {form}")
     hours, minutes, seconds = int(match.group(1) or 0), int(match.group(2)), float(match.group(3))
     if seconds >= 60 or (match.group(1) is not None and minutes >= 60):
-        raise argparse.ArgumentTypeError(f"bad clock time {text!r}: minutes and seconds must be below 60")
+        raise argparse.ArgumentTypeError(
+            f"bad clock time {text!r}: minutes and seconds must be below 60"
+        )
     return 3600 * hours + 60 * minutes + seconds
 
 
@@ -105,11 +107,15 @@ def parse_blend(text: str) -> Blend:
     """``OTHER:ALPHA``: OTHER is a class name or an audio file, ALPHA in [0, 1]."""
     other, sep, alpha_text = text.rpartition(":")
     if not sep or not other:
-        raise argparse.ArgumentTypeError(f"bad blend {text!r}: write OTHER:ALPHA, e.g. bass:0.3 or clip.wav:0.5")
+        raise argparse.ArgumentTypeError(
+            f"bad blend {text!r}: write OTHER:ALPHA, e.g. bass:0.3 or clip.wav:0.5"
+        )
     try:
         alpha = float(alpha_text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad blend weight {alpha_text!r}: a number in [0, 1]") from None
+        raise argparse.ArgumentTypeError(
+            f"bad blend weight {alpha_text!r}: a number in [0, 1]"
+        ) from None
     if not 0.0 <= alpha <= 1.0:
         raise argparse.ArgumentTypeError(f"bad blend weight {alpha_text!r}: must be in [0, 1]")
     return Blend(other, alpha)
@@ -131,10 +137,17 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
         for match in matches:
             path = Path(match)
             if path.is_dir():
-                inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                                and p.suffix.lower() in AUDIO_EXTENSIONS)
+                inside = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.is_file()
+                    and not p.name.startswith(".")
+                    and p.suffix.lower() in AUDIO_EXTENSIONS
+                )
                 if not inside and not glob.has_magic(item):
-                    raise AudioError(f"{path}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+                    raise AudioError(
+                        f"{path}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+                    )
                 found.extend(inside)
             elif path.exists():
                 found.append(path)
@@ -190,7 +203,9 @@ def _overlap(text: str) -> float:
 
 def _name(text: str) -> str:
     if not text or text.startswith(".") or "/" in text or "\\" in text:
-        raise argparse.ArgumentTypeError(f"bad output name {text!r}: a plain file name without extension")
+        raise argparse.ArgumentTypeError(
+            f"bad output name {text!r}: a plain file name without extension"
+        )
     return text
 
 
@@ -205,40 +220,110 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="audio files, folders (the audio files inside) or glob patterns")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="audio files, folders (the audio files inside) or glob patterns",
+    )
     query = parser.add_mutually_exclusive_group(required=True)
-    query.add_argument("--query", nargs="+", action="extend", metavar="CLIP",
-                       help="audio clip(s) of the sound to extract, averaged in latent space")
-    query.add_argument("--query-range", type=parse_range, metavar="RANGE",
-                       help="a time range of each input used as its own query (see below)")
-    query.add_argument("--target", metavar="CLASS", help="a class the model knows, e.g. vocals or drums")
-    parser.add_argument("--model", metavar="PATH",
-                        help="released model folder or bundled model name (default: the bundled model)")
-    parser.add_argument("--blend", type=parse_blend, metavar="OTHER:ALPHA",
-                        help="slerp the query latent towards OTHER (a class or an audio file) by ALPHA in [0, 1]")
-    parser.add_argument("--refine", type=_refine_steps, default=0, metavar="N",
-                        help="iterative refinement: re-encode the estimate as the query N times (default 0)")
-    parser.add_argument("--residual", action="store_true", help="also write rest.<ext> (the input minus the estimate)")
-    parser.add_argument("-o", "--out", default="separated", metavar="OUTDIR",
-                        help="output folder (default: ./separated)")
-    parser.add_argument("--name", type=_name, metavar="NAME",
-                        help="output file name (default: the class name, or 'target' for a query)")
-    parser.add_argument("--segment", type=_segment, metavar="S",
-                        help="chunk length in seconds (default: the model's excerpt length)")
-    parser.add_argument("--overlap", type=_overlap, default=0.25, metavar="R",
-                        help="fraction of each chunk shared with the next, in [0, 1) (default 0.25)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="B",
-                        help="chunks per forward pass; lower it if memory runs short (default 4)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                        help="where the network runs (default: auto, a GPU if there is one)")
-    parser.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
-    parser.add_argument("--bits", choices=("16", "24", "32f"), default="16",
-                        help="output sample format: 16 or 24-bit integer, or 32-bit float (default 16)")
-    parser.add_argument("--force", action="store_true", help="redo tracks whose outputs already exist")
+    query.add_argument(
+        "--query",
+        nargs="+",
+        action="extend",
+        metavar="CLIP",
+        help="audio clip(s) of the sound to extract, averaged in latent space",
+    )
+    query.add_argument(
+        "--query-range",
+        type=parse_range,
+        metavar="RANGE",
+        help="a time range of each input used as its own query (see below)",
+    )
+    query.add_argument(
+        "--target", metavar="CLASS", help="a class the model knows, e.g. vocals or drums"
+    )
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="released model folder or bundled model name (default: the bundled model)",
+    )
+    parser.add_argument(
+        "--blend",
+        type=parse_blend,
+        metavar="OTHER:ALPHA",
+        help="slerp the query latent towards OTHER (a class or an audio file) by ALPHA in [0, 1]",
+    )
+    parser.add_argument(
+        "--refine",
+        type=_refine_steps,
+        default=0,
+        metavar="N",
+        help="iterative refinement: re-encode the estimate as the query N times (default 0)",
+    )
+    parser.add_argument(
+        "--residual",
+        action="store_true",
+        help="also write rest.<ext> (the input minus the estimate)",
+    )
+    parser.add_argument(
+        "-o",
+        "--out",
+        default="separated",
+        metavar="OUTDIR",
+        help="output folder (default: ./separated)",
+    )
+    parser.add_argument(
+        "--name",
+        type=_name,
+        metavar="NAME",
+        help="output file name (default: the class name, or 'target' for a query)",
+    )
+    parser.add_argument(
+        "--segment",
+        type=_segment,
+        metavar="S",
+        help="chunk length in seconds (default: the model's excerpt length)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=_overlap,
+        default=0.25,
+        metavar="R",
+        help="fraction of each chunk shared with the next, in [0, 1) (default 0.25)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=4,
+        metavar="B",
+        help="chunks per forward pass; lower it if memory runs short (default 4)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default="auto",
+        help="where the network runs (default: auto, a GPU if there is one)",
+    )
+    parser.add_argument(
+        "--format", choices=("wav", "flac"), default="wav", help="output format (default wav)"
+    )
+    parser.add_argument(
+        "--bits",
+        choices=("16", "24", "32f"),
+        default="16",
+        help="output sample format: 16 or 24-bit integer, or 32-bit float (default 16)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="redo tracks whose outputs already exist"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show full tracebacks on errors")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show full tracebacks on errors",
+    )
     parser.set_defaults(func=run)
 
 
@@ -260,8 +345,14 @@ class _ProgressBar:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = tqdm(total=total * self.passes, desc=self.track, unit="chunk", leave=False,
-                            file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total * self.passes,
+                desc=self.track,
+                unit="chunk",
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         self.bar.n = self.offset + done
         self.bar.refresh()
 
@@ -297,8 +388,13 @@ def run(args: argparse.Namespace) -> int:
             )
         tracks[track] = path
 
-    sep = Separator(args.model, device=args.device, segment=args.segment, overlap=args.overlap,
-                    batch_size=args.batch_size)
+    sep = Separator(
+        args.model,
+        device=args.device,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+    )
     if args.target:
         base: torch.Tensor | None = sep.class_latent(args.target)
     elif args.query:
@@ -312,8 +408,10 @@ def run(args: argparse.Namespace) -> int:
         _, outputs = track_outputs(path, args.out, name=name, residual=args.residual, ext=ext)
         if not args.force and all(p.exists() for p in outputs.values()):
             if not args.quiet:
-                print(f"{track}: skipped, {', '.join(p.name for p in outputs.values())} already in "
-                      f"{outputs[name].parent} (--force redoes it)")
+                print(
+                    f"{track}: skipped, {', '.join(p.name for p in outputs.values())} already in "
+                    f"{outputs[name].parent} (--force redoes it)"
+                )
             continue
         bar = _ProgressBar(track, passes=1 + args.refine, enabled=not args.quiet)
         sep.progress = bar
@@ -328,8 +426,16 @@ def run(args: argparse.Namespace) -> int:
                 latent = sep.blend(latent, other, args.blend.alpha)
             if args.refine:
                 latent = sep.refine(path, latent, args.refine)
-            result = sep.separate_file(path, args.out, latent, name=name, residual=args.residual,
-                                       ext=ext, bits=args.bits, force=True)
+            result = sep.separate_file(
+                path,
+                args.out,
+                latent,
+                name=name,
+                residual=args.residual,
+                ext=ext,
+                bits=args.bits,
+                force=True,
+            )
         except AqsepError as err:
             bar.close()  # before the message, which would otherwise land on the bar's line
             if len(tracks) == 1:
@@ -344,11 +450,15 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         if not args.quiet:
             elapsed = time.perf_counter() - began
-            speed = f", {bar.seconds / elapsed:.1f}x real time" if elapsed > 0 and bar.seconds else ""
+            speed = (
+                f", {bar.seconds / elapsed:.1f}x real time" if elapsed > 0 and bar.seconds else ""
+            )
             clipped = f"; {result.clipped} samples clipped to [-1, 1]" if result.clipped else ""
             written = ", ".join(p.name for p in result.outputs.values())
-            print(f"{track}: {written} -> {outputs[name].parent} "
-                  f"({bar.seconds:.1f} s of audio in {elapsed:.1f} s{speed}){clipped}")
+            print(
+                f"{track}: {written} -> {outputs[name].parent} "
+                f"({bar.seconds:.1f} s of audio in {elapsed:.1f} s{speed}){clipped}"
+            )
     if failed:
         return QueryError.exit_code
     return 0

@@ -35,8 +35,18 @@ examples:
 """
 
 # Options that define a run: they cannot change when it is resumed (repeating them is fine).
-_FIXED_ON_RESUME = ("musdb", "is_wav", "preset", "level", "batch_size", "lr", "seed", "no_latent_loss",
-                    "latent_updates_query", "init")
+_FIXED_ON_RESUME = (
+    "musdb",
+    "is_wav",
+    "preset",
+    "level",
+    "batch_size",
+    "lr",
+    "seed",
+    "no_latent_loss",
+    "latent_updates_query",
+    "init",
+)
 
 
 def _positive(text: str) -> int:
@@ -86,58 +96,162 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--data", metavar="PATH", help="stems folder or MUSDB18 root (default on --resume: the run's)")
-    data.add_argument("--musdb", action="store_true", default=None, help="PATH is MUSDB18 (read with the musdb package)")
-    data.add_argument("--is-wav", action="store_true", default=None,
-                      help="with --musdb: MUSDB18-HQ layout (a folder of wav stems per track)")
-    data.add_argument("--level", choices=("coarse", "fine", "stems"), default=None,
-                      help="what one stem is when metadata.json labels the stems: the sum per coarse class "
-                           "(vocals/drums/bass/other), the sum per fine label (kick, piano, ...), or every "
-                           "file apart (default: coarse)")
-    data.add_argument("--preload", action="store_true", default=None,
-                      help="decode all training audio into memory once (small data sets; stem.mp4 files "
-                           "decode slowly)")
+    data.add_argument(
+        "--data",
+        metavar="PATH",
+        help="stems folder or MUSDB18 root (default on --resume: the run's)",
+    )
+    data.add_argument(
+        "--musdb",
+        action="store_true",
+        default=None,
+        help="PATH is MUSDB18 (read with the musdb package)",
+    )
+    data.add_argument(
+        "--is-wav",
+        action="store_true",
+        default=None,
+        help="with --musdb: MUSDB18-HQ layout (a folder of wav stems per track)",
+    )
+    data.add_argument(
+        "--level",
+        choices=("coarse", "fine", "stems"),
+        default=None,
+        help="what one stem is when metadata.json labels the stems: the sum per coarse class "
+        "(vocals/drums/bass/other), the sum per fine label (kick, piano, ...), or every "
+        "file apart (default: coarse)",
+    )
+    data.add_argument(
+        "--preload",
+        action="store_true",
+        default=None,
+        help="decode all training audio into memory once (small data sets; stem.mp4 files "
+        "decode slowly)",
+    )
     run_opts = parser.add_argument_group("run")
-    run_opts.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, run.json, model/")
-    run_opts.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=None,
-                     help="model size and training defaults (default: cpu; paper = the paper's sizes)")
-    run_opts.add_argument("--resume", action="store_true",
-                     help="continue RUN_DIR from its last checkpoint, with the same step counter and data order")
-    run_opts.add_argument("--init", metavar="MODEL",
-                     help="start from the weights of a released model folder (fine-tuning); its "
-                          "architecture replaces the preset's")
-    run_opts.add_argument("--steps", type=_positive, metavar="N", help=f"total training steps (default: {_preset_defaults('max_steps')})")
-    run_opts.add_argument("--batch-size", type=_positive, metavar="B", help="excerpts per step and process (default: 16)")
-    run_opts.add_argument("--lr", type=_learning_rate, metavar="LR", help=f"Adam learning rate (default: {_preset_defaults('lr')})")
-    run_opts.add_argument("--seed", type=_non_negative, metavar="S", help="seed of the data order and the weights (default: 0)")
-    run_opts.add_argument("--no-latent-loss", action="store_true", default=None,
-                     help="train without L_latent (ablation: lambda_latent = 0)")
-    run_opts.add_argument("--latent-updates-query", action="store_true", default=None,
-                     help="let L_latent update the Query-net too (default: the separator only, as BicycleGAN)")
-    run_opts.add_argument("--val-every", type=_positive, metavar="N", help=f"validate every N steps (default: {_preset_defaults('val_every')})")
-    run_opts.add_argument("--checkpoint-every", type=_positive, metavar="N",
-                     help=f"write checkpoints/last.ckpt every N steps (default: {_preset_defaults('checkpoint_every')})")
-    run_opts.add_argument("--valid-excerpts", type=_positive, metavar="N",
-                          help=f"size of the fixed, seeded validation set (default: {_preset_defaults('valid_excerpts')})")
-    run_opts.add_argument("--log-every", type=_positive, default=10, metavar="N",
-                     help="write the training losses to the CSV log every N steps (default: 10)")
+    run_opts.add_argument(
+        "--out",
+        required=True,
+        metavar="RUN_DIR",
+        help="run folder: checkpoints, logs, run.json, model/",
+    )
+    run_opts.add_argument(
+        "--preset",
+        choices=sorted(TRAIN_PRESETS),
+        default=None,
+        help="model size and training defaults (default: cpu; paper = the paper's sizes)",
+    )
+    run_opts.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN_DIR from its last checkpoint, with the same step counter and data order",
+    )
+    run_opts.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from the weights of a released model folder (fine-tuning); its "
+        "architecture replaces the preset's",
+    )
+    run_opts.add_argument(
+        "--steps",
+        type=_positive,
+        metavar="N",
+        help=f"total training steps (default: {_preset_defaults('max_steps')})",
+    )
+    run_opts.add_argument(
+        "--batch-size",
+        type=_positive,
+        metavar="B",
+        help="excerpts per step and process (default: 16)",
+    )
+    run_opts.add_argument(
+        "--lr",
+        type=_learning_rate,
+        metavar="LR",
+        help=f"Adam learning rate (default: {_preset_defaults('lr')})",
+    )
+    run_opts.add_argument(
+        "--seed",
+        type=_non_negative,
+        metavar="S",
+        help="seed of the data order and the weights (default: 0)",
+    )
+    run_opts.add_argument(
+        "--no-latent-loss",
+        action="store_true",
+        default=None,
+        help="train without L_latent (ablation: lambda_latent = 0)",
+    )
+    run_opts.add_argument(
+        "--latent-updates-query",
+        action="store_true",
+        default=None,
+        help="let L_latent update the Query-net too (default: the separator only, as BicycleGAN)",
+    )
+    run_opts.add_argument(
+        "--val-every",
+        type=_positive,
+        metavar="N",
+        help=f"validate every N steps (default: {_preset_defaults('val_every')})",
+    )
+    run_opts.add_argument(
+        "--checkpoint-every",
+        type=_positive,
+        metavar="N",
+        help=f"write checkpoints/last.ckpt every N steps (default: {_preset_defaults('checkpoint_every')})",
+    )
+    run_opts.add_argument(
+        "--valid-excerpts",
+        type=_positive,
+        metavar="N",
+        help=f"size of the fixed, seeded validation set (default: {_preset_defaults('valid_excerpts')})",
+    )
+    run_opts.add_argument(
+        "--log-every",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="write the training losses to the CSV log every N steps (default: 10)",
+    )
     hw = parser.add_argument_group("hardware")
-    hw.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="auto",
-                    help="where to train (default: auto, a GPU if there is one)")
-    hw.add_argument("--devices", type=_positive, metavar="N",
-                    help="devices (processes) per node; under torchrun: --nproc_per_node (the default)")
-    hw.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default=None,
-                    help="32-bit (default), or mixed precision: bfloat16 autocast (GPUs, and CPUs with native "
-                         "bfloat16 such as AVX512-BF16/AMX; on AVX2-only CPUs it is many times slower) or "
-                         "float16 (GPUs)")
-    hw.add_argument("--num-workers", type=_non_negative, metavar="N",
-                    help="data loading processes (default: 2; 0 loads in the training process)")
+    hw.add_argument(
+        "--accelerator",
+        choices=("cpu", "gpu", "auto"),
+        default="auto",
+        help="where to train (default: auto, a GPU if there is one)",
+    )
+    hw.add_argument(
+        "--devices",
+        type=_positive,
+        metavar="N",
+        help="devices (processes) per node; under torchrun: --nproc_per_node (the default)",
+    )
+    hw.add_argument(
+        "--precision",
+        choices=("32", "bf16-mixed", "16-mixed"),
+        default=None,
+        help="32-bit (default), or mixed precision: bfloat16 autocast (GPUs, and CPUs with native "
+        "bfloat16 such as AVX512-BF16/AMX; on AVX2-only CPUs it is many times slower) or "
+        "float16 (GPUs)",
+    )
+    hw.add_argument(
+        "--num-workers",
+        type=_non_negative,
+        metavar="N",
+        help="data loading processes (default: 2; 0 loads in the training process)",
+    )
     out = parser.add_argument_group("export")
-    out.add_argument("--export", metavar="MODEL_DIR",
-                     help="where to write the released model at the end (default: RUN_DIR/model)")
-    out.add_argument("--export-only", action="store_true",
-                     help="do not train: export RUN_DIR's last checkpoint to --export (class latents "
-                          "computed on --data, by default the run's data)")
+    out.add_argument(
+        "--export",
+        metavar="MODEL_DIR",
+        help="where to write the released model at the end (default: RUN_DIR/model)",
+    )
+    out.add_argument(
+        "--export-only",
+        action="store_true",
+        help="do not train: export RUN_DIR's last checkpoint to --export (class latents "
+        "computed on --data, by default the run's data)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(func=run)
 
@@ -167,20 +281,36 @@ def _resume_spec(args: argparse.Namespace) -> Any:
 
     spec = RunSpec.load(args.out)
     stored = {
-        "musdb": spec.musdb, "is_wav": spec.is_wav, "preset": spec.preset, "level": spec.level,
-        "batch_size": spec.train["batch_size"], "lr": spec.train["lr"], "seed": spec.train["seed"],
+        "musdb": spec.musdb,
+        "is_wav": spec.is_wav,
+        "preset": spec.preset,
+        "level": spec.level,
+        "batch_size": spec.train["batch_size"],
+        "lr": spec.train["lr"],
+        "seed": spec.train["seed"],
         "no_latent_loss": spec.train["lambda_latent"] == 0 or None,
-        "latent_updates_query": spec.train["latent_updates_query"] or None, "init": spec.init,
+        "latent_updates_query": spec.train["latent_updates_query"] or None,
+        "init": spec.init,
     }
-    changed = [f"--{name.replace('_', '-')}" for name in _FIXED_ON_RESUME
-               if getattr(args, name) is not None and getattr(args, name) != stored[name]]
+    changed = [
+        f"--{name.replace('_', '-')}"
+        for name in _FIXED_ON_RESUME
+        if getattr(args, name) is not None and getattr(args, name) != stored[name]
+    ]
     if changed:
         raise AqsepError(
             f"{', '.join(changed)} cannot change when a run is resumed (see {Path(args.out) / 'run.json'}); "
             "start a new run with another --out, or --init from its model"
         )
     train = dict(spec.train)
-    for key in ("max_steps", "val_every", "checkpoint_every", "valid_excerpts", "num_workers", "precision"):
+    for key in (
+        "max_steps",
+        "val_every",
+        "checkpoint_every",
+        "valid_excerpts",
+        "num_workers",
+        "precision",
+    ):
         value = _overrides(args).get(key)
         if value is not None:
             train[key] = value
@@ -246,4 +376,3 @@ def run(args: argparse.Namespace) -> int:
             f"model written to {result.model_dir}"
         )
     return 0
-

@@ -45,7 +45,9 @@ def validation_tracks() -> list[str]:
 class MusdbStemTrack(Track):
     """One ``.stem.mp4`` file of MUSDB18."""
 
-    def __init__(self, name: str, path: Path, *, native_length: int, native_rate: int, sample_rate: int) -> None:
+    def __init__(
+        self, name: str, path: Path, *, native_length: int, native_rate: int, sample_rate: int
+    ) -> None:
         self.name = name
         self.path = path
         self.stems = STEMS
@@ -53,8 +55,10 @@ class MusdbStemTrack(Track):
         self.native_rate = native_rate
         self.native_length = native_length
         self.sample_rate = sample_rate
-        self.length = native_length if native_rate == sample_rate else int(
-            native_length * sample_rate // native_rate
+        self.length = (
+            native_length
+            if native_rate == sample_rate
+            else int(native_length * sample_rate // native_rate)
         )
 
     def read(self, start: int, length: int, stems: Sequence[str] | None = None) -> np.ndarray:
@@ -79,7 +83,9 @@ def _decode_av(path: Path, start: int, length: int, stream_ids: list[int]) -> np
         with av.open(str(path)) as container:
             streams: list[Any] = [container.streams.audio[i] for i in stream_ids]
             rate = int(streams[0].rate)
-            seek_s = max(start / rate - 0.1, 0.0)  # a little early: the seek lands on a packet start
+            seek_s = max(
+                start / rate - 0.1, 0.0
+            )  # a little early: the seek lands on a packet start
             container.seek(int(seek_s / streams[0].time_base), stream=streams[0], backward=True)
             slot = {s.index: k for k, s in enumerate(streams)}
             reached = dict.fromkeys(slot, False)
@@ -107,11 +113,18 @@ def _decode_av(path: Path, start: int, length: int, stream_ids: list[int]) -> np
     return out
 
 
-def _decode_stempeg(path: Path, start: int, length: int, stream_ids: list[int], rate: int) -> np.ndarray:
+def _decode_stempeg(
+    path: Path, start: int, length: int, stream_ids: list[int], rate: int
+) -> np.ndarray:
     import stempeg
 
     audio, _ = stempeg.read_stems(
-        str(path), start=start / rate, duration=length / rate, stem_id=stream_ids, always_3d=True, dtype=np.float32
+        str(path),
+        start=start / rate,
+        duration=length / rate,
+        stem_id=stream_ids,
+        always_3d=True,
+        dtype=np.float32,
     )  # (streams, samples, channels)
     out = np.zeros((len(stream_ids), length), dtype=np.float32)
     mono = audio.mean(axis=-1)[:, :length]
@@ -144,7 +157,9 @@ def _subsets(split: str | None) -> tuple[list[str], str | None]:
     raise ValueError(f"split must be train, valid, test or None, got {split!r}")
 
 
-def _list_tracks(root: Path, split: str | None, is_wav: bool) -> list[tuple[str, Path, tuple[int, int] | None]]:
+def _list_tracks(
+    root: Path, split: str | None, is_wav: bool
+) -> list[tuple[str, Path, tuple[int, int] | None]]:
     """``(name, path, (samples, rate))`` of each track: via ``musdb`` when ffprobe exists (the
     length is then known), else from the folders."""
     subsets, sub_split = _subsets(split)
@@ -153,7 +168,9 @@ def _list_tracks(root: Path, split: str | None, is_wav: bool) -> list[tuple[str,
 
         db = musdb.DB(root=str(root), subsets=subsets, split=sub_split, is_wav=is_wav)
         return [
-            (t.name, Path(t.path).parent, None) if is_wav else (t.name, Path(t.path), (int(t.samples), int(t.rate)))
+            (t.name, Path(t.path).parent, None)
+            if is_wav
+            else (t.name, Path(t.path), (int(t.samples), int(t.rate)))
             for t in db.tracks
         ]
     valid = set(validation_tracks())
@@ -201,13 +218,19 @@ def open_musdb(
             by_stem = {s: path / f"{s}.wav" for s in STEMS}
             missing = [p.name for p in by_stem.values() if not p.is_file()]
             if missing:
-                raise DataError(f"MUSDB18-HQ track {path} lacks {missing}; restore the files or remove the track")
-            track = build_track(path, by_stem, level="stems", sample_rate=sample_rate, check_silence=False)
+                raise DataError(
+                    f"MUSDB18-HQ track {path} lacks {missing}; restore the files or remove the track"
+                )
+            track = build_track(
+                path, by_stem, level="stems", sample_rate=sample_rate, check_silence=False
+            )
             assert isinstance(track, StemsTrack)
             tracks.append(track)
         else:
             samples, rate = known if known is not None else _stream_length(path)
             tracks.append(
-                MusdbStemTrack(name, path, native_length=samples, native_rate=rate, sample_rate=sample_rate)
+                MusdbStemTrack(
+                    name, path, native_length=samples, native_rate=rate, sample_rate=sample_rate
+                )
             )
     return tracks

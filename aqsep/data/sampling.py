@@ -120,7 +120,9 @@ def mix_stems(
     )
 
 
-def is_silent_target(target: np.ndarray, mixture: np.ndarray, *, silence_db: float, relative_db: float) -> bool:
+def is_silent_target(
+    target: np.ndarray, mixture: np.ndarray, *, silence_db: float, relative_db: float
+) -> bool:
     level = rms_db(target)
     return level < silence_db or level - rms_db(mixture) < relative_db
 
@@ -145,7 +147,10 @@ def _read_stems(
 
 
 def sample_excerpt(
-    tracks: Sequence[Track], length: int, rng: np.random.Generator, config: SamplingConfig = SamplingConfig()
+    tracks: Sequence[Track],
+    length: int,
+    rng: np.random.Generator,
+    config: SamplingConfig = SamplingConfig(),
 ) -> Excerpt:
     """Draw one training example: a random track and offset, then :func:`mix_stems`.
 
@@ -160,10 +165,18 @@ def sample_excerpt(
         index = int(rng.integers(len(tracks)))
         stems, start = _read_stems(tracks, index, length, rng, config.remix_prob)
         mix = mix_stems(
-            stems, rng, keep_prob=config.keep_prob, gain_low=config.gain_low, gain_high=config.gain_high
+            stems,
+            rng,
+            keep_prob=config.keep_prob,
+            gain_low=config.gain_low,
+            gain_high=config.gain_high,
         )
-        if not is_silent_target(mix.target, mix.mixture, silence_db=config.silence_db, relative_db=config.relative_db):
-            return Excerpt(**vars(mix), track=tracks[index].name, start=start, stems=tracks[index].stems)
+        if not is_silent_target(
+            mix.target, mix.mixture, silence_db=config.silence_db, relative_db=config.relative_db
+        ):
+            return Excerpt(
+                **vars(mix), track=tracks[index].name, start=start, stems=tracks[index].stems
+            )
     raise DataError(
         f"no excerpt with a non-silent target (RMS above {config.silence_db:g} dBFS) in {config.max_tries} "
         "draws: the data is silent or nearly so; check its levels"

@@ -80,7 +80,9 @@ class Track:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, stems={list(self.stems)}, length={self.length})"
+        return (
+            f"{type(self).__name__}({self.name!r}, stems={list(self.stems)}, length={self.length})"
+        )
 
 
 @dataclass
@@ -109,8 +111,10 @@ class StemsTrack(Track):
         self.native_rate = native_rate
         self.native_length = native_length
         self.sample_rate = sample_rate
-        self.length = native_length if native_rate == sample_rate else int(
-            native_length * sample_rate // native_rate
+        self.length = (
+            native_length
+            if native_rate == sample_rate
+            else int(native_length * sample_rate // native_rate)
         )
         self.has_fine_labels = has_fine_labels
 
@@ -127,7 +131,9 @@ class StemsTrack(Track):
         return to_model_rate(native, offset, length, self.native_rate, self.sample_rate)
 
 
-def native_span(start: int, length: int, native_rate: int, sample_rate: int) -> tuple[int, int, int]:
+def native_span(
+    start: int, length: int, native_rate: int, sample_rate: int
+) -> tuple[int, int, int]:
     """The native-rate span ``(first sample, count, offset)`` to read for an excerpt at the model rate.
 
     ``offset`` is where the excerpt starts (at the model rate) in the resampled span: the span has
@@ -142,7 +148,9 @@ def native_span(start: int, length: int, native_rate: int, sample_rate: int) -> 
     return lo, n, round((first - lo) / ratio)
 
 
-def to_model_rate(native: np.ndarray, offset: int, length: int, native_rate: int, sample_rate: int) -> np.ndarray:
+def to_model_rate(
+    native: np.ndarray, offset: int, length: int, native_rate: int, sample_rate: int
+) -> np.ndarray:
     """Resample a span read as :func:`native_span` says, ``(stems, n)`` -> ``(stems, length)``."""
     if native_rate == sample_rate:
         return native
@@ -208,7 +216,9 @@ def _label(stem: str, labels: dict[str, dict[str, str]] | None, level: str) -> S
     return StemLabel(stem.lower() if labels is None else stem, coarse, fine)
 
 
-def open_track(track_dir: str | Path, *, level: str = "coarse", sample_rate: int = 22050) -> StemsTrack | None:
+def open_track(
+    track_dir: str | Path, *, level: str = "coarse", sample_rate: int = 22050
+) -> StemsTrack | None:
     """Scan and check one track folder; ``None`` (with a :class:`DataWarning`) if it is skipped.
 
     Raises:
@@ -227,7 +237,9 @@ def open_track(track_dir: str | Path, *, level: str = "coarse", sample_rate: int
     by_stem: dict[str, Path] = {}
     for p in files:
         if p.stem in by_stem:
-            raise DataError(f"track {track_dir}: two files for stem {p.stem!r} ({by_stem[p.stem].name}, {p.name})")
+            raise DataError(
+                f"track {track_dir}: two files for stem {p.stem!r} ({by_stem[p.stem].name}, {p.name})"
+            )
         by_stem[p.stem] = p
     if labels is not None:
         missing = sorted(set(labels) - set(by_stem))
@@ -264,7 +276,9 @@ def build_track(
     rates = {i.sample_rate for i in infos}
     if len(rates) > 1:
         detail = ", ".join(f"{i.path.name} {i.sample_rate} Hz" for i in infos)
-        raise DataError(f"track {track_dir}: stems have different sample rates ({detail}); resample them to one rate")
+        raise DataError(
+            f"track {track_dir}: stems have different sample rates ({detail}); resample them to one rate"
+        )
     lengths = {i.frames for i in infos}
     if len(lengths) > 1:
         detail = ", ".join(f"{i.path.name} {i.frames}" for i in infos)
@@ -347,7 +361,11 @@ def open_stems(
     inconsistent tracks; returns an empty list when the split has no track.
     """
     folders = track_folders(root, split)
-    tracks = [t for t in (open_track(f, level=level, sample_rate=sample_rate) for f in folders) if t is not None]
+    tracks = [
+        t
+        for t in (open_track(f, level=level, sample_rate=sample_rate) for f in folders)
+        if t is not None
+    ]
     return tracks
 
 

@@ -140,7 +140,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def spectrogram_db(audio: np.ndarray, sample_rate: int, separator: Separator) -> tuple[np.ndarray, float, float]:
+def spectrogram_db(
+    audio: np.ndarray, sample_rate: int, separator: Separator
+) -> tuple[np.ndarray, float, float]:
     """dB magnitude on the model's STFT (mono, model rate): ``(bins, frames)``, seconds, top Hz."""
     a = separator.model.config.audio
     mono = resample(to_mono(np.atleast_2d(audio))[None], sample_rate, a.sample_rate)[0]
@@ -148,16 +150,24 @@ def spectrogram_db(audio: np.ndarray, sample_rate: int, separator: Separator) ->
     return 20 * np.log10(mag + 1e-6), len(mono) / a.sample_rate, a.sample_rate / 2
 
 
-def plot_spectrograms(path: Path, panels: Sequence[tuple[str, np.ndarray, int]], separator: Separator,
-                      title: str = "") -> Path:
+def plot_spectrograms(
+    path: Path, panels: Sequence[tuple[str, np.ndarray, int]], separator: Separator, title: str = ""
+) -> Path:
     """One row of spectrograms ``(title, audio, sample_rate)`` on a shared dB scale."""
     specs = [(t, *spectrogram_db(x, sr, separator)) for t, x, sr in panels]
     vmax = max(float(s.max()) for _, s, _, _ in specs)
     fig = new_figure(2.4 * len(specs), 2.6)
     for i, (name, spec, seconds, top) in enumerate(specs):
         ax = fig.add_subplot(1, len(specs), i + 1)
-        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80, vmax=vmax,
-                  extent=(0, seconds, 0, top / 1000))
+        ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=vmax - 80,
+            vmax=vmax,
+            extent=(0, seconds, 0, top / 1000),
+        )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("s", fontsize=8)
         if i == 0:

@@ -40,31 +40,65 @@ OUR_METHODS = ("mixture", "irm", "mean", "iterative", "gt")
 def run(ctx: Context) -> list[Path]:
     targets, missing = ctx.class_targets()
     if not targets:
-        raise QueryError(f"no class of the data has a class latent in the model (it knows: {', '.join(ctx.separator.classes)})")
-    scores = evaluate_tracks(ctx.separator, ctx.tracks, targets, list(OUR_METHODS), refine=ctx.refine,
-                             fast=ctx.fast, out_dir=ctx.scores_dir, split=ctx.split, data_id=ctx.data_id,
-                             progress=ctx.progress)
+        raise QueryError(
+            f"no class of the data has a class latent in the model (it knows: {', '.join(ctx.separator.classes)})"
+        )
+    scores = evaluate_tracks(
+        ctx.separator,
+        ctx.tracks,
+        targets,
+        list(OUR_METHODS),
+        refine=ctx.refine,
+        fast=ctx.fast,
+        out_dir=ctx.scores_dir,
+        split=ctx.split,
+        data_id=ctx.data_id,
+        progress=ctx.progress,
+    )
     summary = {(r.method, r.target): r for r in summarize(scores)}
     columns = [c for c in CLASSES if c in targets] + [t for t in targets if t not in CLASSES]
-    measured = f"measured on {ctx.dataset}" + (" with fast-bss-eval (validation only)" if ctx.fast else "")
+    measured = f"measured on {ctx.dataset}" + (
+        " with fast-bss-eval (validation only)" if ctx.fast else ""
+    )
     ours = []
     for m in OUR_METHODS:
         key = method_name(m, ctx.refine, ctx.fast)
         sdrs = [summary[(key, t)].SDR if (key, t) in summary else float("nan") for t in columns]
         counts = sorted({summary[(key, t)].tracks for t in columns if (key, t) in summary})
-        ours.append((f"{method_label(m, ctx.refine)}", sdrs, f"{measured}; tracks per class: "
-                     f"{'/'.join(map(str, counts)) or '0'}"))
-    quoted = [(name, [vals[CLASSES.index(c)] if c in CLASSES else float("nan") for c in columns], QUOTED_SOURCE)
-              for name, vals in PAPER_ROWS]
-    rows = [{"row": n, "source": s, **{c: v for c, v in zip(columns, vals, strict=True)}} for n, vals, s in ours + quoted]
+        ours.append(
+            (
+                f"{method_label(m, ctx.refine)}",
+                sdrs,
+                f"{measured}; tracks per class: {'/'.join(map(str, counts)) or '0'}",
+            )
+        )
+    quoted = [
+        (
+            name,
+            [vals[CLASSES.index(c)] if c in CLASSES else float("nan") for c in columns],
+            QUOTED_SOURCE,
+        )
+        for name, vals in PAPER_ROWS
+    ]
+    rows = [
+        {"row": n, "source": s, **{c: v for c, v in zip(columns, vals, strict=True)}}
+        for n, vals, s in ours + quoted
+    ]
     files = [write_csv(ctx.out_dir / "compare.csv", rows)]
     fig = new_figure(max(6.0, 0.5 * len(rows) + 2), 3.6)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(rows)
     for i, (name, vals, source) in enumerate(ours + quoted):
         x = np.arange(len(columns)) + i * width
-        ax.bar(x, vals, width, label=name, hatch="//" if source == QUOTED_SOURCE else None,
-               edgecolor="white", linewidth=0.3)
+        ax.bar(
+            x,
+            vals,
+            width,
+            label=name,
+            hatch="//" if source == QUOTED_SOURCE else None,
+            edgecolor="white",
+            linewidth=0.3,
+        )
     ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2)
     ax.set_xticklabels(columns)
     ax.set_ylabel("median SDR (dB)")

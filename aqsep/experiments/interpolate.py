@@ -51,14 +51,18 @@ def parse_alphas(text: str | None) -> tuple[float, ...]:
     return alphas
 
 
-def class_gains(est: np.ndarray, track: Track, classes: list[str]) -> dict[str, tuple[float, float]]:
+def class_gains(
+    est: np.ndarray, track: Track, classes: list[str]
+) -> dict[str, tuple[float, float]]:
     """``{class: (gain, energy share)}`` from the least-squares fit described in the module docstring."""
     sources = [track.source(c) for c in classes]
     k = len(classes)
     gram, proj = np.zeros((k, k)), np.zeros(k)
     step = 1 << 18  # normal equations accumulated block by block: memory stays flat for long tracks
     for lo in range(0, track.frames, step):
-        basis = np.stack([s[:, lo : lo + step].reshape(-1) for s in sources], axis=1).astype(np.float64)
+        basis = np.stack([s[:, lo : lo + step].reshape(-1) for s in sources], axis=1).astype(
+            np.float64
+        )
         gram += basis.T @ basis
         proj += basis.T @ est[:, lo : lo + step].reshape(-1).astype(np.float64)
     g = np.linalg.lstsq(gram, proj, rcond=None)[0]
@@ -72,7 +76,10 @@ def _both_active(track: Track, a: str, b: str, win: int) -> int:
     sa, sb = track.source(a), track.source(b)
     hop = max(1, win // 2)
     starts = list(range(0, max(1, track.frames - win + 1), hop))
-    level = [min(float(np.mean(sa[:, s : s + win] ** 2)), float(np.mean(sb[:, s : s + win] ** 2))) for s in starts]
+    level = [
+        min(float(np.mean(sa[:, s : s + win] ** 2)), float(np.mean(sb[:, s : s + win] ** 2)))
+        for s in starts
+    ]
     return starts[int(np.argmax(level))]
 
 
@@ -83,7 +90,11 @@ def trend(values: list[float], increasing: bool) -> str:
     word = "rises" if increasing else "falls"
     if len(values) < 2 or sign * (values[-1] - values[0]) <= TOLERANCE:
         return f"does NOT {word[:-1]}"
-    return f"{word} monotonically" if bool(np.all(steps >= -TOLERANCE)) else f"{word}, but not monotonically"
+    return (
+        f"{word} monotonically"
+        if bool(np.all(steps >= -TOLERANCE))
+        else f"{word}, but not monotonically"
+    )
 
 
 def run(ctx: Context) -> list[Path]:
@@ -110,16 +121,35 @@ def run(ctx: Context) -> list[Path]:
         for alpha in alphas:
             est = sep.separate(track.mixture, track.sample_rate, slerp(za, zb, alpha))["target"]
             for c, (g, share) in class_gains(est, track, classes).items():
-                rows.append({"track": entry.name, "alpha": alpha, "class": c, "gain": g, "energy_share": share})
+                rows.append(
+                    {
+                        "track": entry.name,
+                        "alpha": alpha,
+                        "class": c,
+                        "gain": g,
+                        "energy_share": share,
+                    }
+                )
             if i == 0:
                 panels.append((f"alpha {alpha:g}", excerpt(est, start, win), track.sample_rate))
         if i == 0:
             panels.insert(0, ("mixture", excerpt(track.mixture, start, win), track.sample_rate))
-            files.append(plot_spectrograms(out / "interpolate_spectrograms.png", panels, sep,
-                                           title=f"slerp {a} -> {b}: {entry.name} at {start / track.sample_rate:.1f} s"))
-    med = {(al, c): (nanmedian([r["gain"] for r in rows if r["alpha"] == al and r["class"] == c]),
-                     nanmedian([r["energy_share"] for r in rows if r["alpha"] == al and r["class"] == c]))
-           for al in alphas for c in all_classes}
+            files.append(
+                plot_spectrograms(
+                    out / "interpolate_spectrograms.png",
+                    panels,
+                    sep,
+                    title=f"slerp {a} -> {b}: {entry.name} at {start / track.sample_rate:.1f} s",
+                )
+            )
+    med = {
+        (al, c): (
+            nanmedian([r["gain"] for r in rows if r["alpha"] == al and r["class"] == c]),
+            nanmedian([r["energy_share"] for r in rows if r["alpha"] == al and r["class"] == c]),
+        )
+        for al in alphas
+        for c in all_classes
+    }
     colours = palette(all_classes)
     fig = new_figure(5.0, 3.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -130,15 +160,28 @@ def run(ctx: Context) -> list[Path]:
     ax.set_title(f"least-squares class gains, median over {len(tracks)} tracks", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     files.append(save_figure(fig, out / "interpolate_gains.png"))
-    table_rows = [{"alpha": al, "class": c, "gain": med[(al, c)][0], "energy_share": med[(al, c)][1]}
-                  for al in alphas for c in all_classes]
-    files += [write_csv(out / "interpolate.csv", table_rows), write_csv(out / "interpolate_tracks.csv", rows)]
+    table_rows = [
+        {"alpha": al, "class": c, "gain": med[(al, c)][0], "energy_share": med[(al, c)][1]}
+        for al in alphas
+        for c in all_classes
+    ]
+    files += [
+        write_csv(out / "interpolate.csv", table_rows),
+        write_csv(out / "interpolate_tracks.csv", rows),
+    ]
     gains_a = [med[(al, a)][0] for al in alphas]
     gains_b = [med[(al, b)][0] for al in alphas]
-    steps = {c: float(np.max(np.abs(np.diff([med[(al, c)][0] for al in alphas])))) if len(alphas) > 1 else 0.0
-             for c in all_classes}
+    steps = {
+        c: float(np.max(np.abs(np.diff([med[(al, c)][0] for al in alphas]))))
+        if len(alphas) > 1
+        else 0.0
+        for c in all_classes
+    }
     header = ["alpha", *[f"{c} gain" for c in all_classes], *[f"{c} share" for c in all_classes]]
-    body = [[al, *[med[(al, c)][0] for c in all_classes], *[med[(al, c)][1] for c in all_classes]] for al in alphas]
+    body = [
+        [al, *[med[(al, c)][0] for c in all_classes], *[med[(al, c)][1] for c in all_classes]]
+        for al in alphas
+    ]
     text = f"""# Experiment: latent interpolation {a} -> {b} (paper section 7.3)
 
 Model: `{ctx.model_name}`. Data: {ctx.dataset}; {len(tracks)} tracks hold both {a} and {b}.

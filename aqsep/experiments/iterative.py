@@ -50,8 +50,9 @@ def track_latents(ctx: Context, targets: list[str]) -> dict[tuple[str, str], np.
         for t in wanted:
             with AudioReader(track.source(t), track.sample_rate) as reader:
                 try:
-                    out[(entry.name, t)] = encode_reader(ctx.separator.model, reader,
-                                                         device=ctx.separator.device).numpy()
+                    out[(entry.name, t)] = encode_reader(
+                        ctx.separator.model, reader, device=ctx.separator.device
+                    ).numpy()
                 except QueryError:
                     continue  # silent all along
     return out
@@ -69,44 +70,98 @@ def spearman(x: list[float], y: list[float]) -> float:
 def run(ctx: Context) -> list[Path]:
     targets, missing = ctx.class_targets()
     if not targets:
-        raise QueryError(f"no class of the data has a class latent in the model (it knows: {', '.join(ctx.separator.classes)})")
-    scores = evaluate_tracks(ctx.separator, ctx.tracks, targets, ["mean", "iterative"], refine=ctx.refine,
-                             fast=ctx.fast, out_dir=ctx.scores_dir, split=ctx.split, data_id=ctx.data_id,
-                             progress=ctx.progress)
+        raise QueryError(
+            f"no class of the data has a class latent in the model (it knows: {', '.join(ctx.separator.classes)})"
+        )
+    scores = evaluate_tracks(
+        ctx.separator,
+        ctx.tracks,
+        targets,
+        ["mean", "iterative"],
+        refine=ctx.refine,
+        fast=ctx.fast,
+        out_dir=ctx.scores_dir,
+        split=ctx.split,
+        data_id=ctx.data_id,
+        progress=ctx.progress,
+    )
     med = track_medians(scores)
-    single, multi = med[method_name("mean", 1, ctx.fast)], med[method_name("iterative", ctx.refine, ctx.fast)]
+    single, multi = (
+        med[method_name("mean", 1, ctx.fast)],
+        med[method_name("iterative", ctx.refine, ctx.fast)],
+    )
     latents = track_latents(ctx, targets)
     rows: list[dict[str, Any]] = []
     for track, per in single.items():
         for t, m in per.items():
             after = multi.get(track, {}).get(t, {}).get("SDR", math.nan)
             z = latents.get((track, t))
-            dist = float(np.linalg.norm(z - ctx.separator.class_latent(t).numpy())) if z is not None else math.nan
-            rows.append({"track": track, "class": t, "sdr_single": m["SDR"], "sdr_iterative": after,
-                         "gain": after - m["SDR"], "distance_to_mean": dist})
+            dist = (
+                float(np.linalg.norm(z - ctx.separator.class_latent(t).numpy()))
+                if z is not None
+                else math.nan
+            )
+            rows.append(
+                {
+                    "track": track,
+                    "class": t,
+                    "sdr_single": m["SDR"],
+                    "sdr_iterative": after,
+                    "gain": after - m["SDR"],
+                    "distance_to_mean": dist,
+                }
+            )
     summary, files = [], []
     fig = new_figure(3.0 * len(targets), 3.0)
     for k, t in enumerate(targets):
         sub = [r for r in rows if r["class"] == t and math.isfinite(r["gain"])]
-        before, after = nanmedian([r["sdr_single"] for r in sub]), nanmedian([r["sdr_iterative"] for r in sub])
+        before, after = (
+            nanmedian([r["sdr_single"] for r in sub]),
+            nanmedian([r["sdr_iterative"] for r in sub]),
+        )
         gained = [r for r in sub if r["gain"] > GAIN_DB]
         lost = [r for r in sub if r["gain"] < -GAIN_DB]
-        rho = spearman([r["distance_to_mean"] for r in sub if math.isfinite(r["distance_to_mean"])],
-                       [r["gain"] for r in sub if math.isfinite(r["distance_to_mean"])])
+        rho = spearman(
+            [r["distance_to_mean"] for r in sub if math.isfinite(r["distance_to_mean"])],
+            [r["gain"] for r in sub if math.isfinite(r["distance_to_mean"])],
+        )
         paper = PAPER.get(t)
-        summary.append([t, len(sub), before, after, after - before, len(gained), len(lost), rho,
-                        f"{paper[0]:.2f} -> {paper[1]:.2f}" if paper else "-"])
+        summary.append(
+            [
+                t,
+                len(sub),
+                before,
+                after,
+                after - before,
+                len(gained),
+                len(lost),
+                rho,
+                f"{paper[0]:.2f} -> {paper[1]:.2f}" if paper else "-",
+            ]
+        )
         ax = fig.add_subplot(1, len(targets), k + 1)
         pts = [r for r in sub if (r["track"], t) in latents]
         if pts:
-            x = np.stack([latents[(r["track"], t)] for r in pts] + [ctx.separator.class_latent(t).numpy()])
+            x = np.stack(
+                [latents[(r["track"], t)] for r in pts] + [ctx.separator.class_latent(t).numpy()]
+            )
             xy, method = embed_2d(x, ctx.seed)
             for r, p in zip(pts, xy[:-1], strict=True):
                 r["x"], r["y"] = float(p[0]), float(p[1])
             red = np.array([r["gain"] > GAIN_DB for r in pts])
             ax.scatter(xy[:-1][~red, 0], xy[:-1][~red, 1], s=14, color="0.6", label="other tracks")
-            ax.scatter(xy[:-1][red, 0], xy[:-1][red, 1], s=18, color="red", label=f"gain > {GAIN_DB} dB")
-            ax.scatter([xy[-1, 0]], [xy[-1, 1]], marker="*", s=160, color="gold", edgecolor="black", label="class mean")
+            ax.scatter(
+                xy[:-1][red, 0], xy[:-1][red, 1], s=18, color="red", label=f"gain > {GAIN_DB} dB"
+            )
+            ax.scatter(
+                [xy[-1, 0]],
+                [xy[-1, 1]],
+                marker="*",
+                s=160,
+                color="gold",
+                edgecolor="black",
+                label="class mean",
+            )
             ax.set_title(f"{t}: {int(red.sum())}/{len(pts)} gain > {GAIN_DB} dB", fontsize=9)
             ax.set_xlabel(method.split(" (")[0], fontsize=7)
         ax.set_xticks([])
@@ -119,17 +174,30 @@ def run(ctx: Context) -> list[Path]:
     for t in targets:
         sub = [r for r in rows if r["class"] == t and math.isfinite(r["gain"])]
         ax.scatter([r["sdr_single"] for r in sub], [r["sdr_iterative"] for r in sub], s=12, label=t)
-    lim = [min([r["sdr_single"] for r in rows if math.isfinite(r["gain"])] or [0]) - 1,
-           max([r["sdr_single"] for r in rows if math.isfinite(r["gain"])] or [1]) + 1]
+    lim = [
+        min([r["sdr_single"] for r in rows if math.isfinite(r["gain"])] or [0]) - 1,
+        max([r["sdr_single"] for r in rows if math.isfinite(r["gain"])] or [1]) + 1,
+    ]
     ax.plot(lim, lim, color="black", linewidth=0.8)
     ax.set_xlabel("SDR single step (dB)")
     ax.set_ylabel(f"SDR iterative, {ctx.refine} step(s) (dB)")
     ax.legend(fontsize=7, frameon=False)
     files.append(save_figure(fig, ctx.out_dir / "iterative_sdr.png"))
     files.append(write_csv(ctx.out_dir / "iterative_tracks.csv", rows))
-    head = ["class", "tracks", "median SDR single", "median SDR iterative", "change", f"tracks > +{GAIN_DB} dB",
-            f"tracks < -{GAIN_DB} dB", "Spearman(distance to mean, gain)", "paper (MUSDB18, quoted)"]
-    files.append(write_csv(ctx.out_dir / "iterative.csv", [dict(zip(head, r, strict=True)) for r in summary]))
+    head = [
+        "class",
+        "tracks",
+        "median SDR single",
+        "median SDR iterative",
+        "change",
+        f"tracks > +{GAIN_DB} dB",
+        f"tracks < -{GAIN_DB} dB",
+        "Spearman(distance to mean, gain)",
+        "paper (MUSDB18, quoted)",
+    ]
+    files.append(
+        write_csv(ctx.out_dir / "iterative.csv", [dict(zip(head, r, strict=True)) for r in summary])
+    )
     backend = "fast-bss-eval (validation only)" if ctx.fast else "museval (BSSEval v4, 1 s windows)"
     text = f"""# Experiment: single-step vs iterative separation (paper section 7.4)
 

@@ -48,18 +48,33 @@ def collect_latents(ctx: Context, windows: int) -> tuple[np.ndarray, list[dict[s
         for stem, audio in track.stems.items():
             starts = active_windows(audio, win)
             if len(starts) > windows:
-                starts = [starts[j] for j in np.linspace(0, len(starts) - 1, windows).round().astype(int)]
+                starts = [
+                    starts[j] for j in np.linspace(0, len(starts) - 1, windows).round().astype(int)
+                ]
             for s in starts:
-                latents.append(encode_audio(sep.model, audio[:, s : s + win], track.sample_rate, sep.device).numpy())
+                latents.append(
+                    encode_audio(
+                        sep.model, audio[:, s : s + win], track.sample_rate, sep.device
+                    ).numpy()
+                )
                 lab = track.labels.get(stem, {})
-                rows.append({"track": entry.name, "stem": stem, "fine": lab.get("fine", stem),
-                             "coarse": lab.get("coarse", stem), "start_s": s / track.sample_rate})
+                rows.append(
+                    {
+                        "track": entry.name,
+                        "stem": stem,
+                        "fine": lab.get("fine", stem),
+                        "coarse": lab.get("coarse", stem),
+                        "start_s": s / track.sample_rate,
+                    }
+                )
     if not latents:
         raise DataError("no non-silent excerpt found in the tracks: nothing to embed")
     return np.stack(latents), rows
 
 
-def cluster_scores(x: np.ndarray, labels: list[str], groups: list[str], seed: int) -> dict[str, Any]:
+def cluster_scores(
+    x: np.ndarray, labels: list[str], groups: list[str], seed: int
+) -> dict[str, Any]:
     """k-NN accuracy (cross-validated, grouped by track), chance levels and silhouette score."""
     from sklearn.metrics import balanced_accuracy_score, silhouette_score
     from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict
@@ -67,10 +82,16 @@ def cluster_scores(x: np.ndarray, labels: list[str], groups: list[str], seed: in
 
     y = np.array(labels)
     classes, counts = np.unique(y, return_counts=True)
-    out: dict[str, Any] = {"points": len(y), "classes": len(classes),
-                           "chance_majority": float(counts.max() / counts.sum()),
-                           "chance_balanced": 1.0 / len(classes), "knn_accuracy": math.nan,
-                           "knn_balanced_accuracy": math.nan, "silhouette": math.nan, "cv": "n/a"}
+    out: dict[str, Any] = {
+        "points": len(y),
+        "classes": len(classes),
+        "chance_majority": float(counts.max() / counts.sum()),
+        "chance_balanced": 1.0 / len(classes),
+        "knn_accuracy": math.nan,
+        "knn_balanced_accuracy": math.nan,
+        "silhouette": math.nan,
+        "cv": "n/a",
+    }
     if len(classes) < 2:
         return out
     if 2 <= len(classes) <= len(y) - 1:
@@ -87,16 +108,27 @@ def cluster_scores(x: np.ndarray, labels: list[str], groups: list[str], seed: in
     else:
         return out
     k = max(1, min(5, len(y) - math.ceil(len(y) / folds) - 1))
-    pred = cross_val_predict(KNeighborsClassifier(n_neighbors=k), x, y, cv=cv,
-                             groups=list(groups) if n_groups >= 2 else None)
+    pred = cross_val_predict(
+        KNeighborsClassifier(n_neighbors=k),
+        x,
+        y,
+        cv=cv,
+        groups=list(groups) if n_groups >= 2 else None,
+    )
     out["knn_accuracy"] = float((pred == y).mean())
     out["knn_balanced_accuracy"] = float(balanced_accuracy_score(y, pred))
     out["k"] = k
     return out
 
 
-def scatter(path: Path, xy: np.ndarray, labels: list[str], title: str, xlabel: str = "",
-            marks: dict[str, np.ndarray] | None = None) -> Path:
+def scatter(
+    path: Path,
+    xy: np.ndarray,
+    labels: list[str],
+    title: str,
+    xlabel: str = "",
+    marks: dict[str, np.ndarray] | None = None,
+) -> Path:
     names = sorted(set(labels))
     colours = palette(names)
     fig = new_figure(5.2, 4.2)
@@ -104,10 +136,24 @@ def scatter(path: Path, xy: np.ndarray, labels: list[str], title: str, xlabel: s
     arr = np.array(labels)
     for n in names:
         sel = arr == n
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=colours[n], label=f"{n} ({int(sel.sum())})", alpha=0.8)
+        ax.scatter(
+            xy[sel, 0],
+            xy[sel, 1],
+            s=10,
+            color=colours[n],
+            label=f"{n} ({int(sel.sum())})",
+            alpha=0.8,
+        )
     for n, p in (marks or {}).items():
-        ax.scatter([p[0]], [p[1]], marker="*", s=160, color=colours.get(n, "black"), edgecolor="black",
-                   linewidth=0.8)
+        ax.scatter(
+            [p[0]],
+            [p[1]],
+            marker="*",
+            s=160,
+            color=colours.get(n, "black"),
+            edgecolor="black",
+            linewidth=0.8,
+        )
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_xticks([])
@@ -126,32 +172,78 @@ def run(ctx: Context) -> list[Path]:
     if len(set(fine)) > len(set(coarse)):
         scores.append({"level": "fine", **cluster_scores(x, fine, groups, ctx.seed)})
     # class means stored with the model are embedded with the excerpts and drawn as stars
-    means = {c: ctx.separator.class_latent(c).numpy() for c in sorted(set(coarse)) if c in ctx.separator.classes}
+    means = {
+        c: ctx.separator.class_latent(c).numpy()
+        for c in sorted(set(coarse))
+        if c in ctx.separator.classes
+    }
     xy_all, method = embed_2d(np.concatenate([x, *[m[None] for m in means.values()]]), ctx.seed)
-    xy, xy_means = xy_all[: len(x)], dict(zip(means, xy_all[len(x):], strict=True))
+    xy, xy_means = xy_all[: len(x)], dict(zip(means, xy_all[len(x) :], strict=True))
     for r, p in zip(rows, xy, strict=True):
         r["x"], r["y"] = float(p[0]), float(p[1])
     out = ctx.out_dir
-    files = [scatter(out / "tsne_coarse.png", xy, coarse, "Query-net latents by coarse class (stars: class means)",
-                     method, xy_means)]
+    files = [
+        scatter(
+            out / "tsne_coarse.png",
+            xy,
+            coarse,
+            "Query-net latents by coarse class (stars: class means)",
+            method,
+            xy_means,
+        )
+    ]
     if len(set(fine)) > len(set(coarse)):
-        files.append(scatter(out / "tsne_fine.png", xy, fine, "Query-net latents by fine label", method))
-    latent_rows = [{**{k: r[k] for k in ("track", "stem", "fine", "coarse", "start_s")},
-                    **{f"mu{i}": float(v) for i, v in enumerate(z)}} for r, z in zip(rows, x, strict=True)]
-    files += [write_csv(out / "tsne_points.csv", rows), write_csv(out / "tsne_latents.csv", latent_rows),
-              write_csv(out / "tsne_scores.csv", scores)]
+        files.append(
+            scatter(out / "tsne_fine.png", xy, fine, "Query-net latents by fine label", method)
+        )
+    latent_rows = [
+        {
+            **{k: r[k] for k in ("track", "stem", "fine", "coarse", "start_s")},
+            **{f"mu{i}": float(v) for i, v in enumerate(z)},
+        }
+        for r, z in zip(rows, x, strict=True)
+    ]
+    files += [
+        write_csv(out / "tsne_points.csv", rows),
+        write_csv(out / "tsne_latents.csv", latent_rows),
+        write_csv(out / "tsne_scores.csv", scores),
+    ]
     table = md_table(
-        ["labels", "points", "classes", "k-NN accuracy", "chance (majority)", "k-NN balanced acc.",
-         "chance (balanced)", "silhouette", "cross-validation"],
-        [[s["level"], s["points"], s["classes"], s["knn_accuracy"], s["chance_majority"],
-          s["knn_balanced_accuracy"], s["chance_balanced"], s["silhouette"], s["cv"]] for s in scores])
+        [
+            "labels",
+            "points",
+            "classes",
+            "k-NN accuracy",
+            "chance (majority)",
+            "k-NN balanced acc.",
+            "chance (balanced)",
+            "silhouette",
+            "cross-validation",
+        ],
+        [
+            [
+                s["level"],
+                s["points"],
+                s["classes"],
+                s["knn_accuracy"],
+                s["chance_majority"],
+                s["knn_balanced_accuracy"],
+                s["chance_balanced"],
+                s["silhouette"],
+                s["cv"],
+            ]
+            for s in scores
+        ],
+    )
     verdict = []
     for s in scores:
         if math.isfinite(s["knn_balanced_accuracy"]):
             better = s["knn_balanced_accuracy"] > s["chance_balanced"] + 0.1
-            verdict.append(f"- {s['level']} labels: k-NN balanced accuracy {s['knn_balanced_accuracy']:.2f} vs "
-                           f"chance {s['chance_balanced']:.2f}: classes {'do' if better else 'do not clearly'} "
-                           "group in latent space.")
+            verdict.append(
+                f"- {s['level']} labels: k-NN balanced accuracy {s['knn_balanced_accuracy']:.2f} vs "
+                f"chance {s['chance_balanced']:.2f}: classes {'do' if better else 'do not clearly'} "
+                "group in latent space."
+            )
     text = f"""# Experiment: t-SNE of the latent space (paper section 7.1)
 
 Model: `{ctx.model_name}`. Data: {ctx.dataset}. Up to {windows} non-silent excerpts of

@@ -71,10 +71,19 @@ def parse_pairs(text: str | None) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
-def _split_stems(labels: dict[str, dict[str, str]], pair: Pair) -> tuple[list[str], list[list[str]]]:
-    q = [s for s, lab in labels.items() if norm_label(lab.get("fine", s)) == norm_label(pair.query)
-         or norm_label(s) == norm_label(pair.query)]
-    others = [[s for s, lab in labels.items() if s not in q and stem_matches(s, lab, o)] for o in pair.others]
+def _split_stems(
+    labels: dict[str, dict[str, str]], pair: Pair
+) -> tuple[list[str], list[list[str]]]:
+    q = [
+        s
+        for s, lab in labels.items()
+        if norm_label(lab.get("fine", s)) == norm_label(pair.query)
+        or norm_label(s) == norm_label(pair.query)
+    ]
+    others = [
+        [s for s, lab in labels.items() if s not in q and stem_matches(s, lab, o)]
+        for o in pair.others
+    ]
     return q, others
 
 
@@ -91,8 +100,9 @@ def donors(entries: list[TrackEntry], pair: Pair) -> list[TrackEntry]:
     return [e for e in entries if _split_stems(e.labels, pair)[0]]
 
 
-def pick_query(ctx: Context, pair: Pair, track: Track, pool: list[TrackEntry], avoid: tuple[int, int]
-               ) -> tuple[np.ndarray, int, str, float]:
+def pick_query(
+    ctx: Context, pair: Pair, track: Track, pool: list[TrackEntry], avoid: tuple[int, int]
+) -> tuple[np.ndarray, int, str, float]:
     """A query excerpt: the query stem of the next other track in ``pool`` (by name), else of ``track``.
 
     Returns ``(audio, sample_rate, where from, start seconds)``.
@@ -127,12 +137,21 @@ def run(ctx: Context) -> list[Path]:
     for pair in pairs:
         tracks = eligible(ctx.tracks, pair)
         if not tracks:
-            notes.append(f"- {pair.name}: no track has these stems (needs fine labels, as in the synthetic corpus).")
+            notes.append(
+                f"- {pair.name}: no track has these stems (needs fine labels, as in the synthetic corpus)."
+            )
             continue
         pool = donors(ctx.tracks, pair)
         fine_known = pair.query.lower() in sep.classes
         for i, entry in enumerate(tracks):
-            ctx.notify({"stage": "track", "track": f"{pair.query}: {entry.name}", "index": i, "total": len(tracks)})
+            ctx.notify(
+                {
+                    "stage": "track",
+                    "track": f"{pair.query}: {entry.name}",
+                    "index": i,
+                    "total": len(tracks),
+                }
+            )
             full = entry.load()
             q, others = _split_stems(full.labels, pair)
             track = full.subset(q + sorted({s for o in others for s in o}), name=entry.name)
@@ -142,31 +161,59 @@ def run(ctx: Context) -> list[Path]:
             rest = track.mixture - truth
             win = window_samples(sep, track.sample_rate)
             fig_start = loudest_window(truth, win)
-            query, q_sr, q_from, q_start = pick_query(ctx, pair, track, pool, (fig_start, fig_start + win))
+            query, q_sr, q_from, q_start = pick_query(
+                ctx, pair, track, pool, (fig_start, fig_start + win)
+            )
             coarse = full.labels[q[0]].get("coarse", "")
             latents: dict[str, Any] = {"query": sep.query_latent([(query, q_sr)])}
             if fine_known:
                 latents[f"class mean '{pair.query}'"] = sep.class_latent(pair.query)
             if coarse and coarse in sep.classes:
                 latents[f"class mean '{coarse}'"] = sep.class_latent(coarse)
-            base = {"pair": pair.name, "track": entry.name, "query_from": q_from, "query_start_s": q_start}
-            mix_scores = score(truth, rest, track.mixture, track.sample_rate, est_rest=track.mixture, fast=ctx.fast)
-            rows.append({**base, "latent": "mixture (reference)",
-                         **{k: nanmedian(mix_scores[k]) for k in ("SDR", "SIR", "SAR")}})
+            base = {
+                "pair": pair.name,
+                "track": entry.name,
+                "query_from": q_from,
+                "query_start_s": q_start,
+            }
+            mix_scores = score(
+                truth, rest, track.mixture, track.sample_rate, est_rest=track.mixture, fast=ctx.fast
+            )
+            rows.append(
+                {
+                    **base,
+                    "latent": "mixture (reference)",
+                    **{k: nanmedian(mix_scores[k]) for k in ("SDR", "SIR", "SAR")},
+                }
+            )
             estimates = {}
             for name, z in latents.items():
                 est = sep.separate(track.mixture, track.sample_rate, z)["target"]
                 estimates[name] = est
                 m = score(truth, rest, est, track.sample_rate, fast=ctx.fast)
-                rows.append({**base, "latent": name, **{k: nanmedian(m[k]) for k in ("SDR", "SIR", "SAR")}})
+                rows.append(
+                    {**base, "latent": name, **{k: nanmedian(m[k]) for k in ("SDR", "SIR", "SAR")}}
+                )
             if i == 0:
-                files.append(plot_spectrograms(
-                    out / f"zeroshot_{_file(pair.query)}.png",
-                    [(f"query ({pair.query})", query, q_sr),
-                     *[(title, excerpt(x, fig_start, win), track.sample_rate) for title, x in
-                       (("mixture", track.mixture), ("estimate", estimates["query"]), (f"truth ({pair.query})", truth))]],
-                    sep, title=f"{pair.name}: {entry.name} at {fig_start / track.sample_rate:.1f} s; "
-                               f"query from {q_from}"))
+                files.append(
+                    plot_spectrograms(
+                        out / f"zeroshot_{_file(pair.query)}.png",
+                        [
+                            (f"query ({pair.query})", query, q_sr),
+                            *[
+                                (title, excerpt(x, fig_start, win), track.sample_rate)
+                                for title, x in (
+                                    ("mixture", track.mixture),
+                                    ("estimate", estimates["query"]),
+                                    (f"truth ({pair.query})", truth),
+                                )
+                            ],
+                        ],
+                        sep,
+                        title=f"{pair.name}: {entry.name} at {fig_start / track.sample_rate:.1f} s; "
+                        f"query from {q_from}",
+                    )
+                )
     files.append(write_csv(out / "zeroshot.csv", rows))
     summary = []
     for pair in pairs:
@@ -177,23 +224,33 @@ def run(ctx: Context) -> list[Path]:
         for latent in dict.fromkeys(r["latent"] for r in sub):
             sdr = nanmedian([r["SDR"] for r in sub if r["latent"] == latent])
             n = len([r for r in sub if r["latent"] == latent])
-            summary.append([pair.name, latent, n, sdr, sdr - mix if latent != "mixture (reference)" else 0.0])
+            summary.append(
+                [pair.name, latent, n, sdr, sdr - mix if latent != "mixture (reference)" else 0.0]
+            )
     sources = sorted({r["query_from"].split(":")[0] for r in rows})
     text = f"""# Experiment: zero-shot sub-class targeting (paper section 7.2)
 
 Model: `{ctx.model_name}` ({training_note(sep)}). Data: {ctx.dataset}.
 Each mixture is made of the listed stems of one test track only (whole track); the query is the
-loudest {sep.model.config.audio.segment_seconds:.2f} s excerpt of the same fine stem from another test track
+loudest {
+        sep.model.config.audio.segment_seconds:.2f} s excerpt of the same fine stem from another test track
 (query sources used here: {", ".join(sources) or "none"}). Scores: median SDR over 1 s frames, then
-over tracks, target vs rest, with {"fast-bss-eval (validation only)" if ctx.fast else "museval (BSSEval v4)"}.
+over tracks, target vs rest, with {
+        "fast-bss-eval (validation only)" if ctx.fast else "museval (BSSEval v4)"
+    }.
 
-{md_table(["pair", "latent", "tracks", "median SDR (dB)", "gain over mixture (dB)"], summary)
- if summary else "No pair could be measured on this data."}
+{
+        md_table(["pair", "latent", "tracks", "median SDR (dB)", "gain over mixture (dB)"], summary)
+        if summary
+        else "No pair could be measured on this data."
+    }
 
 {chr(10).join(notes)}
 
 Figures (query | mixture | estimate | truth, one excerpt of the first track of each pair):
-{", ".join(f"`{f.name}`" for f in files if f.suffix == ".png") or "none"}. Per-track numbers: `zeroshot.csv`.
+{
+        ", ".join(f"`{f.name}`" for f in files if f.suffix == ".png") or "none"
+    }. Per-track numbers: `zeroshot.csv`.
 """
     files.append(write_md(out / "zeroshot.md", text))
     return files
