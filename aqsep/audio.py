@@ -9,6 +9,7 @@ destination folder, renamed over the final name only once complete.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import socket
@@ -239,6 +240,11 @@ class AudioReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rms_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (a floor of -200 dB for digital silence)."""
+    return 10.0 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
 
 
 def as_2d(audio: np.ndarray) -> np.ndarray:

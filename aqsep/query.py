@@ -13,11 +13,6 @@ from aqsep.transforms import stft
 SILENCE_DB = -50.0  # windows quieter than this (RMS, dBFS) do not count as query material
 
 
-def rms_db(x: np.ndarray | torch.Tensor) -> float:
-    x = torch.as_tensor(x)
-    return float(10 * torch.log10(x.float().pow(2).mean() + 1e-12))
-
-
 class LatentAverager:
     """Running mean of mu over the non-silent windows fed to it."""
 

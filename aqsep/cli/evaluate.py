@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aqsep.errors import QueryError
+
+if TYPE_CHECKING:
+    from aqsep.api import Separator
+    from aqsep.evaluate import TrackEntry
 
 HELP = """\
 Separates every track of the split (full tracks, chunked) and scores each target with museval
@@ -89,6 +94,28 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def open_data(args: argparse.Namespace) -> tuple[list[TrackEntry], Separator]:
+    """The tracks and the loaded separator named by :func:`add_data_arguments`'s options."""
+    from aqsep.api import Separator
+    from aqsep.evaluate import list_tracks
+
+    tracks = list_tracks(
+        args.data,
+        split=args.split,
+        musdb=args.musdb,
+        is_wav=args.is_wav,
+        max_tracks=args.max_tracks,
+    )
+    sep = Separator(
+        args.model,
+        device=args.device,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+    )
+    return tracks, sep
+
+
 def split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
@@ -139,12 +166,10 @@ class Bars:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aqsep.api import Separator
     from aqsep.evaluate import (
         METHODS,
         MODES,
         evaluate_tracks,
-        list_tracks,
         summarize,
         write_summary,
     )
@@ -155,20 +180,7 @@ def run(args: argparse.Namespace) -> int:
         raise QueryError(f"unknown --mode {', '.join(bad)}; choose from {', '.join(MODES)}")
     methods = (["mixture", "irm"] if args.references else []) + modes
     assert all(m in METHODS for m in methods)
-    tracks = list_tracks(
-        args.data,
-        split=args.split,
-        musdb=args.musdb,
-        is_wav=args.is_wav,
-        max_tracks=args.max_tracks,
-    )
-    sep = Separator(
-        args.model,
-        device=args.device,
-        segment=args.segment,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-    )
+    tracks, sep = open_data(args)
     bars = Bars(len(tracks), args.quiet)
     try:
         scores = evaluate_tracks(

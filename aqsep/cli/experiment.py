@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aqsep.cli.evaluate import Bars, add_data_arguments, data_id, split_list
+from aqsep.cli.evaluate import Bars, add_data_arguments, data_id, open_data, split_list
 
 NAMES = ("tsne", "zeroshot", "interpolate", "iterative", "compare", "all")
 
@@ -66,24 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aqsep.api import Separator
-    from aqsep.evaluate import list_tracks
     from aqsep.experiments import Context, run_experiment
 
-    tracks = list_tracks(
-        args.data,
-        split=args.split,
-        musdb=args.musdb,
-        is_wav=args.is_wav,
-        max_tracks=args.max_tracks,
-    )
-    sep = Separator(
-        args.model,
-        device=args.device,
-        segment=args.segment,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-    )
+    tracks, sep = open_data(args)
     dataset = (
         f"{Path(args.data).name} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, "
         f"{len(tracks)} track{'s' if len(tracks) != 1 else ''})"

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from aqsep.api import Separator, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
+from aqsep.cli.argtypes import non_negative_int, positive_int
 from aqsep.errors import AqsepError, AudioError, OutputError, QueryError
 
 EPILOG = """\
@@ -161,26 +162,6 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _refine_steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def _segment(text: str) -> float:
     try:
         value = float(text)
@@ -256,7 +237,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--refine",
-        type=_refine_steps,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="iterative refinement: re-encode the estimate as the query N times (default 0)",
@@ -294,7 +275,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         metavar="B",
         help="chunks per forward pass; lower it if memory runs short (default 4)",

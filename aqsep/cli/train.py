@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from aqsep.cli.argtypes import non_negative_int, positive_int
 from aqsep.config import TRAIN_PRESETS
 from aqsep.errors import AqsepError
 
@@ -47,26 +48,6 @@ _FIXED_ON_RESUME = (
     "latent_updates_query",
     "init",
 )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _learning_rate(text: str) -> float:
@@ -154,13 +135,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--steps",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help=f"total training steps (default: {_preset_defaults('max_steps')})",
     )
     run_opts.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         metavar="B",
         help="excerpts per step and process (default: 16)",
     )
@@ -172,7 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--seed",
-        type=_non_negative,
+        type=non_negative_int,
         metavar="S",
         help="seed of the data order and the weights (default: 0)",
     )
@@ -190,25 +171,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--val-every",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help=f"validate every N steps (default: {_preset_defaults('val_every')})",
     )
     run_opts.add_argument(
         "--checkpoint-every",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help=f"write checkpoints/last.ckpt every N steps (default: {_preset_defaults('checkpoint_every')})",
     )
     run_opts.add_argument(
         "--valid-excerpts",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help=f"size of the fixed, seeded validation set (default: {_preset_defaults('valid_excerpts')})",
     )
     run_opts.add_argument(
         "--log-every",
-        type=_positive,
+        type=positive_int,
         default=10,
         metavar="N",
         help="write the training losses to the CSV log every N steps (default: 10)",
@@ -222,7 +203,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     hw.add_argument(
         "--devices",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="devices (processes) per node; under torchrun: --nproc_per_node (the default)",
     )
@@ -236,7 +217,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     hw.add_argument(
         "--num-workers",
-        type=_non_negative,
+        type=non_negative_int,
         metavar="N",
         help="data loading processes (default: 2; 0 loads in the training process)",
     )

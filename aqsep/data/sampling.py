@@ -17,7 +17,6 @@ that a resumed run sees exactly the data order of an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from aqsep.audio import rms_db
 from aqsep.config import TrainConfig
 from aqsep.data.stems import Track
 from aqsep.errors import DataError
@@ -76,11 +76,6 @@ class Excerpt(Mix):
     track: str = ""
     start: int = 0
     stems: tuple[str, ...] = ()
-
-
-def rms_db(x: np.ndarray) -> float:
-    """RMS level in dBFS (a floor of -200 dB for digital silence)."""
-    return 10.0 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
 
 
 def mix_stems(

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aqsep.audio import AudioReader, audio_info, resample
+from aqsep.audio import AudioReader, audio_info, resample, rms_db
 from aqsep.errors import AqsepError, DataError
 
 #: Formats that libsndfile reads with seeking (lazy excerpt reads need it).
@@ -164,10 +164,6 @@ def _read_mono(path: Path, start: int, length: int) -> np.ndarray:
     with AudioReader(path) as reader:
         block = reader.read(start, length)
     return block.mean(axis=0) if block.shape[0] > 1 else block[0]
-
-
-def _rms_db(x: np.ndarray) -> float:
-    return 10.0 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
 
 
 def _is_stem_file(path: Path) -> bool:
@@ -324,7 +320,7 @@ def _probe_db(files: list[Path], length: int) -> float:
             for k, s in enumerate(starts):
                 block = reader.read(int(s), win)
                 total[k] += block.mean(axis=0)
-    return max(_rms_db(row) for row in total)
+    return max(rms_db(row) for row in total)
 
 
 def track_folders(root: str | Path, split: str | None = None) -> list[Path]:

@@ -1375,16 +1375,20 @@ def _render_job(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _read_json(path: Path, missing: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as err:
+        raise DataError(f"{path} does not exist: {missing}") from err
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {err}") from err
+
+
 def read_track_metadata(track_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``metadata.json`` of a rendered track (raises DataError when missing or invalid)."""
     path = Path(track_dir) / METADATA_NAME
-    try:
-        with open(path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except FileNotFoundError as err:
-        raise DataError(f"{path} does not exist: not a rendered track") from err
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
+    meta = _read_json(path, "not a rendered track")
     if not isinstance(meta, dict) or not isinstance(meta.get("stems"), dict):
         raise DataError(f"{path} is not a track metadata file (no 'stems')")
     return meta
@@ -1393,13 +1397,7 @@ def read_track_metadata(track_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def read_corpus_metadata(corpus_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The corpus-level ``metadata.json`` written by :func:`build_corpus`."""
     path = Path(corpus_dir) / METADATA_NAME
-    try:
-        with open(path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except FileNotFoundError as err:
-        raise DataError(f"{path} does not exist: not a corpus built by `aqsep synth`") from err
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
+    meta = _read_json(path, "not a corpus built by `aqsep synth`")
     if not isinstance(meta, dict) or "splits" not in meta:
         raise DataError(f"{path} is not a corpus metadata file (no 'splits')")
     return meta

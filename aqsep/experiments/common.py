@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from aqsep.api import Separator
 from aqsep.audio import resample, to_mono
+from aqsep.errors import QueryError
 from aqsep.evaluate import Progress, TrackEntry, coarse_targets
 from aqsep.query import SILENCE_DB
 from aqsep.transforms import stft
@@ -55,12 +56,21 @@ class Context:
         return str(path) if path is not None else "<in-memory model>"
 
     def class_targets(self) -> tuple[list[str], list[str]]:
-        """(targets to use, coarse classes of the data that the model has no latent for)."""
+        """(targets to use, coarse classes of the data that the model has no latent for).
+
+        Raises :class:`QueryError` when no class of the data has a latent in the model.
+        """
         if self.targets:
             return list(self.targets), []
         known = set(self.separator.classes)
         present = coarse_targets(self.tracks)
-        return [t for t in present if t in known], [t for t in present if t not in known]
+        targets = [t for t in present if t in known]
+        if not targets:
+            raise QueryError(
+                "no class of the data has a class latent in the model "
+                f"(it knows: {', '.join(self.separator.classes)})"
+            )
+        return targets, [t for t in present if t not in known]
 
     def notify(self, info: dict) -> None:
         if self.progress is not None:

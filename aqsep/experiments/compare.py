@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aqsep.errors import QueryError
 from aqsep.evaluate import evaluate_tracks, method_label, method_name, summarize
 from aqsep.experiments.common import Context, md_table, new_figure, save_figure, write_csv, write_md
 
@@ -39,10 +38,6 @@ OUR_METHODS = ("mixture", "irm", "mean", "iterative", "gt")
 
 def run(ctx: Context) -> list[Path]:
     targets, missing = ctx.class_targets()
-    if not targets:
-        raise QueryError(
-            f"no class of the data has a class latent in the model (it knows: {', '.join(ctx.separator.classes)})"
-        )
     scores = evaluate_tracks(
         ctx.separator,
         ctx.tracks,

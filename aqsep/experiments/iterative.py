@@ -69,10 +69,6 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 def run(ctx: Context) -> list[Path]:
     targets, missing = ctx.class_targets()
-    if not targets:
-        raise QueryError(
-            f"no class of the data has a class latent in the model (it knows: {', '.join(ctx.separator.classes)})"
-        )
     scores = evaluate_tracks(
         ctx.separator,
         ctx.tracks,
