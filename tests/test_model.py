@@ -1,0 +1,157 @@
+"""The networks: shapes for both presets, AdaIN, the losses, and the exact fast forms of the
+U-Net's convolutions checked against the plain PyTorch operations they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aqsep.config import PRESETS, preset
+from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
+from aqsep.model import (
+    AdaIN,
+    Posterior,
+    QuerySeparator,
+    UNetSeparator,
+    phase_conv2d,
+    phase_conv_transpose2d,
+)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_shapes_of_both_presets(name: str) -> None:
+    torch.manual_seed(0)
+    cfg = preset(name)
+    model = QuerySeparator(cfg).eval()
+    bins = cfg.audio.n_fft // 2 + 1
+    frames = 70  # not a multiple of 64: padded for the U-Net and cropped back
+    mixture = torch.rand(2, bins, frames)
+    with torch.no_grad():
+        posterior = model.encode(torch.rand(2, bins, cfg.audio.segment_frames))
+        mask = model.mask(mixture, posterior.mu)
+        estimate = model(mixture, posterior.mu)
+    assert posterior.mu.shape == posterior.logvar.shape == (2, cfg.query.latent_dim)
+    assert mask.shape == estimate.shape == mixture.shape
+    assert 0.0 <= float(mask.min()) and float(mask.max()) <= 1.0
+    torch.testing.assert_close(estimate, mask * mixture)
+    # the Nyquist bin reuses the mask of the highest modelled bin
+    torch.testing.assert_close(mask[:, -1], mask[:, cfg.audio.n_bins - 1])
+
+
+def test_posterior_sample_is_mu_plus_scaled_noise() -> None:
+    mu, logvar = torch.tensor([[1.0, -2.0]]), torch.log(torch.tensor([[4.0, 0.25]]))
+    draws = torch.stack([Posterior(mu, logvar).sample() for _ in range(4000)])
+    torch.testing.assert_close(draws.mean(0), mu, atol=0.1, rtol=0)
+    torch.testing.assert_close(draws.std(0), torch.tensor([[2.0, 0.5]]), atol=0.1, rtol=0)
+
+
+def test_adain_normalises_then_applies_the_z_dependent_scale_and_bias() -> None:
+    torch.manual_seed(0)
+    adain = AdaIN(channels=3, latent_dim=4)
+    h = 5.0 + 3.0 * torch.randn(2, 3, 8, 6)
+    z = torch.randn(2, 4)
+    # initialised as the identity after normalisation: per example and channel, mean 0 and std 1
+    out = adain(h, z)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), torch.zeros(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out.std(dim=(2, 3), unbiased=False), torch.ones(2, 3), atol=1e-3, rtol=0
+    )
+    # with a trained map, the output has gamma(z) as std and beta(z) as mean, per example
+    with torch.no_grad():
+        adain.to_scale_bias.weight.normal_()
+    gamma, beta = adain.to_scale_bias(z).chunk(2, dim=-1)
+    out = adain(h, z)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), beta, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        out.std(dim=(2, 3), unbiased=False), gamma.abs(), atol=1e-3, rtol=1e-3
+    )
+    # a different z changes the output; a different h with the same statistics does not matter
+    assert not torch.allclose(adain(h, z.flip(0)), out)
+    torch.testing.assert_close(adain(2.0 * h + 7.0, z), out, atol=1e-4, rtol=1e-4)
+
+
+def test_losses() -> None:
+    zero = Posterior(torch.zeros(3, 5), torch.zeros(3, 5))
+    assert float(kl_loss(zero)) == 0.0
+    # KL of N(mu, 1) to N(0, 1) is mu^2 / 2 per dimension, summed over dimensions
+    shifted = Posterior(torch.full((3, 5), 2.0), torch.zeros(3, 5))
+    assert float(kl_loss(shifted)) == pytest.approx(5 * 2.0)
+    assert float(latent_loss(torch.ones(2, 4), torch.zeros(2, 4))) == 1.0
+    assert float(reconstruction_loss(torch.full((2, 3), 0.5), torch.zeros(2, 3))) == 0.5
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("channels", [(1, 8), (3, 2)])
+def test_phase_conv2d_equals_the_stride_2_convolution(
+    kernel: int, channels: tuple[int, int]
+) -> None:
+    torch.manual_seed(kernel)
+    cin, cout = channels
+    x = torch.randn(2, cin, 16, 10, requires_grad=True)
+    w = torch.randn(cout, cin, kernel, kernel, requires_grad=True)
+    b = torch.randn(cout, requires_grad=True)
+    plain = F.conv2d(x, w, b, stride=2, padding=kernel // 2)
+    fast = phase_conv2d(x, w, b, padding=kernel // 2)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    grads_plain = torch.autograd.grad((plain * plain.detach()).sum(), (x, w, b))
+    grads_fast = torch.autograd.grad((fast * plain.detach()).sum(), (x, w, b))
+    for g_fast, g_plain in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(g_fast, g_plain, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("channels", [(16, 1), (3, 4)])
+def test_phase_conv_transpose2d_equals_the_transposed_convolution(
+    kernel: int, channels: tuple[int, int]
+) -> None:
+    torch.manual_seed(kernel)
+    cin, cout = channels
+    x = torch.randn(2, cin, 8, 5, requires_grad=True)
+    w = torch.randn(cin, cout, kernel, kernel, requires_grad=True)
+    b = torch.randn(cout, requires_grad=True)
+    plain = F.conv_transpose2d(x, w, b, stride=2, padding=kernel // 2, output_padding=1)
+    fast = phase_conv_transpose2d(x, w, b, padding=kernel // 2)
+    assert fast.shape == plain.shape == (2, cout, 16, 10)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    grads_plain = torch.autograd.grad((plain * plain.detach()).sum(), (x, w, b))
+    grads_fast = torch.autograd.grad((fast * plain.detach()).sum(), (x, w, b))
+    for g_fast, g_plain in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(g_fast, g_plain, atol=1e-3, rtol=1e-4)
+
+
+def plain_separator(sep: UNetSeparator, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The U-Net written with the textbook operations: z tiled and concatenated, nn.Conv2d and
+    nn.ConvTranspose2d modules called as they are, AdaIN as instance norm then scale and bias."""
+    tiled = z[:, :, None, None].expand(-1, -1, *spec.shape[-2:])
+    skips = [sep.encoder[0](torch.cat([spec, tiled], dim=1))]
+    for block in sep.encoder[1:]:
+        skips.append(block(skips[-1]))
+    h = skips.pop()
+    for i, (deconv, adain, drop) in enumerate(
+        zip(sep.deconvs, sep.adains, sep.dropouts, strict=True)
+    ):
+        if i > 0:
+            h = torch.cat([h, skips.pop()], dim=1)
+        gamma, beta = adain.to_scale_bias(z).chunk(2, dim=-1)
+        normed = F.instance_norm(deconv(h), eps=1e-5)
+        h = drop(F.relu(gamma[..., None, None] * normed + beta[..., None, None]))
+    h = torch.cat([h, skips.pop()], dim=1)
+    return torch.sigmoid(sep.to_mask(h))
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_separator_equals_the_textbook_u_net(kernel: int) -> None:
+    torch.manual_seed(0)
+    cfg = preset("cpu")
+    sep_cfg = type(cfg.separator)(channels=(4, 4, 8, 8, 8, 8), kernel_size=kernel)
+    sep = UNetSeparator(sep_cfg, latent_dim=6).eval()
+    with torch.no_grad():  # AdaIN maps away from their identity initialisation
+        for adain in sep.adains:
+            adain.to_scale_bias.weight.normal_(std=0.3)
+    spec = torch.rand(3, 1, 128, 64)
+    z = torch.randn(3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            sep(spec, z), plain_separator(sep, spec, z), atol=1e-5, rtol=1e-4
+        )
