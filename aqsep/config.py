@@ -81,6 +81,9 @@ class TrainConfig:
     lambda_kl: float = 0.01
     lambda_latent: float = 0.5
     latent_updates_query: bool = False  # BicycleGAN: L_latent updates the separator only
+    # share of each batch's mixtures that also take the L_latent path (a separator pass with
+    # z ~ N(0, I) and a re-encoding); BicycleGAN gives that path half of each batch
+    latent_fraction: float = 1.0
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     batch_size: int = 16
@@ -130,7 +133,9 @@ PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "cpu": CPU}
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
-    "cpu": TrainConfig(batch_size=16, max_steps=30_000, lr=5e-4, lr_decay_every=10_000),
+    "cpu": TrainConfig(
+        batch_size=16, max_steps=30_000, lr=5e-4, lr_decay_every=10_000, latent_fraction=0.5
+    ),
 }
 
 

@@ -132,6 +132,7 @@ class UNetSeparator(nn.Module):
             self.dropouts.append(nn.Dropout2d(drop) if drop > 0 else nn.Identity())
         self.to_mask = nn.ConvTranspose2d(2 * enc[0], 1, k, stride=2, padding=pad, output_padding=1)
         self.stride_product = 2 ** len(enc)
+        self.padding = pad  # of every (transposed) convolution
 
     def _first_conv(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The first convolution of ``concat(spec, z tiled over (freq, frames))``, computed without
@@ -148,9 +149,9 @@ class UNetSeparator(nn.Module):
         conv = first[0]
         assert isinstance(conv, nn.Conv2d)
         w_spec, w_z = conv.weight[:, :1], conv.weight[:, 1:]
-        out = phase_conv2d(spec, w_spec, conv.bias, padding=conv.padding[0])
+        out = phase_conv2d(spec, w_spec, conv.bias, padding=self.padding)
         kernels = torch.einsum("bc,ocij->boij", z.to(w_z.dtype), w_z).to(out.dtype)
-        k, stride, pad = w_z.shape[-1], conv.stride[0], conv.padding[0]
+        k, stride, pad = w_z.shape[-1], conv.stride[0], self.padding
         rows = inside_taps(spec.shape[-2], k, stride, pad).to(out)
         cols = inside_taps(spec.shape[-1], k, stride, pad).to(out)
         return out + rows @ kernels @ cols.T
@@ -179,8 +180,9 @@ class UNetSeparator(nn.Module):
             h = drop(F.relu(adain(deconv(h), z)))
         h = torch.cat([h, skips.pop()], dim=1)
         mask = self.to_mask
-        pad = mask.padding[0]
-        return torch.sigmoid(phase_conv_transpose2d(h, mask.weight, mask.bias, padding=pad))
+        return torch.sigmoid(
+            phase_conv_transpose2d(h, mask.weight, mask.bias, padding=self.padding)
+        )
 
 
 class QuerySeparator(nn.Module):

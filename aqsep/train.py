@@ -7,7 +7,9 @@ Loss (docs/paper.md section 5): ``L = lambda_R * L_R + lambda_KL * L_KL + lambda
 - ``L_latent``: L1 between ``z ~ N(0, I)`` and the mean of ``Q(S(M, z))``. With
   ``TrainConfig.latent_updates_query=False`` (BicycleGAN's choice, the default) this term
   re-encodes the estimate through the Query-net with *detached* parameters, so that its gradient
-  reaches the separator (through the estimate) but not the Query-net.
+  reaches the separator (through the estimate) but not the Query-net. The term is computed on the
+  first ``TrainConfig.latent_fraction`` of each batch's mixtures (all of them for the ``paper``
+  preset; half for ``cpu``, as BicycleGAN splits each batch between its two paths).
 
 The datasets return waveforms; the STFT runs inside the module, on the training device.
 
@@ -78,6 +80,14 @@ def encode_frozen(model: QuerySeparator, magnitude: torch.Tensor) -> Posterior:
     return torch.func.functional_call(query_net, params, (spec,))
 
 
+def latent_batch(batch: int, fraction: float) -> int:
+    """Mixtures of a batch of ``batch`` that take the L_latent path: ``fraction`` of them, at least
+    one."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"latent_fraction must be in (0, 1], got {fraction}")
+    return max(1, round(fraction * batch))
+
+
 def training_losses(
     model: QuerySeparator,
     mixture: torch.Tensor,
@@ -96,10 +106,14 @@ def training_losses(
     posterior = model.encode(target)
     z = posterior.sample(generator)
     if config.lambda_latent > 0:
-        z_prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        # both separator passes in one batch: S(M, z ~ Q(S_T)) and S(M, z ~ N(0, I))
-        estimates = model(torch.cat([mixture, mixture]), torch.cat([z, z_prior]))
-        estimate, estimate_prior = estimates.split(mixture.shape[0])
+        batch = mixture.shape[0]
+        n_prior = latent_batch(batch, config.latent_fraction)
+        shape = (n_prior, z.shape[-1])
+        z_prior = torch.randn(shape, generator=generator, device=z.device, dtype=z.dtype)
+        # both separator passes in one batch: S(M, z ~ Q(S_T)) and S(M', z ~ N(0, I)) on the
+        # first n_prior mixtures M'
+        estimates = model(torch.cat([mixture, mixture[:n_prior]]), torch.cat([z, z_prior]))
+        estimate, estimate_prior = estimates.split([batch, n_prior])
         encode = model.encode if config.latent_updates_query else lambda m: encode_frozen(model, m)
         latent = latent_loss(z_prior.float(), encode(estimate_prior).mu.float())
     else:

@@ -23,7 +23,14 @@ from aqsep.data.sampling import ExcerptDataset, SamplingConfig
 from aqsep.losses import reconstruction_loss
 from aqsep.model import QuerySeparator
 from aqsep.release import load_model
-from aqsep.train import RunSpec, export_model, last_checkpoint, train, training_losses
+from aqsep.train import (
+    RunSpec,
+    export_model,
+    last_checkpoint,
+    latent_batch,
+    train,
+    training_losses,
+)
 from aqsep.transforms import stft
 
 SR = 22050
@@ -179,6 +186,33 @@ def test_latent_loss_switch(updates_query: bool) -> None:
     assert torch.isclose(
         losses["loss"], losses["rec"] + 0.01 * losses["kl"] + 0.5 * losses["latent"]
     )
+
+
+@pytest.mark.parametrize(("fraction", "expected"), [(1.0, 6), (0.5, 3), (0.1, 1)])
+def test_latent_fraction_sends_that_share_of_the_batch_through_the_latent_path(
+    fraction: float, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = QuerySeparator(tiny_config())
+    seen: list[int] = []
+    forward = model.separator.forward
+
+    def counting(spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        seen.append(spec.shape[0])
+        return forward(spec, z)
+
+    monkeypatch.setattr(model.separator, "forward", counting)
+    mixture, target = torch.rand(6, 129, 64), torch.rand(6, 129, 64) * 0.5
+    losses = training_losses(model, mixture, target, TrainConfig(latent_fraction=fraction))
+    # one separator call: the 6 excerpts with z ~ Q(target), then the latent-path mixtures
+    assert seen == [6 + expected] and float(losses["latent"].detach()) > 0
+    assert latent_batch(6, fraction) == expected
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_latent_fraction_out_of_range_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match="latent_fraction"):
+        latent_batch(16, fraction)
 
 
 def test_no_latent_loss() -> None:

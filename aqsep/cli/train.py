@@ -46,6 +46,7 @@ _FIXED_ON_RESUME = (
     "seed",
     "no_latent_loss",
     "latent_updates_query",
+    "latent_fraction",
     "init",
 )
 
@@ -57,6 +58,16 @@ def _learning_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number such as 2e-4, got {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"learning rate must be in (0, 1), got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.5, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return value
 
 
@@ -170,6 +181,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="let L_latent update the Query-net too (default: the separator only, as BicycleGAN)",
     )
     run_opts.add_argument(
+        "--latent-fraction",
+        type=_fraction,
+        metavar="F",
+        help="share of each batch's mixtures that also take the L_latent path (a separator pass "
+        "with z ~ N(0, I) and a re-encoding); BicycleGAN gives it half of each batch "
+        f"(default: {_preset_defaults('latent_fraction')})",
+    )
+    run_opts.add_argument(
         "--val-every",
         type=positive_int,
         metavar="N",
@@ -251,6 +270,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "lambda_latent": 0.0 if args.no_latent_loss else None,
         "latent_updates_query": True if args.latent_updates_query else None,
+        "latent_fraction": args.latent_fraction,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -271,6 +291,7 @@ def _resume_spec(args: argparse.Namespace) -> Any:
         "seed": spec.train["seed"],
         "no_latent_loss": spec.train["lambda_latent"] == 0 or None,
         "latent_updates_query": spec.train["latent_updates_query"] or None,
+        "latent_fraction": spec.train.get("latent_fraction", 1.0),
         "init": spec.init,
     }
     changed = [
