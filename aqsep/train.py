@@ -8,8 +8,7 @@ Loss (docs/paper.md section 5): ``L = lambda_R * L_R + lambda_KL * L_KL + lambda
   ``TrainConfig.latent_updates_query=False`` (BicycleGAN's choice, the default) this term
   re-encodes the estimate through the Query-net with *detached* parameters, so that its gradient
   reaches the separator (through the estimate) but not the Query-net. The term is computed on the
-  first ``TrainConfig.latent_fraction`` of each batch's mixtures (all of them for the ``paper``
-  preset; half for ``cpu``, as BicycleGAN splits each batch between its two paths).
+  first ``TrainConfig.latent_fraction`` of each batch's mixtures (all of them by default).
 
 The datasets return waveforms; the STFT runs inside the module, on the training device.
 

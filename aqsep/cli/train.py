@@ -185,8 +185,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=_fraction,
         metavar="F",
         help="share of each batch's mixtures that also take the L_latent path (a separator pass "
-        "with z ~ N(0, I) and a re-encoding); BicycleGAN gives it half of each batch "
-        f"(default: {_preset_defaults('latent_fraction')})",
+        "with z ~ N(0, I) and a re-encoding): less is faster (0.5: about 1.3x per step) but was "
+        f"less stable in a small trial, see docs/benchmarks.md (default: {_preset_defaults('latent_fraction')})",
     )
     run_opts.add_argument(
         "--val-every",
