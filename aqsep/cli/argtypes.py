@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def _int_at_least(text: str, minimum: int, requirement: str) -> int:
@@ -23,3 +24,17 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """A whole number >= 0 (refinement steps, data-loading workers...)."""
     return _int_at_least(text, 0, "0 or more")
+
+
+def checked_float(
+    text: str, valid: Callable[[float], bool], not_a_number: str, out_of_range: str
+) -> float:
+    """``float(text)`` if ``valid`` accepts it (NaN never passes a comparison). The messages are
+    formatted with ``text`` (as typed) and, for ``out_of_range``, ``value`` (as parsed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(not_a_number.format(text=text)) from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(out_of_range.format(text=text, value=value))
+    return value

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from aqsep.api import Separator, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
-from aqsep.cli.argtypes import non_negative_int, positive_int
+from aqsep.cli.argtypes import checked_float, non_negative_int, positive_int
 from aqsep.errors import AqsepError, AudioError, OutputError, QueryError
 
 EPILOG = """\
@@ -163,23 +163,18 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
 
 
 def _segment(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0.1:
-        raise argparse.ArgumentTypeError(f"must be at least 0.1 s, got {text}")
-    return value
+    return checked_float(
+        text,
+        lambda v: v >= 0.1,
+        "{text!r} is not a number of seconds",
+        "must be at least 0.1 s, got {text}",
+    )
 
 
 def _overlap(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return checked_float(
+        text, lambda v: 0.0 <= v < 1.0, "{text!r} is not a number", "must be in [0, 1), got {text}"
+    )
 
 
 def _name(text: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from aqsep.cli.argtypes import non_negative_int, positive_int
+from aqsep.cli.argtypes import checked_float, non_negative_int, positive_int
 from aqsep.config import TRAIN_PRESETS
 from aqsep.errors import AqsepError
 
@@ -52,23 +52,21 @@ _FIXED_ON_RESUME = (
 
 
 def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 2e-4, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"learning rate must be in (0, 1), got {value}")
-    return value
+    return checked_float(
+        text,
+        lambda v: 0 < v < 1,
+        "expected a number such as 2e-4, got {text!r}",
+        "learning rate must be in (0, 1), got {value}",
+    )
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 0.5, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
+    return checked_float(
+        text,
+        lambda v: 0 < v <= 1,
+        "expected a number such as 0.5, got {text!r}",
+        "must be in (0, 1], got {value}",
+    )
 
 
 def _preset_defaults(field: str) -> str:
