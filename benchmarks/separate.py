@@ -371,32 +371,15 @@ def work_separate(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _textbook_forward(sep: Any, spec: Any, z: Any) -> Any:
-    """``UNetSeparator.forward`` as first written: z tiled over the plane and concatenated to the
-    input channels, every convolution and transposed convolution called as its PyTorch module,
-    AdaIN as an instance norm followed by the z-dependent scale and bias.
+    """``UNetSeparator.forward`` as first written (``tests/reference.py``): z tiled and
+    concatenated, every convolution as its PyTorch module, AdaIN as instance norm then scale and
+    bias. Same weights and, up to float rounding, the same mask as aqsep's own forward, which
+    computes four of these parts in exact faster forms (aqsep/model.py)."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    from reference import textbook_forward
 
-    Same weights and, up to float rounding, the same mask as aqsep's own forward, which computes
-    the tiled-z part, the stride-2 first convolution, the one-channel output layer and AdaIN in
-    exact faster forms (aqsep/model.py); this is the reference those forms are measured against.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    tiled = z[:, :, None, None].expand(-1, -1, *spec.shape[-2:]).to(spec.dtype)
-    skips = [sep.encoder[0](torch.cat([spec, tiled], dim=1))]
-    for block in sep.encoder[1:]:
-        skips.append(block(skips[-1]))
-    h = skips.pop()
-    for i, (deconv, adain, drop) in enumerate(
-        zip(sep.deconvs, sep.adains, sep.dropouts, strict=True)
-    ):
-        if i > 0:
-            h = torch.cat([h, skips.pop()], dim=1)
-        gamma, beta = adain.to_scale_bias(z).chunk(2, dim=-1)
-        normed = F.instance_norm(deconv(h), eps=adain.eps)
-        h = drop(F.relu(gamma[..., None, None] * normed + beta[..., None, None]))
-    h = torch.cat([h, skips.pop()], dim=1)
-    return torch.sigmoid(sep.to_mask(h))
+    return textbook_forward(sep, spec, z)
 
 
 def work_forward(spec: dict[str, Any]) -> dict[str, Any]:
