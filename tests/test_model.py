@@ -82,6 +82,17 @@ def test_losses() -> None:
     assert float(reconstruction_loss(torch.full((2, 3), 0.5), torch.zeros(2, 3))) == 0.5
 
 
+def assert_same_values_and_gradients(
+    fast: torch.Tensor, plain: torch.Tensor, inputs: tuple[torch.Tensor, ...]
+) -> None:
+    """``fast`` equals ``plain``, and so do their gradients with respect to ``inputs``."""
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    grads_plain = torch.autograd.grad((plain * plain.detach()).sum(), inputs)
+    grads_fast = torch.autograd.grad((fast * plain.detach()).sum(), inputs)
+    for g_fast, g_plain in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(g_fast, g_plain, atol=1e-3, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 @pytest.mark.parametrize("channels", [(1, 8), (3, 2)])
 def test_phase_conv2d_equals_the_stride_2_convolution(
@@ -94,11 +105,7 @@ def test_phase_conv2d_equals_the_stride_2_convolution(
     b = torch.randn(cout, requires_grad=True)
     plain = F.conv2d(x, w, b, stride=2, padding=kernel // 2)
     fast = phase_conv2d(x, w, b, padding=kernel // 2)
-    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
-    grads_plain = torch.autograd.grad((plain * plain.detach()).sum(), (x, w, b))
-    grads_fast = torch.autograd.grad((fast * plain.detach()).sum(), (x, w, b))
-    for g_fast, g_plain in zip(grads_fast, grads_plain, strict=True):
-        torch.testing.assert_close(g_fast, g_plain, atol=1e-3, rtol=1e-4)
+    assert_same_values_and_gradients(fast, plain, (x, w, b))
 
 
 @pytest.mark.parametrize("kernel", [3, 5, 7])
@@ -114,11 +121,7 @@ def test_phase_conv_transpose2d_equals_the_transposed_convolution(
     plain = F.conv_transpose2d(x, w, b, stride=2, padding=kernel // 2, output_padding=1)
     fast = phase_conv_transpose2d(x, w, b, padding=kernel // 2)
     assert fast.shape == plain.shape == (2, cout, 16, 10)
-    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
-    grads_plain = torch.autograd.grad((plain * plain.detach()).sum(), (x, w, b))
-    grads_fast = torch.autograd.grad((fast * plain.detach()).sum(), (x, w, b))
-    for g_fast, g_plain in zip(grads_fast, grads_plain, strict=True):
-        torch.testing.assert_close(g_fast, g_plain, atol=1e-3, rtol=1e-4)
+    assert_same_values_and_gradients(fast, plain, (x, w, b))
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
