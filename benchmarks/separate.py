@@ -277,6 +277,21 @@ def use_textbook_unet() -> None:
     UNetSeparator.forward = _textbook_forward  # type: ignore[method-assign,assignment]
 
 
+def _separation_figures(
+    audio_s: float, wall: float, cpu: float, peak: float, rss_loaded: float, load_s: float
+) -> dict[str, Any]:
+    """The figures every separation run reports (aqsep's and the peer's), rounded for the JSON."""
+    return {
+        "audio_s": audio_s,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "x_realtime": round(audio_s / wall, 2),
+        "peak_rss_mb": round(peak, 1),
+        "rss_after_load_mb": round(rss_loaded, 1),
+        "load_s": round(load_s, 3),
+    }
+
+
 def work_separate(spec: dict[str, Any]) -> dict[str, Any]:
     """One ``Separator.separate_file`` call on a WAV file, timed, with its peak RSS and FLOPs."""
     import torch
@@ -354,13 +369,7 @@ def work_separate(spec: dict[str, Any]) -> dict[str, Any]:
     stages["other (Python, overlap-add, copies)"] = round(wall - sum(timer.seconds.values()), 3)
     unet_s = timer.seconds.get("U-Net (mask)", float("nan"))
     return {
-        "audio_s": audio_s,
-        "wall_s": round(wall, 3),
-        "cpu_s": round(cpu, 3),
-        "x_realtime": round(audio_s / wall, 2),
-        "peak_rss_mb": round(peak, 1),
-        "rss_after_load_mb": round(rss_loaded, 1),
-        "load_s": round(load_s, 3),
+        **_separation_figures(audio_s, wall, cpu, peak, rss_loaded, load_s),
         "chunks": n_chunks,
         "chunk_batch_shape": list(mag_shape),
         "unet_gflop_per_chunk": round(flops_per_chunk / 1e9, 3),
@@ -541,13 +550,7 @@ def work_spleeter(spec: dict[str, Any]) -> dict[str, Any]:
     peak = peak_rss_mb()
     audio_s = spec["seconds"]
     return {
-        "audio_s": audio_s,
-        "wall_s": round(wall, 3),
-        "cpu_s": round(cpu, 3),
-        "x_realtime": round(audio_s / wall, 2),
-        "peak_rss_mb": round(peak, 1),
-        "rss_after_load_mb": round(rss_loaded, 1),
-        "load_s": round(load_s, 3),
+        **_separation_figures(audio_s, wall, cpu, peak, rss_loaded, load_s),
         "stages_s": {
             "file read": round(t_read - t0, 3),
             "separate (both stems)": round(t_sep - t_read, 3),
