@@ -749,17 +749,7 @@ def _evaluate_one(
         for t in wanted:
             if t in have:
                 done += 1
-                notify(
-                    {
-                        "stage": "job",
-                        "track": entry.name,
-                        "method": name,
-                        "target": t,
-                        "done": done,
-                        "total": jobs,
-                        "cached": True,
-                    }
-                )
+                notify(_job_event(entry.name, name, t, done, jobs, cached=True))
         results = {t: v for t, v in have.items() if v}
         skipped = sorted(t for t, v in have.items() if not v)
         notes: list[str] = list(old.get("notes", []))
@@ -779,17 +769,7 @@ def _evaluate_one(
                         target_audio, rest, est, track.sample_rate, est_rest=est_rest, fast=fast
                     )
                 done += 1
-                notify(
-                    {
-                        "stage": "job",
-                        "track": entry.name,
-                        "method": name,
-                        "target": t,
-                        "done": done,
-                        "total": jobs,
-                        "cached": False,
-                    }
-                )
+                notify(_job_event(entry.name, name, t, done, jobs, cached=False))
             if path is not None:
                 header = _header(
                     separator, method, refine, fast, split, data_id, fingerprint, track.sample_rate
@@ -800,6 +780,21 @@ def _evaluate_one(
                     header["notes"] = notes
                 _write_json_atomic(path, track_json(entry.name, results, header))
         scores[name][entry.name] = {t: v for t, v in results.items() if t in wanted}
+
+
+def _job_event(
+    track: str, method: str, target: str, done: int, total: int, *, cached: bool
+) -> dict[str, Any]:
+    """Progress event: one (track, method, target) job finished, or found in the cache."""
+    return {
+        "stage": "job",
+        "track": track,
+        "method": method,
+        "target": target,
+        "done": done,
+        "total": total,
+        "cached": cached,
+    }
 
 
 def _tagged(notify: Progress, track: str, method: str, target: str) -> Progress:
