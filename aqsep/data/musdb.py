@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from aqsep.data.stems import StemLabel, StemsTrack, Track, build_track, native_span, to_model_rate
+from aqsep.data.stems import (
+    StemLabel,
+    StemsTrack,
+    Track,
+    build_track,
+    model_rate_length,
+    native_span,
+    to_model_rate,
+)
 from aqsep.errors import DataError
 
 STEMS = ("vocals", "drums", "bass", "other")
@@ -55,11 +63,7 @@ class MusdbStemTrack(Track):
         self.native_rate = native_rate
         self.native_length = native_length
         self.sample_rate = sample_rate
-        self.length = (
-            native_length
-            if native_rate == sample_rate
-            else int(native_length * sample_rate // native_rate)
-        )
+        self.length = model_rate_length(native_length, native_rate, sample_rate)
 
     def read(self, start: int, length: int, stems: Sequence[str] | None = None) -> np.ndarray:
         names = self.stems if stems is None else tuple(stems)

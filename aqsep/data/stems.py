@@ -111,11 +111,7 @@ class StemsTrack(Track):
         self.native_rate = native_rate
         self.native_length = native_length
         self.sample_rate = sample_rate
-        self.length = (
-            native_length
-            if native_rate == sample_rate
-            else int(native_length * sample_rate // native_rate)
-        )
+        self.length = model_rate_length(native_length, native_rate, sample_rate)
         self.has_fine_labels = has_fine_labels
 
     def files(self, stem: str) -> list[Path]:
@@ -129,6 +125,14 @@ class StemsTrack(Track):
             for path in self._groups[stem].files:
                 native[i] += _read_mono(path, lo, n)
         return to_model_rate(native, offset, length, self.native_rate, self.sample_rate)
+
+
+def model_rate_length(native_length: int, native_rate: int, sample_rate: int) -> int:
+    """Samples of a track of ``native_length`` samples at ``native_rate`` once resampled to the
+    model's ``sample_rate`` (rounded down)."""
+    if native_rate == sample_rate:
+        return native_length
+    return int(native_length * sample_rate // native_rate)
 
 
 def native_span(
