@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from aqsep.api import Separator
 from aqsep.audio import resample, to_mono
 from aqsep.errors import QueryError
-from aqsep.evaluate import Progress, TrackEntry, coarse_targets
+from aqsep.evaluate import Progress, Scores, TrackEntry, coarse_targets, evaluate_tracks
 from aqsep.query import SILENCE_DB
 from aqsep.transforms import stft
 
@@ -71,6 +71,21 @@ class Context:
                 f"(it knows: {', '.join(self.separator.classes)})"
             )
         return targets, [t for t in present if t not in known]
+
+    def evaluate(self, targets: list[str], methods: list[str]) -> Scores:
+        """Scores of ``methods`` for ``targets`` on every track, cached under :attr:`scores_dir`."""
+        return evaluate_tracks(
+            self.separator,
+            self.tracks,
+            targets,
+            methods,
+            refine=self.refine,
+            fast=self.fast,
+            out_dir=self.scores_dir,
+            split=self.split,
+            data_id=self.data_id,
+            progress=self.progress,
+        )
 
     def notify(self, info: dict) -> None:
         if self.progress is not None:

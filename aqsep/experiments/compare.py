@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aqsep.evaluate import evaluate_tracks, method_label, method_name, summarize
+from aqsep.evaluate import method_label, method_name, summarize
 from aqsep.experiments.common import Context, md_table, new_figure, save_figure, write_csv, write_md
 
 NAME = "compare"
@@ -38,18 +38,7 @@ OUR_METHODS = ("mixture", "irm", "mean", "iterative", "gt")
 
 def run(ctx: Context) -> list[Path]:
     targets, missing = ctx.class_targets()
-    scores = evaluate_tracks(
-        ctx.separator,
-        ctx.tracks,
-        targets,
-        list(OUR_METHODS),
-        refine=ctx.refine,
-        fast=ctx.fast,
-        out_dir=ctx.scores_dir,
-        split=ctx.split,
-        data_id=ctx.data_id,
-        progress=ctx.progress,
-    )
+    scores = ctx.evaluate(targets, list(OUR_METHODS))
     summary = {(r.method, r.target): r for r in summarize(scores)}
     columns = [c for c in CLASSES if c in targets] + [t for t in targets if t not in CLASSES]
     measured = f"measured on {ctx.dataset}" + (

@@ -19,7 +19,7 @@ import numpy as np
 
 from aqsep.audio import AudioReader
 from aqsep.errors import QueryError
-from aqsep.evaluate import evaluate_tracks, method_name, track_medians
+from aqsep.evaluate import method_name, track_medians
 from aqsep.experiments.common import (
     Context,
     embed_2d,
@@ -69,18 +69,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 def run(ctx: Context) -> list[Path]:
     targets, missing = ctx.class_targets()
-    scores = evaluate_tracks(
-        ctx.separator,
-        ctx.tracks,
-        targets,
-        ["mean", "iterative"],
-        refine=ctx.refine,
-        fast=ctx.fast,
-        out_dir=ctx.scores_dir,
-        split=ctx.split,
-        data_id=ctx.data_id,
-        progress=ctx.progress,
-    )
+    scores = ctx.evaluate(targets, ["mean", "iterative"])
     med = track_medians(scores)
     single, multi = (
         med[method_name("mean", 1, ctx.fast)],
