@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from conftest import save_tiny_model, subprocess_env, tiny_config
 
-from aqsep.config import TrainConfig
+from aqsep.config import TrainConfig, preset
 from aqsep.data import open_tracks
 from aqsep.data.sampling import ExcerptDataset, SamplingConfig
 from aqsep.losses import reconstruction_loss
@@ -354,6 +354,48 @@ def test_resume_after_sigkill_continues_step_and_data_order(
         "--lr cannot change when a run is resumed"
         in cli("train", *common, "--resume", "--lr", 0.1).one_line_error()
     )
+
+
+def test_size_options_shape_a_new_run_and_are_fixed_on_resume(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "sized"
+    common = [
+        "--data",
+        corpus,
+        "--out",
+        run_dir,
+        "--batch-size",
+        1,
+        "--num-workers",
+        0,
+        "--val-every",
+        1000,
+        "--valid-excerpts",
+        1,
+        "--quiet",
+    ]
+    sizes = ["--channels", "2,2,4,4,8,8", "--kernel-size", 3, "--latent-dim", 4]
+    assert cli("train", *common, *sizes, "--steps", 1).code == 0
+    config = load_model(run_dir / "model").model.config
+    assert config.separator.channels == (2, 2, 4, 4, 8, 8)
+    assert config.separator.kernel_size == 3 and config.query.latent_dim == 4
+    assert config.query.channels == preset("cpu").query.channels  # what was not given
+    assert RunSpec.load(run_dir).model_config == config
+    # the sizes define the run: a resume may repeat them, not change them
+    assert (
+        "--kernel-size cannot change when a run is resumed"
+        in cli("train", *common, "--resume", "--steps", 2, "--kernel-size", 5).one_line_error()
+    )
+    assert cli("train", *common, *sizes, "--resume", "--steps", 2).code == 0
+    assert load_model(run_dir / "model").metadata["steps"] == 2
+    # --init brings its own sizes
+    error = cli(
+        "train", "--data", corpus, "--out", tmp_path / "ft", "--init", run_dir / "model",
+        "--latent-dim", 8,
+    ).one_line_error()  # fmt: skip
+    assert "--latent-dim cannot go with --init" in error
+    assert "--channels" in cli("train", "--help").out
 
 
 # ------------------------------------------------------------------------------------ DDP

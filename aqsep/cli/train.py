@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aqsep.cli.argtypes import checked_float, non_negative_int, positive_int
-from aqsep.config import TRAIN_PRESETS
+from aqsep.config import PRESETS, TRAIN_PRESETS, ModelConfig, preset
 from aqsep.errors import AqsepError
 
 EPILOG = """\
@@ -48,6 +48,9 @@ _FIXED_ON_RESUME = (
     "latent_updates_query",
     "latent_fraction",
     "init",
+    "channels",
+    "kernel_size",
+    "latent_dim",
 )
 
 
@@ -67,6 +70,26 @@ def _fraction(text: str) -> float:
         "expected a number such as 0.5, got {text!r}",
         "must be in (0, 1], got {value}",
     )
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if len(parts) != 6:
+        raise argparse.ArgumentTypeError(
+            f"expected six comma-separated channel counts such as 8,16,32,64,128,256, got {text!r}"
+        )
+    return tuple(positive_int(part.strip()) for part in parts)
+
+
+def _kernel_size(text: str) -> int:
+    value = positive_int(text)
+    if value < 3 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd number of at least 3, got {value}")
+    return value
+
+
+def _size_defaults(get: Any) -> str:
+    return ", ".join(f"{name} {get(cfg)}" for name, cfg in sorted(PRESETS.items()))
 
 
 def _preset_defaults(field: str) -> str:
@@ -211,6 +234,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="write the training losses to the CSV log every N steps (default: 10)",
     )
+    size = parser.add_argument_group(
+        "model size (new runs; default: the preset's sizes, which --init replaces by its model's)"
+    )
+    size.add_argument(
+        "--channels",
+        type=_channels,
+        metavar="C1,...,C6",
+        help="channels of the separator's six encoder blocks (the decoder mirrors them) "
+        f"(default: {_size_defaults(lambda c: ','.join(map(str, c.separator.channels)))})",
+    )
+    size.add_argument(
+        "--kernel-size",
+        type=_kernel_size,
+        metavar="K",
+        help="kernel size of the separator's convolutions, odd "
+        f"(default: {_size_defaults(lambda c: c.separator.kernel_size)})",
+    )
+    size.add_argument(
+        "--latent-dim",
+        type=positive_int,
+        metavar="D",
+        help=f"size of the query latent z (default: {_size_defaults(lambda c: c.query.latent_dim)})",
+    )
     hw = parser.add_argument_group("hardware")
     hw.add_argument(
         "--accelerator",
@@ -291,6 +337,9 @@ def _resume_spec(args: argparse.Namespace) -> Any:
         "latent_updates_query": spec.train["latent_updates_query"] or None,
         "latent_fraction": spec.train.get("latent_fraction", 1.0),
         "init": spec.init,
+        "channels": tuple(spec.model_config.separator.channels),
+        "kernel_size": spec.model_config.separator.kernel_size,
+        "latent_dim": spec.model_config.query.latent_dim,
     }
     changed = [
         f"--{name.replace('_', '-')}"
@@ -322,6 +371,22 @@ def _resume_spec(args: argparse.Namespace) -> Any:
     )
 
 
+_SIZES = ("channels", "kernel_size", "latent_dim")
+
+
+def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
+    """``config`` with the sizes given on the command line."""
+    from dataclasses import replace
+
+    separator = replace(
+        config.separator,
+        channels=args.channels or config.separator.channels,
+        kernel_size=args.kernel_size or config.separator.kernel_size,
+    )
+    query = replace(config.query, latent_dim=args.latent_dim or config.query.latent_dim)
+    return replace(config, separator=separator, query=query)
+
+
 def _new_spec(args: argparse.Namespace) -> Any:
     from aqsep.release import load_model
     from aqsep.train import RunSpec
@@ -332,7 +397,16 @@ def _new_spec(args: argparse.Namespace) -> Any:
         raise AqsepError("--is-wav only applies to --musdb data")
     model_config = None
     if args.init:
+        sizes = [
+            f"--{name.replace('_', '-')}" for name in _SIZES if getattr(args, name) is not None
+        ]
+        if sizes:
+            raise AqsepError(
+                f"{', '.join(sizes)} cannot go with --init: the model's sizes come from {args.init}"
+            )
         model_config = load_model(args.init).model.config
+    else:
+        model_config = _sized(preset(args.preset or "cpu"), args)
     return RunSpec.create(
         args.data,
         preset=args.preset or "cpu",
