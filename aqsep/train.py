@@ -240,7 +240,9 @@ def _worker_init(_: int) -> None:
 
 
 class ExcerptData(L.LightningDataModule):
-    """Training excerpts indexed by global sample index; a fixed, seeded validation set."""
+    """Training excerpts indexed by global sample index; a fixed, seeded validation set whose
+    excerpts all have a non-silent rest (``SamplingConfig.require_rest``), so that the validation
+    SDR measures separation."""
 
     def __init__(
         self, train: list[Track], valid: list[Track], *, length: int, config: TrainConfig
@@ -288,7 +290,7 @@ class ExcerptData(L.LightningDataModule):
         dataset = ExcerptDataset(
             self.valid_tracks,
             self.length,
-            self.sampling,
+            replace(self.sampling, require_rest=True),
             seed=tc.seed,
             size=tc.valid_excerpts,
             stream=VALID_STREAM,

@@ -110,6 +110,30 @@ def test_silent_targets_are_redrawn() -> None:
         assert np.array_equal(ex.mixture, ex.target + ex.rest)
 
 
+def test_require_rest_redraws_excerpts_whose_rest_is_silent() -> None:
+    tracks = [noise_track("a", seed=1), noise_track("b", seed=2)]
+
+    def silent_rest_share(config: SamplingConfig) -> float:
+        rng = np.random.default_rng(0)
+        draws = [sample_excerpt(tracks, 1000, rng, config) for _ in range(400)]
+        assert all(np.array_equal(ex.mixture, ex.target + ex.rest) for ex in draws)
+        silent = [
+            is_silent_target(ex.rest, ex.mixture, silence_db=-50, relative_db=-60) for ex in draws
+        ]
+        return float(np.mean(silent))
+
+    # four stems: a Target/Rest split with r rest stems drops them all with p = 0.5**r, which
+    # is 2/7 over the 14 splits; the training strategy keeps those excerpts, validation does not
+    assert abs(silent_rest_share(SamplingConfig()) - 2 / 7) < 0.06
+    assert silent_rest_share(SamplingConfig(require_rest=True)) == 0.0
+    # a track with a single sounding stem cannot give one
+    solo = ArrayTrack("solo", {"a": 0.1 * np.ones(4000), "b": np.zeros(4000)})
+    with pytest.raises(DataError, match="non-silent target and rest"):
+        sample_excerpt(
+            [solo], 1000, np.random.default_rng(0), SamplingConfig(max_tries=20, require_rest=True)
+        )
+
+
 def test_relative_silence() -> None:
     target = np.full(100, 1e-2, np.float32)  # -40 dBFS: loud enough on its own
     assert not is_silent_target(target, target, silence_db=-50, relative_db=-60)

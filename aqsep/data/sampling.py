@@ -6,7 +6,10 @@ Uniform(``gain_low``, ``gain_high``); the target is the sum of the kept target s
 mixture is target + rest. The query is the target itself. Guards [default]: the Target/Rest split
 is a random non-empty proper subset, the keep draws are redone while no target stem is kept, and
 an excerpt whose target is silent (RMS below ``silence_db``, or more than ``relative_db`` below the
-mixture) is replaced by a new excerpt. With probability ``remix_prob`` each stem comes from
+mixture) is replaced by a new excerpt. With ``require_rest`` (the validation set), an excerpt whose
+rest is silent by the same test is replaced too: with four stems about 30 % of draws drop every
+rest stem, and such a mixture *is* its target, which says nothing about separation and gives the
+mixture an SDR of +inf. With probability ``remix_prob`` each stem comes from
 another random track (and offset) that has a stem of the same name.
 
 Every draw takes a :class:`numpy.random.Generator`; :class:`ExcerptDataset` seeds one per excerpt
@@ -41,6 +44,7 @@ class SamplingConfig:
     remix_prob: float = 0.0
     silence_db: float = -50.0  # reject a target whose RMS (dBFS) is below this [default]
     relative_db: float = -60.0  # ... or that lies more than 60 dB below the mixture [default]
+    require_rest: bool = False  # also reject an excerpt whose rest is silent (validation)
     max_tries: int = 200  # excerpts drawn before giving up on a (silent) data set
 
     def __post_init__(self) -> None:
@@ -166,15 +170,17 @@ def sample_excerpt(
             gain_low=config.gain_low,
             gain_high=config.gain_high,
         )
-        if not is_silent_target(
-            mix.target, mix.mixture, silence_db=config.silence_db, relative_db=config.relative_db
+        levels = {"silence_db": config.silence_db, "relative_db": config.relative_db}
+        if not is_silent_target(mix.target, mix.mixture, **levels) and not (
+            config.require_rest and is_silent_target(mix.rest, mix.mixture, **levels)
         ):
             return Excerpt(
                 **vars(mix), track=tracks[index].name, start=start, stems=tracks[index].stems
             )
+    wanted = "target and rest" if config.require_rest else "target"
     raise DataError(
-        f"no excerpt with a non-silent target (RMS above {config.silence_db:g} dBFS) in {config.max_tries} "
-        "draws: the data is silent or nearly so; check its levels"
+        f"no excerpt with a non-silent {wanted} (RMS above {config.silence_db:g} dBFS) in "
+        f"{config.max_tries} draws: the data is silent or nearly so; check its levels"
     )
 
 
