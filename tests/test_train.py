@@ -289,6 +289,22 @@ def _cli(*args: object) -> list[str]:
     return [sys.executable, "-m", "aqsep", "train", *map(str, args)]
 
 
+def _quick_run(corpus: Path, run_dir: Path, *, batch_size: int) -> list[object]:
+    """`aqsep train` options of a short test run: in-process data, no validation on the way."""
+    return [
+        "--data",
+        corpus,
+        "--out",
+        run_dir,
+        "--batch-size",
+        batch_size,
+        "--num-workers",
+        0,
+        "--val-every",
+        1000,
+    ]
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_step_and_data_order(
     corpus: Path, tmp_path: Path, cli
@@ -296,16 +312,7 @@ def test_resume_after_sigkill_continues_step_and_data_order(
     tiny = save_tiny_model(tmp_path / "tiny")
     run_dir = tmp_path / "run"
     common = [
-        "--data",
-        corpus,
-        "--out",
-        run_dir,
-        "--batch-size",
-        2,
-        "--num-workers",
-        0,
-        "--val-every",
-        1000,
+        *_quick_run(corpus, run_dir, batch_size=2),
         "--checkpoint-every",
         3,
         "--log-every",
@@ -360,21 +367,7 @@ def test_size_options_shape_a_new_run_and_are_fixed_on_resume(
     corpus: Path, tmp_path: Path, cli
 ) -> None:  # type: ignore[no-untyped-def]
     run_dir = tmp_path / "sized"
-    common = [
-        "--data",
-        corpus,
-        "--out",
-        run_dir,
-        "--batch-size",
-        1,
-        "--num-workers",
-        0,
-        "--val-every",
-        1000,
-        "--valid-excerpts",
-        1,
-        "--quiet",
-    ]
+    common = [*_quick_run(corpus, run_dir, batch_size=1), "--valid-excerpts", 1, "--quiet"]
     sizes = ["--channels", "2,2,4,4,8,8", "--kernel-size", 3, "--latent-dim", 4]
     assert cli("train", *common, *sizes, "--steps", 1).code == 0
     config = load_model(run_dir / "model").model.config
