@@ -336,6 +336,18 @@ def test_usage_errors_are_one_line(cli, song, tiny_model_dir):
     )
 
 
+def test_evaluate_and_experiment_check_the_chunk_options_as_separate_does(cli, tmp_path):
+    data = ["--data", tmp_path, "-o", tmp_path / "out"]
+    for command in (["evaluate", *data], ["experiment", "compare", *data]):
+        for option, value in (
+            ("--overlap", "1.0"),
+            ("--batch-size", "0"),
+            ("--segment", "0"),
+            ("--device", "gpu0"),
+        ):
+            assert option in cli(*command, option, value).one_line_error()
+
+
 def test_default_model_missing_says_so(cli, song, tmp_path, monkeypatch):
     import aqsep.release
 

@@ -1,9 +1,11 @@
-"""argparse ``type=`` converters shared by the subcommands: one-line messages on bad values."""
+"""argparse ``type=`` converters shared by the subcommands (one-line messages on bad values), and
+the chunking options that `aqsep separate`, `aqsep evaluate` and `aqsep experiment` share."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 
 def _int_at_least(text: str, minimum: int, requirement: str) -> int:
@@ -38,3 +40,60 @@ def checked_float(
     if not valid(value):
         raise argparse.ArgumentTypeError(out_of_range.format(text=text, value=value))
     return value
+
+
+def segment_seconds(text: str) -> float:
+    """A chunk length in seconds, at least 0.1."""
+    return checked_float(
+        text,
+        lambda v: v >= 0.1,
+        "{text!r} is not a number of seconds",
+        "must be at least 0.1 s, got {text}",
+    )
+
+
+def overlap_fraction(text: str) -> float:
+    """The share of a chunk overlapping the next, in [0, 1)."""
+    return checked_float(
+        text, lambda v: 0.0 <= v < 1.0, "{text!r} is not a number", "must be in [0, 1), got {text}"
+    )
+
+
+def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--segment``, ``--overlap``, ``--batch-size`` and ``--device``: how a Separator runs."""
+    parser.add_argument(
+        "--segment",
+        type=segment_seconds,
+        metavar="S",
+        help="chunk length in seconds (default: the model's excerpt length)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=overlap_fraction,
+        default=0.25,
+        metavar="R",
+        help="fraction of each chunk shared with the next, in [0, 1) (default 0.25)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=4,
+        metavar="B",
+        help="chunks per forward pass; lower it if memory runs short (default 4)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default="auto",
+        help="where the network runs (default: auto, a GPU if there is one)",
+    )
+
+
+def chunk_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``Separator(model, ...)`` given by :func:`add_chunk_arguments`."""
+    return {
+        "device": args.device,
+        "segment": args.segment,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+    }

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aqsep.cli.argtypes import add_chunk_arguments, chunk_options
 from aqsep.errors import QueryError
 
 if TYPE_CHECKING:
@@ -83,14 +84,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-tracks", type=int, metavar="N", help="only the first N tracks (sorted by name)"
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
-    p.add_argument(
-        "--segment", type=float, help="chunk length in seconds (default: the model's excerpt)"
-    )
-    p.add_argument(
-        "--overlap", type=float, default=0.25, help="overlap of chunks, in [0, 1) (0.25)"
-    )
-    p.add_argument("--batch-size", type=int, default=4, help="chunks per forward pass (4)")
+    add_chunk_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -106,13 +100,7 @@ def open_data(args: argparse.Namespace) -> tuple[list[TrackEntry], Separator]:
         is_wav=args.is_wav,
         max_tracks=args.max_tracks,
     )
-    sep = Separator(
-        args.model,
-        device=args.device,
-        segment=args.segment,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-    )
+    sep = Separator(args.model, **chunk_options(args))
     return tracks, sep
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from aqsep.api import Separator, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
-from aqsep.cli.argtypes import checked_float, non_negative_int, positive_int
+from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
 from aqsep.errors import AqsepError, AudioError, OutputError, QueryError
 
 EPILOG = """\
@@ -162,21 +162,6 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _segment(text: str) -> float:
-    return checked_float(
-        text,
-        lambda v: v >= 0.1,
-        "{text!r} is not a number of seconds",
-        "must be at least 0.1 s, got {text}",
-    )
-
-
-def _overlap(text: str) -> float:
-    return checked_float(
-        text, lambda v: 0.0 <= v < 1.0, "{text!r} is not a number", "must be in [0, 1), got {text}"
-    )
-
-
 def _name(text: str) -> str:
     if not text or text.startswith(".") or "/" in text or "\\" in text:
         raise argparse.ArgumentTypeError(
@@ -255,32 +240,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="output file name (default: the class name, or 'target' for a query)",
     )
-    parser.add_argument(
-        "--segment",
-        type=_segment,
-        metavar="S",
-        help="chunk length in seconds (default: the model's excerpt length)",
-    )
-    parser.add_argument(
-        "--overlap",
-        type=_overlap,
-        default=0.25,
-        metavar="R",
-        help="fraction of each chunk shared with the next, in [0, 1) (default 0.25)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=4,
-        metavar="B",
-        help="chunks per forward pass; lower it if memory runs short (default 4)",
-    )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda", "mps"),
-        default="auto",
-        help="where the network runs (default: auto, a GPU if there is one)",
-    )
+    add_chunk_arguments(parser)
     parser.add_argument(
         "--format", choices=("wav", "flac"), default="wav", help="output format (default wav)"
     )
@@ -364,13 +324,7 @@ def run(args: argparse.Namespace) -> int:
             )
         tracks[track] = path
 
-    sep = Separator(
-        args.model,
-        device=args.device,
-        segment=args.segment,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-    )
+    sep = Separator(args.model, **chunk_options(args))
     if args.target:
         base: torch.Tensor | None = sep.class_latent(args.target)
     elif args.query:
