@@ -344,6 +344,7 @@ def test_evaluate_and_experiment_check_the_chunk_options_as_separate_does(cli, t
             ("--batch-size", "0"),
             ("--segment", "0"),
             ("--device", "gpu0"),
+            ("--max-tracks", "0"),  # was taken as "every track"
         ):
             assert option in cli(*command, option, value).one_line_error()
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aqsep.cli.argtypes import add_chunk_arguments, chunk_options
+from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, positive_int
 from aqsep.errors import QueryError
 
 if TYPE_CHECKING:
@@ -82,7 +82,10 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split", default="test", help="data split (default: test)")
     p.add_argument(
-        "--max-tracks", type=int, metavar="N", help="only the first N tracks (sorted by name)"
+        "--max-tracks",
+        type=positive_int,
+        metavar="N",
+        help="only the first N tracks (sorted by name)",
     )
     add_chunk_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
