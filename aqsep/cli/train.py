@@ -35,6 +35,9 @@ examples:
   aqsep train --export-only --out runs/cpu1 --export models/cpu1
 """
 
+# The model sizes that can be given for a new run (not with --init, which brings its own).
+_SIZES = ("channels", "kernel_size", "latent_dim")
+
 # Options that define a run: they cannot change when it is resumed (repeating them is fine).
 _FIXED_ON_RESUME = (
     "musdb",
@@ -48,9 +51,7 @@ _FIXED_ON_RESUME = (
     "latent_updates_query",
     "latent_fraction",
     "init",
-    "channels",
-    "kernel_size",
-    "latent_dim",
+    *_SIZES,
 )
 
 
@@ -369,9 +370,6 @@ def _resume_spec(args: argparse.Namespace) -> Any:
         preload=bool(args.preload) if args.preload is not None else spec.preload,
         train=train,
     )
-
-
-_SIZES = ("channels", "kernel_size", "latent_dim")
 
 
 def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
