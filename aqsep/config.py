@@ -95,6 +95,9 @@ class TrainConfig:
     gain_low: float = 0.25  # Uniform gain range [paper]
     gain_high: float = 1.25
     remix_prob: float = 0.0  # probability of drawing each stem from a random other track
+    lowpass_prob: float = 0.0  # probability of low-passing a whole excerpt (bandwidth augmentation)
+    lowpass_low: float = 4000.0  # its cutoff is uniform in [lowpass_low, lowpass_high] Hz
+    lowpass_high: float = 11000.0
     silence_db: float = -50.0  # reject excerpts whose target RMS is below this (dBFS)
     excerpts_per_epoch: int = 4000
     valid_excerpts: int = 64

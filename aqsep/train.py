@@ -27,6 +27,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,14 @@ from torch.utils.data import DataLoader
 
 from aqsep.config import TRAIN_PRESETS, ModelConfig, TrainConfig
 from aqsep.config import preset as model_preset
-from aqsep.data import open_tracks
+from aqsep.data import DataSource
 from aqsep.data.sampling import (
     TRAIN_STREAM,
     VALID_STREAM,
     ExcerptDataset,
     SamplingConfig,
     StepBatchSampler,
+    TrackPool,
     rms_db,
 )
 from aqsep.data.stems import Track
@@ -245,7 +247,12 @@ class ExcerptData(L.LightningDataModule):
     SDR measures separation."""
 
     def __init__(
-        self, train: list[Track], valid: list[Track], *, length: int, config: TrainConfig
+        self,
+        train: Sequence[Track] | TrackPool,
+        valid: Sequence[Track] | TrackPool,
+        *,
+        length: int,
+        config: TrainConfig,
     ) -> None:
         super().__init__()
         self.train_tracks, self.valid_tracks = train, valid
@@ -322,7 +329,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class RunSpec:
     """What a run trains on and with which settings (``RUN_DIR/run.json``)."""
 
-    data: str
+    data: str | list[str]  # one or more data sets, each ``[KIND:]PATH[@WEIGHT]`` (DataSource.parse)
     musdb: bool = False
     is_wav: bool = False
     level: str = "coarse"
@@ -335,7 +342,7 @@ class RunSpec:
     @classmethod
     def create(
         cls,
-        data: str | Path,
+        data: str | Path | Sequence[str | Path],
         *,
         preset: str = "cpu",
         train_overrides: dict[str, Any] | None = None,
@@ -347,9 +354,23 @@ class RunSpec:
             raise AqsepError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
         train_config = replace(TRAIN_PRESETS[preset], **(train_overrides or {}))
         model = (model_config or model_preset(preset)).to_dict()
+        items = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
         return cls(
-            data=str(data), preset=preset, model=model, train=train_config.to_dict(), **kwargs
+            data=items[0] if len(items) == 1 else items,
+            preset=preset,
+            model=model,
+            train=train_config.to_dict(),
+            **kwargs,
         )
+
+    @property
+    def sources(self) -> list[DataSource]:
+        items = [self.data] if isinstance(self.data, str) else self.data
+        return [DataSource.parse(d, musdb=self.musdb, is_wav=self.is_wav) for d in items]
+
+    @property
+    def data_label(self) -> str:
+        return ", ".join(str(s) for s in self.sources)
 
     @property
     def model_config(self) -> ModelConfig:
@@ -392,31 +413,30 @@ def last_checkpoint(run_dir: str | Path) -> Path:
 
 def _open_data(
     spec: RunSpec, split: str, sample_rate: int, level: str | None = None
-) -> list[Track]:
-    return open_tracks(
-        spec.data,
-        split,
-        musdb=spec.musdb,
-        is_wav=spec.is_wav,
-        level=level or spec.level,
-        sample_rate=sample_rate,
-        preload=spec.preload,
-    )
+) -> list[list[Track]]:
+    """The tracks of ``split`` of each data set of the run, in the order of ``spec.sources``."""
+    return [
+        source.open(split, level=level or spec.level, sample_rate=sample_rate, preload=spec.preload)
+        for source in spec.sources
+    ]
 
 
-def _train_and_valid(spec: RunSpec) -> tuple[list[Track], list[Track]]:
+def _train_and_valid(spec: RunSpec) -> tuple[TrackPool, TrackPool]:
     sr = spec.model_config.audio.sample_rate
-    train_tracks = _open_data(spec, "train", sr)
-    if not train_tracks:
-        raise DataError(f"no training tracks in {spec.data}")
-    valid_tracks = _open_data(spec, "valid", sr)
-    if not valid_tracks:
+    weights = [s.weight for s in spec.sources]
+    train_groups = _open_data(spec, "train", sr)
+    for source, group in zip(spec.sources, train_groups, strict=True):
+        if not group:
+            raise DataError(f"no training tracks in {source.path}")
+    valid_groups = _open_data(spec, "valid", sr)
+    if not any(valid_groups):
         warnings.warn(
-            f"{spec.data} has no validation tracks: validating on other excerpts of the training tracks",
+            f"{spec.data_label} has no validation tracks: validating on other excerpts of the "
+            "training tracks",
             stacklevel=3,
         )
-        valid_tracks = train_tracks
-    return train_tracks, valid_tracks
+        valid_groups = train_groups
+    return TrackPool(train_groups, weights), TrackPool(valid_groups, weights)
 
 
 _QUIET_WARNINGS = (
@@ -671,16 +691,17 @@ def export_from_module(
 ) -> Path:
     """Release ``model`` with the class latents of ``spec``'s training data and the run's facts."""
     tc = spec.train_config
-    tracks = _open_data(spec, "train", model.config.audio.sample_rate, level="stems")
+    groups = _open_data(spec, "train", model.config.audio.sample_rate, level="stems")
+    tracks = [t for g in groups for t in g]
     if not tracks:
-        raise DataError(f"no training tracks in {spec.data} to compute class latents from")
+        raise DataError(f"no training tracks in {spec.data_label} to compute class latents from")
     classes = class_latents(
         model, tracks, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed
     )
     metadata = {
         "steps": steps,
         "wall_time_s": round(wall_time, 1),
-        "data": str(spec.data),
+        "data": [str(s) for s in spec.sources],
         "musdb": spec.musdb,
         "level": spec.level,
         "preset": spec.preset,
@@ -696,7 +717,7 @@ def export_from_module(
 def export_model(
     run_or_checkpoint: str | Path,
     out_dir: str | Path,
-    data: str | Path | None = None,
+    data: str | Path | Sequence[str] | None = None,
     *,
     musdb: bool | None = None,
     is_wav: bool | None = None,
@@ -714,9 +735,9 @@ def export_model(
     else:
         if data is None:
             raise AqsepError(f"{source} has no {RUN_FILE} beside it: pass the training data folder")
-        spec = RunSpec(data=str(data), model=model.config.to_dict(), train=extras["train_config"])
+        spec = RunSpec(data="", model=model.config.to_dict(), train=extras["train_config"])
     if data is not None:
-        spec = replace(spec, data=str(data))
+        spec = replace(spec, data=str(data) if isinstance(data, (str, Path)) else list(data))
     if musdb is not None:
         spec = replace(spec, musdb=musdb)
     if is_wav is not None:

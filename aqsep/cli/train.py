@@ -50,6 +50,8 @@ _FIXED_ON_RESUME = (
     "no_latent_loss",
     "latent_updates_query",
     "latent_fraction",
+    "remix",
+    "lowpass",
     "init",
     *_SIZES,
 )
@@ -71,6 +73,25 @@ def _fraction(text: str) -> float:
         "expected a number such as 0.5, got {text!r}",
         "must be in (0, 1], got {value}",
     )
+
+
+def _probability(text: str) -> float:
+    return checked_float(
+        text,
+        lambda v: 0 <= v <= 1,
+        "expected a number such as 0.5, got {text!r}",
+        "must be in [0, 1], got {value}",
+    )
+
+
+def _data_source(text: str) -> str:
+    from aqsep.data import DataSource
+
+    try:
+        DataSource.parse(text)
+    except AqsepError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -112,8 +133,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
-        metavar="PATH",
-        help="stems folder or MUSDB18 root (default on --resume: the run's)",
+        metavar="[KIND:]PATH[@W]",
+        action="append",
+        type=_data_source,
+        help="a data set: a stems folder, a MIR-1K folder (found by its clip names), or with a "
+        "KIND prefix one of stems:, mir1k:, musdb:, musdb-hq:; @W weighs its share of the "
+        "excerpts (default 1). Repeat for several data sets in one run (default on --resume: "
+        "the run's)",
     )
     data.add_argument(
         "--musdb",
@@ -209,6 +235,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="share of each batch's mixtures that also take the L_latent path (a separator pass "
         "with z ~ N(0, I) and a re-encoding): less is faster (0.5: about 1.3x per step) but was "
         f"less stable in a small trial, see docs/benchmarks.md (default: {_preset_defaults('latent_fraction')})",
+    )
+    run_opts.add_argument(
+        "--remix",
+        type=_probability,
+        metavar="P",
+        help="probability of taking each stem of an excerpt from another random track (of any "
+        "data set) with a stem of the same name: cross-source remixing "
+        f"(default: {_preset_defaults('remix_prob')})",
+    )
+    run_opts.add_argument(
+        "--lowpass",
+        type=_probability,
+        metavar="P",
+        help="probability of low-passing a whole excerpt (target, rest and mixture alike) at a "
+        "random cutoff, so that bandwidth tells nothing about the class "
+        f"(default: {_preset_defaults('lowpass_prob')})",
     )
     run_opts.add_argument(
         "--val-every",
@@ -316,6 +358,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "lambda_latent": 0.0 if args.no_latent_loss else None,
         "latent_updates_query": True if args.latent_updates_query else None,
         "latent_fraction": args.latent_fraction,
+        "remix_prob": args.remix,
+        "lowpass_prob": args.lowpass,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -337,6 +381,8 @@ def _resume_spec(args: argparse.Namespace) -> Any:
         "no_latent_loss": spec.train["lambda_latent"] == 0 or None,
         "latent_updates_query": spec.train["latent_updates_query"] or None,
         "latent_fraction": spec.train.get("latent_fraction", 1.0),
+        "remix": spec.train.get("remix_prob", 0.0),
+        "lowpass": spec.train.get("lowpass_prob", 0.0),
         "init": spec.init,
         "channels": tuple(spec.model_config.separator.channels),
         "kernel_size": spec.model_config.separator.kernel_size,

@@ -9,13 +9,16 @@ an excerpt whose target is silent (RMS below ``silence_db``, or more than ``rela
 mixture) is replaced by a new excerpt. With ``require_rest`` (the validation set), an excerpt whose
 rest is silent by the same test is replaced too: with four stems about 30 % of draws drop every
 rest stem, and such a mixture *is* its target, which says nothing about separation and gives the
-mixture an SDR of +inf. With probability ``remix_prob`` each stem comes from
-another random track (and offset) that has a stem of the same name.
+mixture an SDR of +inf.
 
-Every draw takes a :class:`numpy.random.Generator`; :class:`ExcerptDataset` seeds one per excerpt
-from ``(seed, stream, index)``, so excerpt ``i`` is the same in every run, worker and process, and
-:class:`StepBatchSampler` makes the excerpt index the global sample index of the training run, so
-that a resumed run sees exactly the data order of an uninterrupted one.
+Several data sets mix in one :class:`TrackPool`: a set is drawn by its weight, then a track. With
+probability ``remix_prob`` each stem comes from another random track (and offset) of any set that
+has a stem of the same name: **cross-source remixing**, so that a real voice of a karaoke data set
+is heard over the drums, bass and band of a multitrack corpus, and the other way round. With
+probability ``lowpass_prob`` every stem of the excerpt is low-passed at one random cutoff
+(**bandwidth augmentation**): a data set recorded at a low rate (MIR-1K stops at 8 kHz) then does
+not teach the model that band-limited sound is its class. Both happen before the stems are mixed,
+so the mixture is target + rest exactly.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class SamplingConfig:
     gain_low: float = 0.25  # [paper] beta ~ Uniform(0.25, 1.25)
     gain_high: float = 1.25
     remix_prob: float = 0.0
+    # bandwidth augmentation: with this probability every stem of an excerpt (so target, rest and
+    # mixture alike) is low-passed at a cutoff drawn uniformly in [lowpass_low, lowpass_high] Hz
+    lowpass_prob: float = 0.0
+    lowpass_low: float = 4000.0
+    lowpass_high: float = 11000.0
     silence_db: float = -50.0  # reject a target whose RMS (dBFS) is below this [default]
     relative_db: float = -60.0  # ... or that lies more than 60 dB below the mixture [default]
     require_rest: bool = False  # also reject an excerpt whose rest is silent (validation)
@@ -51,6 +59,8 @@ class SamplingConfig:
         assert 0.0 < self.keep_prob <= 1.0, "keep_prob must be in (0, 1]"
         assert 0.0 <= self.gain_low <= self.gain_high, "need 0 <= gain_low <= gain_high"
         assert 0.0 <= self.remix_prob <= 1.0, "remix_prob must be in [0, 1]"
+        assert 0.0 <= self.lowpass_prob <= 1.0, "lowpass_prob must be in [0, 1]"
+        assert 0.0 < self.lowpass_low <= self.lowpass_high, "need 0 < lowpass_low <= lowpass_high"
 
     @classmethod
     def from_train_config(cls, config: TrainConfig) -> SamplingConfig:
@@ -59,6 +69,9 @@ class SamplingConfig:
             gain_low=config.gain_low,
             gain_high=config.gain_high,
             remix_prob=config.remix_prob,
+            lowpass_prob=config.lowpass_prob,
+            lowpass_low=config.lowpass_low,
+            lowpass_high=config.lowpass_high,
             silence_db=config.silence_db,
         )
 
@@ -126,43 +139,103 @@ def is_silent_target(
     return level < silence_db or level - rms_db(mixture) < relative_db
 
 
+class TrackPool:
+    """Tracks from one or more data sets, each set drawn with probability proportional to its
+    weight, then a track uniformly within it.
+
+    A single set draws exactly as a plain list of tracks (one integer draw per track).
+    """
+
+    def __init__(
+        self, groups: Sequence[Sequence[Track]], weights: Sequence[float] | None = None
+    ) -> None:
+        weights = [1.0] * len(groups) if weights is None else list(weights)
+        if len(weights) != len(groups):
+            raise ValueError(f"{len(groups)} track groups but {len(weights)} weights")
+        kept = [(list(g), float(w)) for g, w in zip(groups, weights, strict=True) if len(g) > 0]
+        if not kept:
+            raise DataError("no tracks to draw excerpts from")
+        if any(not w > 0 for _, w in kept):
+            raise ValueError(f"weights must be > 0, got {weights}")
+        self.groups = [g for g, _ in kept]
+        total = sum(w for _, w in kept)
+        self.probs = np.array([w / total for _, w in kept])
+
+    @classmethod
+    def of(cls, tracks: Sequence[Track] | TrackPool) -> TrackPool:
+        return tracks if isinstance(tracks, TrackPool) else cls([tracks])
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def _group(self, rng: np.random.Generator, probs: np.ndarray) -> int:
+        return 0 if len(probs) == 1 else int(rng.choice(len(probs), p=probs / probs.sum()))
+
+    def draw(self, rng: np.random.Generator) -> Track:
+        group = self.groups[self._group(rng, self.probs)]
+        return group[int(rng.integers(len(group)))]
+
+    def donor(self, stem: str, track: Track, rng: np.random.Generator) -> Track | None:
+        """A random other track that has a stem named ``stem`` (sets drawn by weight)."""
+        donors = [[t for t in g if t is not track and stem in t.stems] for g in self.groups]
+        probs = np.array([p if d else 0.0 for p, d in zip(self.probs, donors, strict=True)])
+        if not probs.any():
+            return None
+        group = donors[self._group(rng, probs)]
+        return group[int(rng.integers(len(group)))]
+
+
+def lowpass(audio: np.ndarray, cutoff: float, sample_rate: int, width: float = 500.0) -> np.ndarray:
+    """Zero-phase low-pass along the last axis: a raised-cosine roll-off from ``cutoff - width``
+    to ``cutoff`` Hz, applied in the frequency domain. Linear: filtering stems, then summing them,
+    equals filtering the sum."""
+    n = audio.shape[-1]
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    ramp = np.clip((cutoff - freqs) / width, 0.0, 1.0)
+    gain = 0.5 - 0.5 * np.cos(np.pi * ramp)
+    return np.fft.irfft(np.fft.rfft(audio, axis=-1) * gain, n=n, axis=-1).astype(np.float32)
+
+
 def _read_stems(
-    tracks: Sequence[Track], index: int, length: int, rng: np.random.Generator, remix_prob: float
-) -> tuple[np.ndarray, int]:
-    track = tracks[index]
+    pool: TrackPool, length: int, rng: np.random.Generator, remix_prob: float
+) -> tuple[Track, np.ndarray, int]:
+    track = pool.draw(rng)
     start = int(rng.integers(0, max(track.length - length, 0) + 1))
     stems = track.read(start, length)
-    if remix_prob > 0 and len(tracks) > 1:
+    if remix_prob > 0 and len(pool) > 1:
         for k, name in enumerate(track.stems):
             if rng.random() >= remix_prob:
                 continue
-            donors = [i for i, t in enumerate(tracks) if i != index and name in t.stems]
-            if not donors:
+            other = pool.donor(name, track, rng)
+            if other is None:
                 continue
-            other = tracks[donors[int(rng.integers(len(donors)))]]
             offset = int(rng.integers(0, max(other.length - length, 0) + 1))
             stems[k] = other.read(offset, length, [name])[0]
-    return stems, start
+    return track, stems, start
 
 
 def sample_excerpt(
-    tracks: Sequence[Track],
+    tracks: Sequence[Track] | TrackPool,
     length: int,
     rng: np.random.Generator,
     config: SamplingConfig = SamplingConfig(),
 ) -> Excerpt:
-    """Draw one training example: a random track and offset, then :func:`mix_stems`.
+    """Draw one training example: a random track and offset (stems from other tracks with
+    ``config.remix_prob``), the bandwidth augmentation, then :func:`mix_stems`.
 
     Silent targets are rejected by drawing a new excerpt (up to ``config.max_tries``).
 
     Raises:
         DataError: no track, or no non-silent target found in ``config.max_tries`` draws.
     """
-    if not tracks:
+    if not len(tracks):
         raise DataError("no tracks to draw excerpts from")
+    pool = TrackPool.of(tracks)
     for _ in range(config.max_tries):
-        index = int(rng.integers(len(tracks)))
-        stems, start = _read_stems(tracks, index, length, rng, config.remix_prob)
+        track, stems, start = _read_stems(pool, length, rng, config.remix_prob)
+        if config.lowpass_prob > 0 and rng.random() < config.lowpass_prob:
+            cutoff = rng.uniform(config.lowpass_low, config.lowpass_high)
+            stems = lowpass(stems, cutoff, track.sample_rate)
         mix = mix_stems(
             stems,
             rng,
@@ -174,9 +247,7 @@ def sample_excerpt(
         if not is_silent_target(mix.target, mix.mixture, **levels) and not (
             config.require_rest and is_silent_target(mix.rest, mix.mixture, **levels)
         ):
-            return Excerpt(
-                **vars(mix), track=tracks[index].name, start=start, stems=tracks[index].stems
-            )
+            return Excerpt(**vars(mix), track=track.name, start=start, stems=track.stems)
     wanted = "target and rest" if config.require_rest else "target"
     raise DataError(
         f"no excerpt with a non-silent {wanted} (RMS above {config.silence_db:g} dBFS) in "
@@ -193,7 +264,7 @@ class ExcerptDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __init__(
         self,
-        tracks: Sequence[Track],
+        tracks: Sequence[Track] | TrackPool,
         length: int,
         config: SamplingConfig,
         *,
@@ -202,9 +273,9 @@ class ExcerptDataset(Dataset[dict[str, torch.Tensor]]):
         stream: int = TRAIN_STREAM,
         cache: bool = False,
     ) -> None:
-        if not tracks:
+        if not len(tracks):
             raise DataError("no tracks to draw excerpts from")
-        self.tracks = list(tracks)
+        self.tracks = TrackPool.of(list(tracks) if not isinstance(tracks, TrackPool) else tracks)
         self.length = length
         self.config = config
         self.seed = seed
