@@ -22,8 +22,10 @@ from aqsep.data.synth import (  # noqa: E402
     SPLITS,
     build_corpus,
     bundled_soundfont,
+    composition,
     read_corpus_metadata,
     read_track_metadata,
+    rendering,
 )
 from aqsep.errors import AqsepError, DataError  # noqa: E402
 
@@ -52,8 +54,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, soundfont: Path) -> tuple[P
 @pytest.fixture
 def chorales_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Draw pieces from the Bach chorales only, the quickest to parse (keeps tests fast)."""
-    chorales = {"chorales": synth._PIECE_CATEGORIES["chorales"]}
-    monkeypatch.setattr(synth, "_PIECE_CATEGORIES", chorales)
+    chorales = {"chorales": composition.PIECE_CATEGORIES["chorales"]}
+    monkeypatch.setattr(composition, "PIECE_CATEGORIES", chorales)
 
 
 def _tracks(out: Path, meta: dict) -> list[Path]:
@@ -113,7 +115,7 @@ def test_every_stem_is_labelled(corpus: tuple[Path, dict]) -> None:
             assert info["coarse"] in COARSE_CLASSES
             assert info["coarse"] == FINE_TO_COARSE[info["fine"]]
             assert info["synthetic_voice"] == (info["coarse"] == "vocals")
-            assert stem.split("_")[0] == synth._file_safe(info["fine"])
+            assert stem.split("_")[0] == rendering.file_safe(info["fine"])
             assert info["soundfont"] == tmeta["soundfont"]
             seen.add(info["coarse"])
     assert {"drums", "bass", "other"} <= seen
@@ -138,7 +140,7 @@ def test_no_test_piece_in_train(corpus: tuple[Path, dict]) -> None:
             piece = read_track_metadata(out / split / name)["piece"]
             assert piece == "generated" or piece in pieces[split]
             if piece != "generated":
-                assert synth._piece_split(piece) == split
+                assert composition.piece_split(piece) == split
 
 
 def test_split_proportions() -> None:

@@ -1,0 +1,336 @@
+"""The instruments: labels, General MIDI programs, and the soundfonts that play them.
+
+A stem's fine label (``kick``, ``piano``, ``electric guitar``...) names what plays it and maps
+to a coarse MUSDB-style class (:data:`FINE_TO_COARSE`). The General MIDI programs that may play
+each role are grouped here with the register they suit. Soundfonts are found on the system
+(:func:`default_soundfonts`), measured once (:func:`check_soundfont`: programs rendered silent
+or far too quietly are skipped) and played by ``tinysoundfont`` (:class:`SynthPool`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aqsep.errors import AqsepError, DataError
+
+COARSE_CLASSES = ("vocals", "drums", "bass", "other")
+
+#: Fine label of a stem -> coarse MUSDB-style class.
+FINE_TO_COARSE: dict[str, str] = {
+    # synthetic voices (voice-like soundfont patches, no text)
+    "voice": "vocals",
+    "choir": "vocals",
+    # drum kit pieces, each its own stem
+    "kick": "drums",
+    "snare": "drums",
+    "hi-hat": "drums",
+    "toms": "drums",
+    "cymbals": "drums",
+    # bass
+    "bass": "bass",
+    "synth bass": "bass",
+    # everything else
+    "piano": "other",
+    "electric piano": "other",
+    "organ": "other",
+    "acoustic guitar": "other",
+    "electric guitar": "other",
+    "strings": "other",
+    "brass": "other",
+    "woodwinds": "other",
+    "synth": "other",
+    "synth pad": "other",
+    "mallets": "other",
+}
+
+# ---------------------------------------------------------------------------------------------
+# General MIDI programs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Program:
+    number: int  # General MIDI program, 0-based
+    fine: str
+    center: int  # MIDI pitch the median of a part played by it is moved near (by octaves)
+
+
+def _programs(fine: str, center: int, *numbers: int) -> list[Program]:
+    return [Program(n, fine, center) for n in numbers]
+
+
+#: Voice-like patches for the "vocals" class: 52 Choir Aahs, 53 Voice Oohs, 54 Synth Voice,
+#: 85 Lead 6 (voice).
+VOICE_PROGRAMS = (
+    _programs("choir", 62, 52) + _programs("voice", 64, 53) + _programs("voice", 65, 54, 85)
+)
+BASS_PROGRAMS = _programs("bass", 38, 32, 33, 34, 35, 36) + _programs("synth bass", 38, 38, 39)
+#: Programs that play the piece's own (non-vocal) parts, grouped in families with weights.
+PART_FAMILIES: dict[str, tuple[float, list[Program]]] = {
+    "strings": (
+        0.25,
+        [Program(40, "strings", 72), Program(41, "strings", 62), Program(42, "strings", 50)]
+        + _programs("strings", 62, 48, 49),
+    ),
+    "woodwinds": (
+        0.18,
+        [
+            Program(65, "woodwinds", 64),
+            Program(66, "woodwinds", 57),
+            Program(68, "woodwinds", 72),
+            Program(70, "woodwinds", 50),
+            Program(71, "woodwinds", 64),
+            Program(73, "woodwinds", 76),
+        ],
+    ),
+    "brass": (
+        0.14,
+        [
+            Program(56, "brass", 70),
+            Program(57, "brass", 52),
+            Program(60, "brass", 58),
+            Program(61, "brass", 60),
+        ],
+    ),
+    "piano": (0.1, _programs("piano", 60, 0, 1)),
+    "electric piano": (0.04, _programs("electric piano", 60, 4, 5)),
+    "organ": (0.08, _programs("organ", 60, 16, 19)),
+    "acoustic guitar": (0.05, _programs("acoustic guitar", 57, 24, 25)),
+    "electric guitar": (0.06, _programs("electric guitar", 60, 26, 27, 29)),
+    "synth": (0.06, _programs("synth", 67, 80, 81)),
+    "mallets": (0.04, [Program(11, "mallets", 72), Program(12, "mallets", 67)]),
+}
+#: Programs for generated accompaniment: family -> (weight, programs, lowest voicing note, styles).
+CHORD_FAMILIES: dict[str, tuple[float, list[Program], int, tuple[str, ...]]] = {
+    "piano": (0.26, _programs("piano", 60, 0, 1, 2), 52, ("block", "arpeggio", "offbeat")),
+    "electric guitar": (
+        0.2,
+        _programs("electric guitar", 57, 26, 27, 28, 29, 30),
+        48,
+        ("strum", "offbeat", "arpeggio", "pad"),
+    ),
+    "acoustic guitar": (0.14, _programs("acoustic guitar", 57, 24, 25), 45, ("strum", "arpeggio")),
+    "organ": (0.1, _programs("organ", 60, 16, 17, 18, 19), 53, ("pad", "block")),
+    "electric piano": (0.1, _programs("electric piano", 60, 4, 5), 52, ("block", "arpeggio")),
+    "synth pad": (0.1, _programs("synth pad", 60, 88, 89, 90), 53, ("pad",)),
+    "strings": (0.1, _programs("strings", 60, 48, 49), 53, ("pad",)),
+}
+_ALL_MELODIC = sorted(
+    {p.number for p in VOICE_PROGRAMS + BASS_PROGRAMS}
+    | {p.number for _, progs in PART_FAMILIES.values() for p in progs}
+    | {p.number for _, progs, _, _ in CHORD_FAMILIES.values() for p in progs}
+)
+
+#: GM drum keys per fine label, in order of preference.
+DRUM_KEYS: dict[str, tuple[int, ...]] = {
+    "kick": (36, 35),
+    "snare": (38, 40, 37),
+    "hi-hat": (42, 44, 46),
+    "toms": (50, 48, 47, 45, 43, 41),
+    "cymbals": (49, 57, 51, 59, 55),
+}
+_DRUM_KITS = (0, 8, 16, 24, 32, 40)  # Standard, Room, Power, Electronic, Jazz, Brush
+DRUM_BANK = 128
+
+# Loudness check: a program is skipped when silent or this far below the soundfont's median.
+_TOO_QUIET_DB = 20.0
+_SILENT_DB = -75.0
+_CHECK_KEYS = (36, 48, 55, 60, 64, 67, 72)
+_CHECK_NOTE_S = 0.25
+
+# ---------------------------------------------------------------------------------------------
+# Soundfonts
+# ---------------------------------------------------------------------------------------------
+
+_SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/soundfonts")
+
+
+def bundled_soundfont() -> Path | None:
+    """The General MIDI soundfont inside the ``pretty_midi`` wheel, if installed."""
+    try:
+        import pretty_midi
+    except ImportError:
+        return None
+    path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    return path if path.is_file() else None
+
+
+def default_soundfonts() -> list[Path]:
+    """Installed General MIDI soundfonts: Debian ones (sorted), then the bundled one last.
+
+    The last soundfont of the list is the one reserved for the test split when there are
+    several, so by default the test split is rendered with the soundfont that every install
+    has, and the training splits with the larger Debian ones.
+    """
+    found: list[Path] = []
+    seen_real: set[str] = set()
+    seen_names: set[str] = set()
+    bundled = bundled_soundfont()
+    if bundled is not None:
+        seen_names.add(bundled.name.lower())
+        seen_real.add(os.path.realpath(bundled))
+    for folder in _SOUNDFONT_DIRS:
+        d = Path(folder)
+        if not d.is_dir():
+            continue
+        for path in sorted(d.iterdir()):
+            if path.suffix.lower() not in (".sf2", ".sf3") or not path.is_file():
+                continue
+            real = os.path.realpath(path)
+            name = Path(real).name.lower()
+            if real in seen_real or name in seen_names:
+                continue
+            seen_real.add(real)
+            seen_names.add(name)
+            found.append(Path(real))
+    found.sort(key=lambda p: p.name.lower())
+    if bundled is not None:
+        found.append(bundled)
+    return found
+
+
+def import_tinysoundfont() -> Any:
+    try:
+        import tinysoundfont
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise AqsepError(
+            "the corpus builder needs the 'tinysoundfont' package; install it with "
+            "`pip install --no-deps tinysoundfont` (its optional pyaudio dependency is only for "
+            "live playback)"
+        ) from err
+    return tinysoundfont
+
+
+class SynthPool:
+    """One loaded synthesizer per soundfont, kept for the life of the process."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self._synths: dict[str, tuple[Any, int]] = {}
+
+    def get(self, path: Path) -> tuple[Any, int]:
+        key = str(path)
+        if key not in self._synths:
+            tsf = import_tinysoundfont()
+            synth = tsf.Synth(samplerate=self.sample_rate)
+            try:
+                sfid = synth.sfload(key)
+            except Exception as err:  # tinysoundfont raises its own exception types
+                raise DataError(f"cannot load soundfont {path}: {err}") from err
+            self._synths[key] = (synth, sfid)
+        return self._synths[key]
+
+    def render(
+        self,
+        path: Path,
+        bank: int,
+        program: int,
+        drums: bool,
+        events: Sequence[tuple[int, int, int, int]],
+        n_samples: int,
+    ) -> np.ndarray:
+        """Render (sample, kind 0=off/1=on, key, velocity) events into a mono float32 buffer.
+
+        The synthesizer is brought back to silence first, so a stem sounds the same whatever
+        was rendered before it in this process (rendering is deterministic).
+        """
+        synth, sfid = self.get(path)
+        channel = 9 if drums else 0
+        synth.sounds_off()
+        flush = np.zeros((self.sample_rate // 4, 2), dtype=np.float32)
+        for _ in range(4):
+            synth.generate_simple(flush.shape[0], flush.data.cast("B"))
+        synth.program_select(channel, sfid, bank, program, is_drums=drums)
+        out = np.zeros((n_samples, 2), dtype=np.float32)
+        view = out.data.cast("B")
+        frame = 8  # bytes per stereo float32 frame
+        pos = 0
+        for sample, kind, key, velocity in sorted(events):
+            sample = min(max(sample, 0), n_samples)
+            if sample > pos:
+                synth.generate_simple(sample - pos, view[pos * frame : sample * frame])
+                pos = sample
+            if kind:
+                synth.noteon(channel, key, velocity)
+            else:
+                synth.noteoff(channel, key)
+        if pos < n_samples:
+            synth.generate_simple(n_samples - pos, view[pos * frame :])
+        synth.notes_off()
+        return out.mean(axis=1)
+
+
+def rms_db(x: np.ndarray) -> float:
+    return float(20.0 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12))
+
+
+def check_soundfont(path: Path, sample_rate: int, pool: SynthPool) -> dict[str, Any]:
+    """Measure each program's loudness once and list what is usable.
+
+    Some soundfonts render a few presets silent or far too quietly (the pianos of MuseScore's
+    SF3 in tinysoundfont, for one): those programs are skipped for this soundfont.
+    """
+    synth, sfid = pool.get(path)
+    note = int(_CHECK_NOTE_S * sample_rate)
+
+    def phrase(keys: Iterable[int]) -> list[tuple[int, int, int, int]]:
+        ev = []
+        for i, k in enumerate(keys):
+            ev += [(i * note, 1, k, 100), ((i + 1) * note - 1, 0, k, 0)]
+        return ev
+
+    levels: dict[int, float] = {}
+    for prog in _ALL_MELODIC:
+        if synth.sfpreset_name(sfid, 0, prog) is None:
+            continue
+        x = pool.render(path, 0, prog, False, phrase(_CHECK_KEYS), note * (len(_CHECK_KEYS) + 1))
+        levels[prog] = rms_db(x)
+    if not levels:
+        raise DataError(f"soundfont {path} has no General MIDI melodic presets")
+    median = float(np.median(list(levels.values())))
+    usable = sorted(p for p, v in levels.items() if v > _SILENT_DB and v > median - _TOO_QUIET_DB)
+    kits: dict[int, dict[str, list[int]]] = {}
+    for kit in _DRUM_KITS:
+        if synth.sfpreset_name(sfid, DRUM_BANK, kit) is None:
+            continue
+        keys: dict[str, list[int]] = {}
+        for fine, candidates in DRUM_KEYS.items():
+            ok = []
+            for key in candidates:
+                x = pool.render(path, DRUM_BANK, kit, True, phrase([key]), 2 * note)
+                if rms_db(x) > _SILENT_DB:
+                    ok.append(key)
+            if ok:
+                keys[fine] = ok
+        if all(f in keys for f in ("kick", "snare", "hi-hat")):
+            kits[kit] = keys
+    return {
+        "name": path.name,
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "level_db": {str(p): round(v, 1) for p, v in sorted(levels.items())},
+        "usable_programs": usable,
+        "skipped_programs": sorted(set(levels) - set(usable)),
+        "drum_kits": {str(k): v for k, v in kits.items()},
+    }
+
+
+def pick_program(
+    rng: np.random.Generator,
+    programs: Sequence[Program],
+    usable: set[int],
+    median: float | None = None,
+) -> Program | None:
+    cands = [p for p in programs if p.number in usable]
+    if not cands:
+        return None
+    if median is not None:
+        close = [p for p in cands if abs(p.center - median) <= 10]
+        cands = close or cands
+    return cands[int(rng.integers(len(cands)))]
