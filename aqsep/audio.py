@@ -1,19 +1,23 @@
 """Reading, writing, resampling and channel handling for audio files.
 
 Arrays are ``(channels, samples)`` float32 everywhere in aqsep. Files are read through
-libsndfile (``soundfile``: WAV, FLAC, OGG, MP3, AIFF, ...); other containers (MP4/M4A stems)
-are decoded with PyAV when it is installed. Writes are atomic: a temporary file in the
-destination folder, renamed over the final name only once complete.
+libsndfile (``soundfile``: WAV, FLAC, OGG, MP3, AIFF, ...); what libsndfile does not recognise
+(MP4/M4A/AAC, MUSDB18 stems, ...) is decoded with PyAV (``av``, a dependency). Writes are
+atomic: a temporary file in the destination folder, renamed over the final name only once
+complete; a failed write leaves neither the file nor a folder it created.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
+import secrets
+import shutil
 import socket
-import tempfile
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,7 @@ AUDIO_EXTENSIONS = (
     ".aac",
 )
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+FORMATS = ("wav", "flac")
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
 MAX_CHANNELS = 64  # more "channels" than this means the array is (samples, channels)
@@ -52,6 +57,26 @@ class AudioInfo:
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate
+
+
+@contextlib.contextmanager
+def _decoder_chatter_silenced() -> Iterator[None]:
+    """Keep libsndfile's decoders (libmpg123 prints "Note: ..." and "warning: ..." lines) off the
+    terminal: their notes would add lines to aqsep's one-line errors. Only file descriptor 2 is
+    redirected, for the duration of one libsndfile call, and restored afterwards."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_exists(path: Path) -> None:
@@ -86,7 +111,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     path = Path(path)
     _check_exists(path)
     try:
-        info = sf.info(str(path))
+        with _decoder_chatter_silenced():
+            info = sf.info(str(path))
         sr, ch, frames = int(info.samplerate), int(info.channels), int(info.frames)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         audio, sr = _read_with_av(path)
@@ -96,13 +122,14 @@ def audio_info(path: str | Path) -> AudioInfo:
 
 
 def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
-    """Decode a container libsndfile does not read (MP4/M4A/AAC) with PyAV, if installed."""
+    """Decode a container libsndfile does not read (MP4/M4A/AAC, ...) with PyAV."""
     try:
-        import av  # type: ignore[import-not-found]
-    except ImportError:
+        import av
+    except ImportError:  # a dependency of aqsep, so only a broken installation gets here
         raise AudioError(
-            f"{path}: not a format libsndfile reads (wav, flac, ogg, mp3, aiff); "
-            "convert it, or `pip install av` to decode mp4/m4a/aac"
+            f"{path}: not a format libsndfile reads (wav, flac, ogg, mp3, aiff), and PyAV, which "
+            "aqsep uses for mp4/m4a/aac and other formats, is not installed: reinstall aqsep "
+            "(or `pip install av`)"
         ) from None
     try:
         with av.open(str(path)) as container:
@@ -125,13 +152,21 @@ def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
     except AudioError:
         raise
     except Exception as err:  # PyAV raises many error types for broken input
-        raise AudioError(
-            f"{path}: not audio, or corrupt: cannot be decoded ({type(err).__name__}: {err})"
-        ) from None
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise AudioError(f"{path}: not audio, or corrupt: cannot be decoded ({reason})") from None
     if not blocks:
         raise AudioError(f"{path}: holds no audio (zero-length)")
     audio = np.concatenate(blocks, axis=1)
     return np.ascontiguousarray(audio, dtype=np.float32), sr
+
+
+def _libsndfile_reason(err: Exception) -> str:
+    """libsndfile's own words, when they add something: its "Error opening ...: File does not
+    exist or is not a regular file" for a file that exists only misleads."""
+    text = str(err)
+    if "does not exist or is not a regular file" in text:
+        return ""
+    return f": {text}"
 
 
 def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
@@ -139,7 +174,10 @@ def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[n
     path = Path(path)
     _check_exists(path)
     try:
-        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        with _decoder_chatter_silenced():
+            data, sr = sf.read(
+                str(path), start=start, frames=frames, dtype="float32", always_2d=True
+            )
         audio = data.T
     except sf.LibsndfileError as err:
         if "Format not recognised" in str(err) or "unknown format" in str(err).lower():
@@ -148,7 +186,7 @@ def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[n
             audio = audio[:, start:stop]
         else:
             raise AudioError(
-                f"{path}: cannot be read (truncated, corrupt or not audio): {err}"
+                f"{path}: cannot be read (truncated, corrupt or not audio){_libsndfile_reason(err)}"
             ) from None
     except RuntimeError as err:
         raise AudioError(f"{path}: cannot be read (truncated or corrupt?): {err}") from None
@@ -183,7 +221,8 @@ class AudioReader:
         self.name = str(path)
         _check_exists(path)
         try:
-            self._file = sf.SoundFile(str(path))
+            with _decoder_chatter_silenced():
+                self._file = sf.SoundFile(str(path))
             self.sample_rate, self.channels, self.frames = (
                 int(self._file.samplerate),
                 int(self._file.channels),
@@ -210,8 +249,9 @@ class AudioReader:
         else:
             assert self._file is not None
             try:
-                self._file.seek(lo)
-                block = self._file.read(hi - lo, dtype="float32", always_2d=True).T
+                with _decoder_chatter_silenced():
+                    self._file.seek(lo)
+                    block = self._file.read(hi - lo, dtype="float32", always_2d=True).T
             except (sf.LibsndfileError, RuntimeError) as err:
                 raise AudioError(
                     f"{self.name}: read failed at sample {lo} (truncated or corrupt?): {err}"
@@ -247,9 +287,33 @@ def rms_db(x: np.ndarray) -> float:
     return 10.0 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
 
 
+def to_float(audio: np.ndarray) -> np.ndarray:
+    """Samples as float32 in the usual full scale [-1, 1].
+
+    Integer arrays are PCM: signed ones are divided by ``2 ** (bits - 1)`` (int16 32767 -> ~1.0),
+    unsigned ones centred first (uint8 128 -> 0.0). Float arrays keep their values. Anything
+    else (bool, complex, text, objects) is refused. The caller's array is never modified.
+    """
+    audio = np.asarray(audio)
+    kind = audio.dtype.kind
+    if kind == "f":
+        return audio.astype(np.float32, copy=False)
+    if kind == "i":
+        return (audio / -float(np.iinfo(audio.dtype).min)).astype(np.float32)
+    if kind == "u":
+        half = (float(np.iinfo(audio.dtype).max) + 1.0) / 2.0
+        return ((audio - half) / half).astype(np.float32)
+    raise AudioError(
+        f"audio samples must be floats or integer PCM, got an array of dtype {audio.dtype}"
+    )
+
+
 def as_2d(audio: np.ndarray) -> np.ndarray:
-    """``(samples,)`` or ``(channels, samples)`` -> ``(channels, samples)`` float32 (a copy if needed)."""
-    audio = np.asarray(audio, dtype=np.float32)
+    """``(samples,)`` or ``(channels, samples)`` -> ``(channels, samples)`` float32 (a copy if needed).
+
+    Integer PCM is scaled to [-1, 1] (see :func:`to_float`).
+    """
+    audio = to_float(audio)
     if audio.ndim == 1:
         return audio[None, :]
     if audio.ndim != 2:
@@ -279,8 +343,6 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -313,11 +375,72 @@ def remove_stale_temps(path: Path) -> int:
     return removed
 
 
+def output_bits(bits: str | int) -> str:
+    """The sample format of an output: ``"16"``, ``"24"`` (also as ints) or ``"32f"`` (float)."""
+    text = str(bits) if isinstance(bits, int) and not isinstance(bits, bool) else bits
+    if not isinstance(text, str) or text not in SUBTYPES:
+        raise OutputError(
+            f"unsupported sample format {bits!r}; choose 16 or 24 (integer bits) or '32f' (float)"
+        )
+    return text
+
+
+def _mount_point(folder: Path) -> Path:
+    path = folder.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+DISK_NEARLY_FULL = 1 << 20  # bytes: less free space than this after a failed write means "full"
+
+
+def write_failure(path: Path, err: BaseException) -> str:
+    """Why writing ``path`` failed, naming the full disk when that is the cause.
+
+    libsndfile reports a full disk as "System error.", so the free space of the file system
+    holding ``path`` is looked at as well as the error number.
+    """
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    no_space = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if no_space or (free is not None and free < DISK_NEARLY_FULL):
+        left = "" if free is None else f", {_size(free)} free"
+        reason = f": {err.strerror}" if isinstance(err, OSError) and err.strerror else ""
+        return (
+            f"writing {path} failed: disk full (the file system mounted at "
+            f"{_mount_point(folder)}{left}){reason}; free some space or write elsewhere"
+        )
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return f"writing {path} failed: {reason}"
+
+
 class AtomicAudioWriter:
     """Write an audio file block by block; it appears under its final name only when complete.
 
     Use as a context manager: on any error (full disk, interruption) the temporary file is
-    removed and nothing is left under the final name.
+    removed, nothing is left under the final name, and the folders this writer created for the
+    file are removed again if they are empty. The file gets the permissions of any new file of
+    the process (``0o666`` less the umask).
+
+    Args:
+        path: the final file name.
+        sample_rate, channels: of the audio to write.
+        bits: ``"16"`` or ``"24"`` (integer PCM, also as ints) or ``"32f"`` (float).
+        fmt: ``"wav"`` or ``"flac"``; default: from the suffix of ``path``, else wav.
     """
 
     def __init__(
@@ -326,41 +449,67 @@ class AtomicAudioWriter:
         sample_rate: int,
         channels: int,
         *,
-        bits: str = "16",
+        bits: str | int = "16",
         fmt: str | None = None,
     ) -> None:
         self.path = Path(path)
-        if bits not in SUBTYPES:
-            raise OutputError(f"unsupported --bits {bits!r}; choose one of {', '.join(SUBTYPES)}")
-        fmt = (fmt or self.path.suffix.lstrip(".") or "wav").upper()
-        if fmt not in ("WAV", "FLAC"):
-            raise OutputError(f"unsupported output format {fmt.lower()!r}; choose wav or flac")
-        if fmt == "FLAC" and bits == "32f":
-            raise OutputError(
-                "FLAC cannot store float samples; use --bits 16 or 24, or --format wav"
-            )
+        bits = output_bits(bits)
+        fmt = (fmt or self.path.suffix.lstrip(".") or "wav").lower()
+        if fmt not in FORMATS:
+            raise OutputError(f"unsupported output format {fmt!r}; choose wav or flac")
+        if fmt == "flac" and bits == "32f":
+            raise OutputError("FLAC cannot store float samples; use 16 or 24 bits, or wav")
         self.sample_rate, self.channels, self.subtype, self.format = (
             sample_rate,
             channels,
             SUBTYPES[bits],
-            fmt,
+            fmt.upper(),
         )
         self.clipped = 0
         self._tmp: Path | None = None
         self._file: sf.SoundFile | None = None
+        self._made: list[Path] = []  # folders this writer created, deepest first
+
+    def _make_folders(self) -> None:
+        missing, folder = [], self.path.parent
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):
+            d.mkdir(exist_ok=True)
+            self._made.insert(0, d)
+
+    def _remove_made_folders(self) -> None:
+        for d in self._made:
+            try:
+                d.rmdir()
+            except OSError:  # not empty (another writer's file, a user's file): keep it
+                break
+        self._made = []
+
+    def _create_temporary(self) -> Path:
+        # O_EXCL with mode 0o666: a unique name, and the process umask applies as to any new file
+        prefix = f".{self.path.name}.{_HOST}-{os.getpid()}-"
+        for _ in range(100):
+            tmp = self.path.parent / f"{prefix}{secrets.token_hex(4)}.part"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            return tmp
+        raise FileExistsError(errno.EEXIST, "no free temporary name", str(self.path.parent))
 
     def __enter__(self) -> AtomicAudioWriter:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folders()
             remove_stale_temps(self.path)
-            prefix = f".{self.path.name}.{_HOST}-{os.getpid()}-"
-            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=self.path.parent)
-            os.close(fd)
+            self._tmp = self._create_temporary()
         except OSError as err:
+            self._remove_made_folders()
             raise OutputError(
                 f"cannot write to {self.path.parent}: {err.strerror or err}"
             ) from None
-        self._tmp = Path(tmp)
         try:
             self._file = sf.SoundFile(
                 str(self._tmp),
@@ -372,6 +521,7 @@ class AtomicAudioWriter:
             )
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             self._tmp.unlink(missing_ok=True)
+            self._remove_made_folders()
             raise OutputError(f"cannot write {self.path}: {err}") from None
         return self
 
@@ -386,32 +536,28 @@ class AtomicAudioWriter:
         try:
             self._file.write(np.ascontiguousarray(block.T))
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
-            raise OutputError(f"writing {self.path} failed (disk full?): {err}") from None
+            raise OutputError(write_failure(self.path, err)) from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self._file is not None and self._tmp is not None
+        failure: OutputError | None = None
         try:
             self._file.close()
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
-            if exc_type is None:
-                exc_type = OutputError
-                exc = OutputError(f"writing {self.path} failed (disk full?): {err}")
-        if exc_type is None:
+            failure = OutputError(write_failure(self.path, err))
+        if exc_type is None and failure is None:
             try:
-                os.chmod(self._tmp, 0o666 & ~_UMASK)  # mkstemp made it private (0600)
                 os.replace(self._tmp, self.path)
             except OSError as err:
                 self._tmp.unlink(missing_ok=True)
+                self._remove_made_folders()
                 raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
-        else:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
-            if (
-                isinstance(exc, OutputError)
-                and exc_type is OutputError
-                and exc.__traceback__ is None
-            ):
-                raise exc
+            return
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+        self._remove_made_folders()
+        if exc_type is None and failure is not None:
+            raise failure
 
 
 def write_audio(
@@ -419,7 +565,7 @@ def write_audio(
     audio: np.ndarray,
     sample_rate: int,
     *,
-    bits: str = "16",
+    bits: str | int = "16",
     fmt: str | None = None,
 ) -> int:
     """Write ``(channels, samples)`` atomically; returns the number of clipped samples."""
