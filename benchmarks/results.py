@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         sep = Separator(args.model, device=args.device)
-        started = dt.datetime.now(dt.timezone.utc)
+        started = dt.datetime.now(dt.UTC)
         rows, n_tracks, secs = measure(
             sep,
             args.data,
