@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from aqsep.data.synth import (  # noqa: E402
     build_corpus,
     bundled_soundfont,
     composition,
+    default_soundfonts,
+    instruments,
     read_corpus_metadata,
     read_track_metadata,
     rendering,
@@ -56,6 +59,38 @@ def chorales_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Draw pieces from the Bach chorales only, the quickest to parse (keeps tests fast)."""
     chorales = {"chorales": composition.PIECE_CATEGORIES["chorales"]}
     monkeypatch.setattr(composition, "PIECE_CATEGORIES", chorales)
+
+
+def _chunk(cid: bytes, data: bytes) -> bytes:
+    return cid + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+
+def write_sf2(path: Path, presets: list[tuple[int, int]], sample_rate: int = 22050) -> Path:
+    """A minimal SF2 file: every (bank, program) preset plays one decaying noise burst on all
+    keys (a stand-in for a drum-kit soundfont, or, with 128 programs, a General MIDI set)."""
+    n = sample_rate // 4
+    burst = np.random.default_rng(0).standard_normal(n) * np.exp(-np.arange(n) / (0.03 * n * 4))
+    pcm = (burst / np.abs(burst).max() * 20000).astype("<i2").tobytes() + b"\0" * 92
+    rec = "<20sHHHIII"
+    phdr = b"".join(struct.pack(rec, b"p", p, b, i, 0, 0, 0) for i, (b, p) in enumerate(presets))
+    phdr += struct.pack(rec, b"EOP", 0, 0, len(presets), 0, 0, 0)
+    pbag = b"".join(struct.pack("<HH", i, 0) for i in range(len(presets) + 1))
+    pgen = struct.pack("<HH", 41, 0) * len(presets) + bytes(4)  # each preset: instrument 0
+    inst = struct.pack("<20sH", b"burst", 0) + struct.pack("<20sH", b"EOI", 1)
+    ibag = struct.pack("<HH", 0, 0) + struct.pack("<HH", 3, 0)
+    # key range 0-127, no loop, sample 0
+    igen = struct.pack("<HBB", 43, 0, 127) + struct.pack("<HHHH", 54, 0, 53, 0) + bytes(4)
+    shdr = struct.pack("<20sIIIIIBbHH", b"burst", 0, n, 0, n, sample_rate, 60, 0, 0, 1)
+    shdr += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    pdta = [(b"phdr", phdr), (b"pbag", pbag), (b"pmod", bytes(10)), (b"pgen", pgen)]
+    pdta += [(b"inst", inst), (b"ibag", ibag), (b"imod", bytes(10)), (b"igen", igen)]
+    pdta += [(b"shdr", shdr)]
+    info = _chunk(b"ifil", struct.pack("<HH", 2, 1)) + _chunk(b"isng", b"EMU8000\0")
+    body = b"sfbk" + _chunk(b"LIST", b"INFO" + info)
+    body += _chunk(b"LIST", b"sdta" + _chunk(b"smpl", pcm))
+    body += _chunk(b"LIST", b"pdta" + b"".join(_chunk(c, d) for c, d in pdta))
+    path.write_bytes(_chunk(b"RIFF", body))
+    return path
 
 
 def _tracks(out: Path, meta: dict) -> list[Path]:
@@ -316,3 +351,36 @@ def test_cli_main(
     rc = cli.main(["synth", "--out", str(out), "--soundfont", str(tmp_path / "missing.sf2")])
     assert rc != 0
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_drum_kit_soundfonts_are_not_general_midi(
+    tmp_path: Path, soundfont: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-preset drum-kit soundfont (Debian's avldrums.lv2-soundfont puts two in
+    /usr/share/sounds/sf2) must not be taken for a General MIDI set: its preset 0 would be
+    played as a piano, and a track of it alone has no two audible stems."""
+    folder = tmp_path / "sf2"
+    folder.mkdir()
+    kit = write_sf2(folder / "Kit_4_LV2.sf2", [(0, 0)])
+    gm = write_sf2(folder / "gm.sf2", [(0, p) for p in range(128)] + [(128, 0)])
+    assert instruments.soundfont_presets(kit) == [(0, 0, "p")]
+    assert not instruments.is_general_midi(kit)
+    assert instruments.is_general_midi(gm) and instruments.is_general_midi(soundfont)
+    monkeypatch.setattr(instruments, "_SOUNDFONT_DIRS", (str(folder),))
+    assert default_soundfonts() == [gm, soundfont]
+    with pytest.raises(DataError, match="not a General MIDI set"):
+        build_corpus(tmp_path / "c", hours=0.001, seed=0, soundfonts=[kit], progress=False)
+    not_sf = tmp_path / "x.sf2"
+    not_sf.write_bytes(b"RIFF\0\0\0\0WAVE")
+    with pytest.raises(DataError, match="not a soundfont"):
+        instruments.soundfont_presets(not_sf)
+
+
+def test_installed_drum_kits_are_not_general_midi() -> None:
+    kits = [p for p in Path("/usr/share/sounds/sf2").glob("*_LV2.sf2") if p.is_file()]
+    if not kits:
+        pytest.skip("avldrums.lv2-soundfont is not installed")
+    chosen = {p.resolve() for p in default_soundfonts()}
+    for kit in kits:
+        assert not instruments.is_general_midi(kit)
+        assert kit.resolve() not in chosen

@@ -23,9 +23,11 @@ interrupted run. The same seed renders the same audio, bit for bit."""
 EPILOG = """\
 soundfonts: by default the soundfont inside the pretty_midi package (TimGM6mb.sf2) and any
 General MIDI soundfont installed under /usr/share/sounds/sf2, /usr/share/sounds/sf3 or
-/usr/share/soundfonts (for example Debian's fluid-soundfont-gm). With several soundfonts, the
-last one (by default the pretty_midi one) renders the test split only, and the others train
-and valid. Programs that a soundfont renders silent or far too quietly are skipped.
+/usr/share/soundfonts (for example Debian's fluid-soundfont-gm); soundfonts that are not
+General MIDI sets (drum kits, single instruments) are not used as such. With several
+soundfonts, the last one (by default the pretty_midi one) renders the test split only, and
+the others train and valid. Programs that a soundfont renders silent or far too quietly are
+skipped.
 
 example:
   aqsep synth --out corpus --hours 4 --seed 0 --jobs 2"""

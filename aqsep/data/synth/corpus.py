@@ -28,6 +28,7 @@ from aqsep.data.synth.instruments import (
     SynthPool,
     check_soundfont,
     default_soundfonts,
+    general_midi_coverage,
     import_tinysoundfont,
 )
 from aqsep.data.synth.rendering import METADATA_NAME, MIXTURE_NAME
@@ -169,6 +170,13 @@ def build_corpus(
                 sf_paths.append(p.resolve())
         if not sf_paths:
             raise DataError("the list of soundfonts is empty")
+        for p in sf_paths:
+            have, need = general_midi_coverage(p)
+            if have < 0.75 * need:
+                raise DataError(
+                    f"soundfont {p.name} is not a General MIDI set: its bank 0 has {have} of "
+                    f"the {need} programs the corpus plays (a drum-kit soundfont is not one)"
+                )
     names = [p.name for p in sf_paths]
     if len(set(names)) != len(names):
         raise DataError(f"two soundfonts share a file name: {names}; rename one")

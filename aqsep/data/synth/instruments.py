@@ -10,10 +10,11 @@ or far too quietly are skipped) and played by ``tinysoundfont`` (:class:`SynthPo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -161,13 +162,8 @@ def bundled_soundfont() -> Path | None:
     return path if path.is_file() else None
 
 
-def default_soundfonts() -> list[Path]:
-    """Installed General MIDI soundfonts: Debian ones (sorted), then the bundled one last.
-
-    The last soundfont of the list is the one reserved for the test split when there are
-    several, so by default the test split is rendered with the soundfont that every install
-    has, and the training splits with the larger Debian ones.
-    """
+def _installed_soundfonts() -> list[Path]:
+    """Every .sf2/.sf3 file in the system's soundfont folders, once each, by resolved path."""
     found: list[Path] = []
     seen_real: set[str] = set()
     seen_names: set[str] = set()
@@ -190,9 +186,98 @@ def default_soundfonts() -> list[Path]:
             seen_names.add(name)
             found.append(Path(real))
     found.sort(key=lambda p: p.name.lower())
+    return found
+
+
+def default_soundfonts() -> list[Path]:
+    """Installed General MIDI soundfonts: Debian ones (sorted), then the bundled one last.
+
+    The last soundfont of the list is the one reserved for the test split when there are
+    several, so by default the test split is rendered with the soundfont that every install
+    has, and the training splits with the larger Debian ones. Soundfonts that are not General
+    MIDI sets (:func:`is_general_midi`), such as the one-preset drum kits of Debian's
+    ``avldrums.lv2-soundfont``, are left out: their one preset would be played as a piano.
+    """
+    found = []
+    for path in _installed_soundfonts():
+        try:
+            if is_general_midi(path):
+                found.append(path)
+        except DataError:
+            continue  # not a readable soundfont: not ours to use
+    bundled = bundled_soundfont()
     if bundled is not None:
         found.append(bundled)
     return found
+
+
+def _riff_chunks(fh: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(id, data offset, data size) of the chunks between two offsets of a RIFF file.
+
+    Chunks are padded to an even size, but some SF3 writers leave the pad byte out: the
+    padded offset is used only where the unpadded one does not start with a chunk id.
+    """
+    pos = start
+    while pos + 8 <= end:
+        fh.seek(pos)
+        head = fh.read(8)
+        if len(head) < 8:
+            return
+        cid, size = struct.unpack("<4sI", head)
+        yield cid, pos + 8, size
+        pos += 8 + size
+        if size & 1:
+            fh.seek(pos)
+            nxt = fh.read(4)
+            if not (len(nxt) == 4 and all(32 < c < 127 for c in nxt)):
+                pos += 1
+
+
+def soundfont_presets(path: str | os.PathLike[str]) -> list[tuple[int, int, str]]:
+    """``(bank, program, name)`` of every preset of an SF2/SF3 file, read from its headers
+    alone (no sample is loaded). Raises DataError when the file is not a soundfont."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+                raise DataError(f"{path} is not a soundfont (no SF2 header)")
+            end = 8 + struct.unpack("<I", head[4:8])[0]
+            for cid, offset, size in _riff_chunks(fh, 12, end):
+                fh.seek(offset)
+                if cid != b"LIST" or fh.read(4) != b"pdta":
+                    continue
+                for sub, sub_offset, sub_size in _riff_chunks(fh, offset + 4, offset + size):
+                    if sub != b"phdr":
+                        continue
+                    fh.seek(sub_offset)
+                    data = fh.read(sub_size)
+                    records = [data[i : i + 38] for i in range(0, len(data) - 38, 38)]
+                    presets = []
+                    for rec in records:  # the last record ("EOP") only closes the list
+                        name, program, bank = struct.unpack("<20sHH", rec[:24])
+                        text = name.split(b"\0", 1)[0].decode("latin-1").strip()
+                        presets.append((int(bank), int(program), text))
+                    return presets
+    except OSError as err:
+        raise DataError(f"cannot read soundfont {path}: {err}") from err
+    raise DataError(f"{path} is not a soundfont (no preset headers)")
+
+
+def general_midi_coverage(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(programs the corpus plays that bank 0 of the soundfont has, programs the corpus plays)."""
+    bank0 = {program for bank, program, _ in soundfont_presets(path) if bank == 0}
+    return len(bank0 & set(_ALL_MELODIC)), len(_ALL_MELODIC)
+
+
+def is_general_midi(path: str | os.PathLike[str]) -> bool:
+    """True when bank 0 of the soundfont has most (3/4) of the programs the corpus plays.
+
+    A General MIDI set has all 128; a drum kit or a single instrument has one or a few, and
+    its presets must not stand for General MIDI programs.
+    """
+    have, need = general_midi_coverage(path)
+    return have >= 0.75 * need
 
 
 def import_tinysoundfont() -> Any:
