@@ -31,3 +31,10 @@ class DataError(AqsepError):
 
 class OutputError(AqsepError):
     """An output cannot be written (permissions, full disk, ...)."""
+
+
+class SettingError(AqsepError, ValueError):
+    """A setting is out of range or of the wrong type (segment, overlap, batch size, device...).
+
+    Also a :class:`ValueError`, so that code catching that for bad arguments keeps working.
+    """

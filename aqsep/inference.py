@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from aqsep.audio import AudioReader, resample, to_mono
+from aqsep.errors import SettingError
 from aqsep.model import QuerySeparator
 from aqsep.transforms import istft, stft
 
@@ -42,9 +43,9 @@ class ChunkPlan:
         cls, length: int, sample_rate: int, segment_seconds: float, overlap: float
     ) -> ChunkPlan:
         if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+            raise SettingError(f"overlap must be in [0, 1), got {overlap}")
         if segment_seconds <= 0:
-            raise ValueError(f"segment must be positive, got {segment_seconds}")
+            raise SettingError(f"segment must be positive, got {segment_seconds}")
         segment = max(1, round(segment_seconds * sample_rate))
         step = max(1, round(segment * (1.0 - overlap)))
         return cls(length, segment, step)
