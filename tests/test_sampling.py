@@ -14,7 +14,9 @@ from aqsep.data.sampling import (
     ExcerptDataset,
     SamplingConfig,
     StepBatchSampler,
+    TrackPool,
     is_silent_target,
+    lowpass,
     mix_stems,
     rms_db,
     sample_excerpt,
@@ -185,3 +187,77 @@ def test_step_batch_sampler_gives_global_sample_indices() -> None:
     step = {"now": 3}
     lazy = StepBatchSampler(2, 5, start_step=lambda: step["now"])
     assert list(lazy) == [[6, 7], [8, 9]]
+
+
+def test_pool_draws_data_sets_by_weight() -> None:
+    a = [noise_track(f"a{i}", seed=i) for i in range(5)]
+    b = [noise_track(f"b{i}", seed=10 + i) for i in range(2)]
+    pool = TrackPool([a, b], [1.0, 3.0])
+    rng = np.random.default_rng(0)
+    names = Counter(pool.draw(rng).name[0] for _ in range(4000))
+    assert abs(names["b"] / 4000 - 0.75) < 0.03  # by weight, not by the number of tracks
+    with pytest.raises(DataError):
+        TrackPool([[], []])
+
+
+def test_single_set_pool_draws_as_a_plain_list() -> None:
+    tracks = [noise_track(f"t{i}", seed=i) for i in range(4)]
+    config = SamplingConfig(remix_prob=0.5)
+    plain = sample_excerpt(tracks, 1000, np.random.default_rng(3), config)
+    pooled = sample_excerpt(TrackPool([tracks]), 1000, np.random.default_rng(3), config)
+    assert plain.track == pooled.track and np.array_equal(plain.mixture, pooled.mixture)
+
+
+def test_cross_source_remix_keeps_mixture_exact() -> None:
+    """A voice of one data set over the band of another: target + rest = mixture, exactly."""
+    n = 4000
+    karaoke = [
+        ArrayTrack(f"k{i}", {"vocals": np.full(n, 0.1 + i), "accompaniment": np.full(n, 0.2)})
+        for i in range(3)
+    ]
+    band = [
+        ArrayTrack(
+            f"m{i}",
+            {"vocals": np.full(n, -1.0), "drums": np.full(n, 0.3), "bass": np.full(n, 0.4)},
+        )
+        for i in range(3)
+    ]
+    pool = TrackPool([band, karaoke], [1.0, 1.0])
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ex = sample_excerpt(pool, 500, rng, SamplingConfig(remix_prob=1.0))
+        np.testing.assert_array_equal(ex.target + ex.rest, ex.mixture)
+    # a band track's voice comes from either data set (by weight), never from the track itself;
+    # drums have donors in the band set only
+    donors = Counter(pool.donor("vocals", band[0], rng).name for _ in range(2000))
+    assert "m0" not in donors and set(donors) == {"m1", "m2", "k0", "k1", "k2"}
+    assert abs(sum(v for k, v in donors.items() if k[0] == "k") / 2000 - 0.5) < 0.05
+    assert {pool.donor("drums", band[0], rng).name for _ in range(50)} == {"m1", "m2"}
+    assert pool.donor("accompaniment", karaoke[0], rng).name in {"k1", "k2"}
+
+
+@pytest.mark.parametrize("cutoff", [2000.0, 3000.0])
+def test_lowpass_removes_the_band_above_its_cutoff(cutoff: float) -> None:
+    sr, n = 8000, 8000
+    t = np.arange(n) / sr
+    low, high = np.sin(2 * np.pi * 500 * t), np.sin(2 * np.pi * 3500 * t)
+    out = lowpass(np.stack([low + high, high]).astype(np.float32), cutoff, sr, width=400)
+    np.testing.assert_allclose(out[0], low, atol=1e-4)  # 500 Hz passes, 3500 Hz is gone
+    assert rms_db(out[1]) < -80
+
+
+def test_bandwidth_augmentation_filters_target_and_mixture_alike() -> None:
+    sr = 8000
+    tracks = [noise_track(f"t{i}", seed=i) for i in range(3)]
+    config = SamplingConfig(lowpass_prob=1.0, lowpass_low=1000.0, lowpass_high=1500.0)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        ex = sample_excerpt(tracks, 4000, rng, config)
+        np.testing.assert_allclose(ex.target + ex.rest, ex.mixture, atol=1e-6)
+        for signal in (ex.target, ex.rest, ex.mixture):
+            spectrum = np.abs(np.fft.rfft(signal))
+            freqs = np.fft.rfftfreq(signal.size, 1 / sr)
+            assert spectrum[freqs > 1500].max() < 1e-3 * max(spectrum.max(), 1e-9)
+    untouched = sample_excerpt(tracks, 4000, np.random.default_rng(1), SamplingConfig())
+    spectrum = np.abs(np.fft.rfft(untouched.mixture))
+    assert spectrum[np.fft.rfftfreq(4000, 1 / sr) > 2000].max() > 0.1 * spectrum.max()

@@ -391,6 +391,34 @@ def test_size_options_shape_a_new_run_and_are_fixed_on_resume(
     assert "--channels" in cli("train", "--help").out
 
 
+def test_a_run_over_two_data_sets(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """A stems corpus and a MIR-1K folder (found by its clip names) in one run, weighted, with
+    cross-source remixing and bandwidth augmentation; the data sets are fixed on resume."""
+    from tests.test_mir1k import write_clip
+
+    karaoke = tmp_path / "MIR-1K"
+    for name in ("amy_1_01", "amy_1_02", "bobon_2_01", "ani_1_01"):  # ani: a test singer
+        write_clip(karaoke / "Wavfile", name, seconds=3.5)
+    run_dir = tmp_path / "two"
+    common = [
+        *_quick_run(corpus, run_dir, batch_size=2),
+        "--data", f"{karaoke}@2", "--valid-excerpts", 2, "--quiet",
+        "--remix", 0.5, "--lowpass", 0.5,
+    ]  # fmt: skip
+    assert cli("train", *common, "--steps", 2).code == 0
+    spec = RunSpec.load(run_dir)
+    assert [str(s) for s in spec.sources] == [f"stems:{corpus}", f"mir1k:{karaoke}@2"]
+    assert spec.train_config.remix_prob == 0.5 and spec.train_config.lowpass_prob == 0.5
+    model = load_model(run_dir / "model")
+    assert {"vocals", "accompaniment", "drums", "bass"} <= set(model.classes)
+    assert model.metadata["data"] == [f"stems:{corpus}", f"mir1k:{karaoke}@2"]
+    error = cli("train", *common, "--resume", "--steps", 3, "--lowpass", 0.2).one_line_error()
+    assert "--lowpass cannot change" in error
+    assert cli("train", *common, "--resume", "--steps", 3).code == 0
+    bad = cli("train", "--data", "mir1k:", "--out", tmp_path / "x").one_line_error()
+    assert "empty" in bad or "does not exist" in bad
+
+
 # ------------------------------------------------------------------------------------ DDP
 
 

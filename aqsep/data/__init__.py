@@ -29,6 +29,8 @@ class DataSource:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise DataError(f"the path of a {self.kind} data set is empty")
         if self.kind not in SOURCE_KINDS:
             raise DataError(
                 f"unknown kind of data set {self.kind!r}; choose one of {', '.join(SOURCE_KINDS)}"
