@@ -14,6 +14,29 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+UNET_DEPTH = 6  # stride-2 levels of the separator's U-Net: n_bins must divide by 2 ** UNET_DEPTH
+
+
+def _whole(owner: str, name: str, value: Any, minimum: int) -> None:
+    """Refuse anything but an int >= ``minimum`` (JSON ``"22050"``, ``22050.0`` or ``true`` too)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{owner}.{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{owner}.{name} must be at least {minimum}, got {value}")
+
+
+def _layers(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, tuple) or len(value) != UNET_DEPTH:
+        raise ValueError(f"{owner}.{name} must list {UNET_DEPTH} layer widths, got {value!r}")
+    for width in value:
+        _whole(owner, name, width, 1)
+
+
+def _odd_kernel(owner: str, value: Any) -> None:
+    _whole(owner, "kernel_size", value, 1)
+    if value % 2 == 0:
+        raise ValueError(f"{owner}.kernel_size must be odd (centred padding), got {value}")
+
 
 @dataclass(frozen=True)
 class AudioConfig:
@@ -24,6 +47,29 @@ class AudioConfig:
     hop_length: int = 256
     n_bins: int = 512  # the network sees bins 0..511; the Nyquist bin reuses bin 511's mask
     segment_frames: int = 256  # ~2.97 s at 22.05 kHz, the paper's excerpt length [inferred]
+
+    def __post_init__(self) -> None:
+        owner = "audio"
+        _whole(owner, "sample_rate", self.sample_rate, 1000)
+        _whole(owner, "n_fft", self.n_fft, 2 * 2**UNET_DEPTH)
+        _whole(owner, "hop_length", self.hop_length, 1)
+        _whole(owner, "n_bins", self.n_bins, 2**UNET_DEPTH)
+        _whole(owner, "segment_frames", self.segment_frames, 2)
+        if self.hop_length > self.n_fft:
+            raise ValueError(
+                f"audio.hop_length {self.hop_length} is longer than audio.n_fft {self.n_fft}: "
+                "frames would skip samples"
+            )
+        if self.n_bins != self.n_fft // 2:
+            raise ValueError(
+                f"audio.n_bins must be n_fft // 2 = {self.n_fft // 2} (the bins below Nyquist), "
+                f"got n_bins {self.n_bins} with n_fft {self.n_fft}"
+            )
+        if self.n_bins % 2**UNET_DEPTH:
+            raise ValueError(
+                f"audio.n_bins must be a multiple of {2**UNET_DEPTH} (the U-Net halves it "
+                f"{UNET_DEPTH} times), got {self.n_bins}"
+            )
 
     @property
     def segment_samples(self) -> int:
@@ -44,6 +90,12 @@ class QueryNetConfig:
     gru_hidden: int = 128  # per direction
     latent_dim: int = 128
 
+    def __post_init__(self) -> None:
+        _layers("query", "channels", self.channels)
+        _odd_kernel("query", self.kernel_size)
+        _whole("query", "gru_hidden", self.gru_hidden, 1)
+        _whole("query", "latent_dim", self.latent_dim, 1)
+
 
 @dataclass(frozen=True)
 class SeparatorConfig:
@@ -53,6 +105,15 @@ class SeparatorConfig:
     kernel_size: int = 5
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder blocks that use dropout
+
+    def __post_init__(self) -> None:
+        _layers("separator", "channels", self.channels)
+        _odd_kernel("separator", self.kernel_size)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise ValueError(f"separator.dropout must be a number, got {self.dropout!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"separator.dropout must be in [0, 1), got {self.dropout}")
+        _whole("separator", "dropout_layers", self.dropout_layers, 0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +127,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict`'s output; raises ValueError naming the first bad value."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the model config must be an object, got {_json_type(data)}")
+        unknown = set(data) - {"audio", "query", "separator"}
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
         return cls(
             audio=_build(AudioConfig, data.get("audio", {})),
             query=_build(QueryNetConfig, data.get("query", {})),
@@ -115,7 +182,14 @@ class TrainConfig:
         return _build(cls, data)
 
 
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", str: "a string", list: "a list"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else repr(value))
+
+
 def _build(cls: type[T], data: dict[str, Any]) -> T:
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be an object, got {_json_type(data)}")
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - known
     if unknown:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aqsep.config import ModelConfig
-from aqsep.errors import ModelError
+from aqsep.errors import ModelError, OutputError
 from aqsep.model import QuerySeparator
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CLASSES = "classes.json"
+MODEL_FILES = (WEIGHTS, CONFIG, CLASSES)  # everything save_model writes, and all it may replace
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
 BUNDLED_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "default"
 
@@ -57,37 +60,80 @@ class ReleasedModel:
         return torch.tensor(self.classes[key].latent, dtype=torch.float32)
 
 
+def check_model_destination(out_dir: str | Path) -> Path:
+    """Where :func:`save_model` may write: a new or empty folder, or a released model's folder.
+
+    Call it before long work (training) so that a bad destination fails at once. A folder that
+    holds other files (a user's notes, a run folder...) is refused rather than emptied; in a
+    released model's folder only the model's own files are replaced.
+    """
+    out_dir = Path(out_dir)
+    blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"cannot write the model to {out_dir}: {blocker} is a file, not a folder")
+    if not out_dir.is_dir():
+        return out_dir
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in MODEL_FILES)
+    if not others:
+        return out_dir
+    if not (out_dir / CONFIG).is_file() or not (out_dir / WEIGHTS).is_file():
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OutputError(
+            f"{out_dir} is not empty and holds no aqsep model ({listed}); a model is saved to a "
+            "new or empty folder, or over an aqsep model, so choose another folder"
+        )
+    return out_dir
+
+
 def save_model(
     out_dir: str | Path,
     model: QuerySeparator,
     classes: dict[str, ClassLatent],
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a released model folder atomically (temporary folder, then rename)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
-    config = {
-        "format_version": FORMAT_VERSION,
-        "model": model.config.to_dict(),
-        "metadata": metadata or {},
-    }
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-    payload = {
-        name: {"latent": [round(float(x), 6) for x in c.latent], "level": c.level, "count": c.count}
-        for name, c in sorted(classes.items())
-    }
-    (tmp / CLASSES).write_text(json.dumps(payload, indent=1))
-    tmp.chmod(0o755)  # mkdtemp makes the folder private; a released model is for everyone
-    for child in tmp.iterdir():
-        child.chmod(0o644)
-    if out_dir.exists():
-        for child in out_dir.iterdir():
-            child.unlink()
-        out_dir.rmdir()
-    os.replace(tmp, out_dir)
+    """Write a released model folder atomically: nothing is ever deleted but an older model.
+
+    The files are written to a temporary folder beside ``out_dir``; a new or empty ``out_dir`` is
+    then replaced by it in one rename. In an existing model's folder, each of the model's own
+    files is replaced by a rename of its own and every other file is left as it is. A folder that
+    holds other files and no model is refused (:func:`check_model_destination`).
+    """
+    out_dir = check_model_destination(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as err:
+        raise OutputError(f"cannot write the model to {out_dir}: {err.strerror or err}") from None
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model": model.config.to_dict(),
+            "metadata": metadata or {},
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+        payload = {
+            name: {
+                "latent": [round(float(x), 6) for x in c.latent],
+                "level": c.level,
+                "count": c.count,
+            }
+            for name, c in sorted(classes.items())
+        }
+        (tmp / CLASSES).write_text(json.dumps(payload, indent=1))
+        tmp.chmod(0o755)  # mkdtemp makes the folder private; a released model is for everyone
+        for child in tmp.iterdir():
+            child.chmod(0o644)
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            for name in MODEL_FILES:  # each file in one rename; other files stay
+                os.replace(tmp / name, out_dir / name)
+        else:
+            os.replace(tmp, out_dir)  # a new folder, or over an empty one
+    except OSError as err:
+        raise OutputError(f"writing the model to {out_dir} failed: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -98,12 +144,29 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
         if not bundled.is_dir():
             raise ModelError(
                 f"the bundled default model is not installed (expected in {bundled}); "
-                "pass a released model folder instead (--model PATH)"
+                "give the path of a released model folder instead"
             )
         return bundled
     path = Path(name_or_path)
+    if path.is_file():
+        if path.name == WEIGHTS or path.name == CONFIG:
+            return path.parent
+        kind = (
+            "a training checkpoint or pickled weights, which aqsep never loads; export the "
+            "training run as a released model"
+            if path.suffix.lower() in CHECKPOINT_SUFFIXES
+            else "a file"
+        )
+        raise ModelError(
+            f"{path} is {kind}: a model is a released model folder ({WEIGHTS}, {CONFIG}, {CLASSES})"
+        )
     if path.is_dir() or path.suffix == ".safetensors" or os.sep in str(name_or_path):
-        return path.parent if path.is_file() else path
+        return path.parent if path.suffix == ".safetensors" else path
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise ModelError(
+            f"{path}: no such file; a model is a released model folder ({WEIGHTS}, {CONFIG}, "
+            f"{CLASSES}), not a checkpoint file"
+        )
     bundled = BUNDLED_DIR / str(name_or_path)
     if bundled.is_dir():
         return bundled
@@ -128,7 +191,7 @@ def _check_not_pickle(path: Path) -> None:
     if head[:1] == b"\x80" or head[:2] == b"PK":
         raise ModelError(
             f"{path} is a pickle/torch checkpoint, not safetensors; aqsep never unpickles model "
-            "files. Export it with `aqsep train --export` or convert it to safetensors."
+            "files: export the training run as a released model, or convert it to safetensors"
         )
     raise ModelError(
         f"{path} is not a safetensors file; a released model stores its weights as safetensors"
@@ -154,6 +217,11 @@ def load_model(
         raise ModelError(f"{config_path} is not valid JSON: {err}") from None
     if not isinstance(config, dict) or "model" not in config:
         raise ModelError(f"{config_path} has no 'model' section")
+    if not isinstance(config["model"], dict):
+        raise ModelError(
+            f"{config_path}: the 'model' section must be an object (audio, query, separator), "
+            f"got {json.dumps(config['model'])}"
+        )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelError(
