@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,25 +17,53 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqsep.audio import AtomicAudioWriter, AudioReader, as_2d
-from aqsep.errors import OutputError, QueryError
+from aqsep.audio import (
+    AUDIO_EXTENSIONS,
+    FORMATS,
+    AtomicAudioWriter,
+    AudioReader,
+    as_2d,
+    output_bits,
+)
+from aqsep.errors import AudioError, OutputError, QueryError, SettingError
 from aqsep.inference import Latent, Progress, separate_stream
 from aqsep.query import LatentAverager, encode_reader, slerp
 from aqsep.release import ReleasedModel, load_model
 
 QuerySource = str | Path | tuple[np.ndarray, int]
 
+# The longest chunk a Separator runs at once, in seconds. Memory grows with the chunk (and the
+# batch size), so it is bounded here; a chunk is also never longer than the input it separates
+# (or the model's excerpt, if that is longer). The `cpu` preset needs about 0.5 GB per 30 s chunk.
+MAX_SEGMENT_SECONDS = 30.0
+MIN_SEGMENT_SECONDS = 0.1
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
+
+    Raises :class:`SettingError` for an unknown device or one this machine does not have.
+    """
     if str(device) != "auto":
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            dev = None
+        if dev is None or dev.type not in DEVICES:
+            raise SettingError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise QueryError(
-                "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+            raise SettingError(
+                f"device {str(device)!r} was asked for but no CUDA GPU is available; use 'cpu'"
+            )
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingError(
+                f"device {str(device)!r} was asked for but this machine has "
+                f"{torch.cuda.device_count()} CUDA GPU(s)"
             )
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise QueryError(
-                "--device mps was asked for but MPS is not available; use --device cpu"
+            raise SettingError(
+                f"device {str(device)!r} was asked for but MPS is not available; use 'cpu'"
             )
         return dev
     if torch.cuda.is_available():
@@ -52,11 +81,19 @@ def track_outputs(
     residual: bool = False,
     ext: str = "wav",
 ) -> tuple[str, dict[str, Path]]:
-    """The track name of an input file and the paths :meth:`Separator.separate_file` writes for it."""
+    """The track name of an input file and the paths :meth:`Separator.separate_file` writes for it.
+
+    The track is the file name less its audio suffix (``.stem.mp4`` for MUSDB18 stems, or one
+    of :data:`~aqsep.audio.AUDIO_EXTENSIONS`); any other dot belongs to the name.
+    """
     path = Path(path)
     if residual and name == "rest":
         raise OutputError("the output name 'rest' is taken by the residual; choose another name")
-    track = path.name.split(".")[0] if path.name.endswith(".stem.mp4") else path.stem
+    track = path.name
+    for suffix in (".stem.mp4", *AUDIO_EXTENSIONS):
+        if track.lower().endswith(suffix) and len(track) > len(suffix):
+            track = track[: -len(suffix)]
+            break
     folder = Path(out_dir) / track
     outputs = {name: folder / f"{name}.{ext}"}
     if residual:
@@ -79,10 +116,15 @@ class Separator:
         model: a released model folder, a bundled model name, an already loaded
             :class:`~aqsep.release.ReleasedModel`, or None for the bundled default.
         device: "auto", "cpu", "cuda" or "mps".
-        segment: chunk length in seconds (default: the model's excerpt length).
+        segment: chunk length in seconds (default: the model's excerpt length), from 0.1 to
+            :data:`MAX_SEGMENT_SECONDS`; never longer than the input (or the model's excerpt).
         overlap: fraction of each chunk shared with the next, in [0, 1).
-        batch_size: chunks per forward pass.
+        batch_size: chunks per forward pass (a whole number >= 1).
         progress: callback receiving dicts ``{"stage", "done", "total", "seconds"}``.
+
+    Raises:
+        SettingError: a setting out of range or of the wrong type, or an unavailable device.
+        ModelError: the model cannot be loaded.
     """
 
     def __init__(
@@ -95,40 +137,101 @@ class Separator:
         batch_size: int = 4,
         progress: Progress | None = None,
     ) -> None:
+        if segment is not None:
+            segment = _number("segment", segment)
+            if not MIN_SEGMENT_SECONDS <= segment <= MAX_SEGMENT_SECONDS:
+                raise SettingError(
+                    f"segment must be from {MIN_SEGMENT_SECONDS:g} to {MAX_SEGMENT_SECONDS:g} s, "
+                    f"got {segment:g}"
+                )
+        overlap = _number("overlap", overlap)
+        if not 0.0 <= overlap < 1.0:
+            raise SettingError(f"overlap must be in [0, 1), got {overlap:g}")
+        batch_size = _whole_number("batch size", batch_size, 1)
         self.device = pick_device(device)
         self.released = model if isinstance(model, ReleasedModel) else load_model(model)
         self.model = self.released.model.to(self.device).eval()
         self.segment, self.overlap, self.batch_size = segment, overlap, batch_size
         self.progress = progress
-        if not 0.0 <= overlap < 1.0:
-            raise QueryError(f"overlap must be in [0, 1), got {overlap}")
-        if segment is not None and segment < 0.1:
-            raise QueryError(f"segment must be at least 0.1 s, got {segment}")
-        if batch_size < 1:
-            raise QueryError(f"batch size must be at least 1, got {batch_size}")
 
     # ---- latents ---------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
         return sorted(self.released.classes)
 
+    @property
+    def latent_dim(self) -> int:
+        return int(self.model.latent_dim)
+
     def class_latent(self, name: str) -> torch.Tensor:
         """The stored mean latent of a class ("separation without a query")."""
-        return self.released.class_latent(name)
+        if not isinstance(name, str) or not name.strip():
+            raise QueryError(
+                f"a class name is needed, got {name!r}; this model knows: {', '.join(self.classes)}"
+            )
+        return self.released.class_latent(name.strip())
 
-    def query_latent(self, queries: Sequence[QuerySource]) -> torch.Tensor:
+    def check_latent(self, latent: object) -> torch.Tensor:
+        """``latent`` as a float32 CPU tensor ``(latent_dim,)``; :class:`QueryError` if it is not one.
+
+        Accepts a tensor, a numpy array or a list of numbers, of shape ``(latent_dim,)`` or
+        ``(1, latent_dim)``, with finite values.
+        """
+        dim = self.latent_dim
+        if isinstance(latent, np.ndarray | list | tuple):
+            try:
+                latent = torch.from_numpy(np.asarray(latent, dtype=np.float32))
+            except (TypeError, ValueError):
+                raise QueryError(f"a latent must be {dim} numbers, got {latent!r:.80}") from None
+        if not isinstance(latent, torch.Tensor):
+            raise QueryError(
+                f"a latent must be a tensor of {dim} numbers, got {type(latent).__name__}"
+            )
+        if latent.is_complex() or latent.dtype == torch.bool:
+            raise QueryError(f"a latent must hold real numbers, got dtype {latent.dtype}")
+        if latent.dim() == 2 and latent.shape[0] == 1:
+            latent = latent[0]
+        if tuple(latent.shape) != (dim,):
+            raise QueryError(
+                f"a latent of shape {tuple(latent.shape)} does not fit this model, which takes "
+                f"({dim},)"
+            )
+        z = latent.detach().to("cpu", torch.float32)
+        if not torch.isfinite(z).all():
+            raise QueryError("the latent holds NaN or infinite values")
+        return z
+
+    def query_latent(self, queries: QuerySource | Sequence[QuerySource]) -> torch.Tensor:
         """Mean latent of one or more query clips (files, or ``(array, sample_rate)`` pairs).
 
-        Each clip is encoded window by window and its non-silent windows averaged; then the
-        clips are averaged.
+        One clip may be given alone (``"clip.wav"``). Each clip is encoded window by window and
+        its non-silent windows averaged; then the clips are averaged.
         """
-        if not queries:
+        if isinstance(queries, np.ndarray):
+            raise QueryError("give an audio array with its sample rate: (array, sample_rate)")
+        items: list[QuerySource]
+        if isinstance(queries, str | Path) or _is_array_pair(queries):
+            items = [queries]  # type: ignore[list-item]
+        else:
+            items = list(queries)  # type: ignore[arg-type]
+        if not items:
             raise QueryError("no query given")
         latents = []
-        for q in queries:
+        for q in items:
             with _reader(q) as reader:
+                self._check_long_enough(reader.frames, reader.sample_rate, f"query {reader.name}")
                 latents.append(encode_reader(self.model, reader, device=self.device))
         return torch.stack(latents).mean(dim=0)
+
+    def _check_long_enough(self, frames: int, sample_rate: int, what: str) -> None:
+        """A query needs at least one STFT window of the model: less is too short to describe."""
+        a = self.model.config.audio
+        need = a.n_fft / a.sample_rate
+        if frames / sample_rate < need:
+            raise QueryError(
+                f"{what} is too short ({frames} samples, {1000 * frames / sample_rate:.1f} ms): "
+                f"a query needs at least {1000 * need:.0f} ms of audio"
+            )
 
     def range_latent(self, source: QuerySource, start: float, end: float | None) -> torch.Tensor:
         """Latent of a time range (seconds) of a file or array, e.g. where an instrument plays alone."""
@@ -144,6 +247,9 @@ class Separator:
                     f"query range starts at {start:.2f} s but {reader.name} lasts {duration:.2f} s"
                 )
             s, e = round(start * reader.sample_rate), round(min(end, duration) * reader.sample_rate)
+            self._check_long_enough(
+                e - s, reader.sample_rate, f"range {start:g}:{end:g} s of {reader.name}"
+            )
             return encode_reader(
                 self.model,
                 reader,
@@ -156,12 +262,15 @@ class Separator:
     @staticmethod
     def blend(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
         """Spherical interpolation between two latents (alpha 0 -> z0, 1 -> z1)."""
+        alpha = _number("blend weight", alpha)
         if not 0.0 <= alpha <= 1.0:
-            raise QueryError(f"blend weight must be in [0, 1], got {alpha}")
+            raise QueryError(f"blend weight must be in [0, 1], got {alpha:g}")
         return slerp(z0, z1, alpha)
 
     def refine(self, source: QuerySource, latent: torch.Tensor, steps: int = 1) -> torch.Tensor:
         """The paper's iterative method: separate, re-encode the estimate, repeat ``steps`` times."""
+        steps = _whole_number("refinement steps", steps, 0)
+        latent = self.check_latent(latent)
         for _ in range(steps):
             averager = LatentAverager(self.model)
             with _reader(source) as reader:
@@ -178,9 +287,15 @@ class Separator:
         return latent
 
     # ---- separation ------------------------------------------------------------------------
-    def _chunking(self) -> dict:
+    def _chunking(self, reader: AudioReader | None = None) -> dict:
+        segment = self.segment
+        if segment is not None and reader is not None:  # no chunk longer than what it separates
+            longest = max(
+                reader.frames / reader.sample_rate, self.model.config.audio.segment_seconds
+            )
+            segment = min(segment, longest)
         return {
-            "segment": self.segment,
+            "segment": segment,
             "overlap": self.overlap,
             "batch_size": self.batch_size,
             "device": self.device,
@@ -193,11 +308,13 @@ class Separator:
         """Separate an array ``(channels, samples)`` or ``(samples,)``; returns ``{"target", ["rest"]}``.
 
         The estimate has the input's shape and sample rate; the caller's array is not modified.
+        Integer arrays are PCM (int16 full scale is 32768); the estimate is float32.
         """
+        latent = self._latent_or_function(latent)
         mix = as_2d(audio)
         reader = AudioReader(mix, sample_rate)
         est = np.concatenate(
-            list(separate_stream(self.model, reader, latent, **self._chunking())), axis=1
+            list(separate_stream(self.model, reader, latent, **self._chunking(reader))), axis=1
         )
         if np.ndim(audio) == 1:
             est = est[0]
@@ -216,13 +333,19 @@ class Separator:
         name: str = "target",
         residual: bool = False,
         ext: str = "wav",
-        bits: str = "16",
+        bits: str | int = "16",
         force: bool = False,
     ) -> SeparatedFile:
         """Separate one file into ``out_dir/<track>/<name>.<ext>`` (and ``rest.<ext>``), atomically.
 
-        A track whose outputs all exist is skipped unless ``force``.
+        ``ext`` is ``"wav"`` or ``"flac"``; ``bits`` 16 or 24 (integer) or ``"32f"`` (float). A
+        track whose outputs all exist is skipped unless ``force``. On an error nothing is left
+        under an output name, nor a folder made for it.
         """
+        bits = output_bits(bits)
+        if ext not in FORMATS:
+            raise OutputError(f"unsupported output format {ext!r}; choose wav or flac")
+        latent = self._latent_or_function(latent)
         track, outputs = track_outputs(path, out_dir, name=name, residual=residual, ext=ext)
         if not force and all(p.exists() for p in outputs.values()):
             return SeparatedFile(track, outputs, skipped=True)
@@ -235,20 +358,63 @@ class Separator:
                 for k, p in outputs.items()
             }
             pos = 0
-            for block in separate_stream(self.model, reader, latent, **self._chunking()):
+            chunking = self._chunking(reader)
+            for block in separate_stream(self.model, reader, latent, **chunking):
                 writers[name].write(block)
                 if residual:
                     writers["rest"].write(reader.read(pos, block.shape[1]) - block)
                 pos += block.shape[1]
         return SeparatedFile(track, outputs, clipped=sum(w.clipped for w in writers.values()))
 
+    def _latent_or_function(self, latent: Latent) -> Latent:
+        return latent if callable(latent) else self.check_latent(latent)
+
+
+def _number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SettingError(f"{what} must be a number, got {value!r}")
+    if not np.isfinite(float(value)):
+        raise SettingError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _whole_number(what: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SettingError(f"{what} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise SettingError(f"{what} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _is_array_pair(source: object) -> bool:
+    return (
+        isinstance(source, tuple)
+        and len(source) == 2
+        and isinstance(source[0], np.ndarray)
+        and not isinstance(source[1], np.ndarray | str | Path)
+    )
+
 
 @contextlib.contextmanager
 def _reader(source: QuerySource):
     if isinstance(source, tuple):
-        reader = AudioReader(source[0], source[1])
-    else:
+        if not _is_array_pair(source):
+            raise QueryError(
+                "a query is a file path or an (array, sample_rate) pair, got a tuple of "
+                f"{len(source)} items"
+            )
+        rate = source[1]
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Integral):
+            raise AudioError(
+                f"the sample rate of a query array must be a whole number, got {rate!r}"
+            )
+        reader = AudioReader(source[0], int(rate))
+    elif isinstance(source, str | Path):
         reader = AudioReader(source)
+    else:
+        raise QueryError(
+            f"a query is a file path or an (array, sample_rate) pair, got {type(source).__name__}"
+        )
     try:
         yield reader
     finally:

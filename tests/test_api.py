@@ -1,0 +1,206 @@
+"""aqsep.api: the Separator's inputs (arrays, queries, latents, settings) and its output paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import make_audio, write_file
+
+import aqsep.api
+from aqsep.api import MAX_SEGMENT_SECONDS, Separator, pick_device, track_outputs
+from aqsep.errors import AqsepError, OutputError, QueryError, SettingError
+
+
+@pytest.fixture(scope="module")
+def sep(tiny_model_dir) -> Separator:
+    return Separator(tiny_model_dir, device="cpu")
+
+
+def no_flags(err: pytest.ExceptionInfo) -> str:
+    """The message of a library error, which must not name command-line options."""
+    message = str(err.value)
+    assert "--" not in message, message
+    return message
+
+
+# ---- track names -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("file", "track"),
+    [
+        ("Mr. Blue - Song A.stem.mp4", "Mr. Blue - Song A"),
+        ("Mr. Blue - Song B.STEM.MP4", "Mr. Blue - Song B"),
+        ("Mr. Blue - Song A.wav", "Mr. Blue - Song A"),
+        ("v1.2 final.mix.flac", "v1.2 final.mix"),
+        ("Dr. Who", "Dr. Who"),  # no audio suffix: nothing is cut
+        ("take.3.M4A", "take.3"),
+        (".wav", ".wav"),
+    ],
+)
+def test_track_name_cuts_only_a_known_audio_suffix(tmp_path, file, track):
+    name, outputs = track_outputs(tmp_path / file, tmp_path / "out", name="drums")
+    assert name == track
+    assert outputs == {"drums": tmp_path / "out" / track / "drums.wav"}
+
+
+# ---- arrays ------------------------------------------------------------------------------------
+def test_int16_array_is_read_as_pcm(sep):
+    x = make_audio(0.5, 22050, 2)
+    pcm = np.round(x * 32767).astype(np.int16)
+    z = sep.class_latent("drums")
+    from_int = sep.separate(pcm, 22050, z, residual=True)
+    from_float = sep.separate(pcm / np.float32(32768), 22050, z, residual=True)
+    assert from_int["target"].dtype == np.float32
+    np.testing.assert_allclose(from_int["target"], from_float["target"], atol=1e-5)
+    np.testing.assert_allclose(from_int["rest"], from_float["rest"], atol=1e-5)
+    assert np.abs(from_int["target"]).max() < 2.0  # not 16000 (unscaled int16)
+
+
+# ---- queries -----------------------------------------------------------------------------------
+def test_one_query_may_be_given_alone(sep, tmp_path):
+    clip = write_file(tmp_path / "clip.wav", make_audio(0.4, 22050, 1, seed=3), 22050)
+    reference = sep.query_latent([clip])
+    for alone in (str(clip), clip):
+        torch.testing.assert_close(sep.query_latent(alone), reference)
+    audio, sr = sf.read(str(clip), dtype="float32")
+    torch.testing.assert_close(sep.query_latent((audio, sr)), reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [[], (), [(np.zeros(100), 8000, 1)], [3.5], np.zeros(100)])
+def test_malformed_queries_are_query_errors(sep, bad):
+    with pytest.raises(QueryError) as err:
+        sep.query_latent(bad)
+    no_flags(err)
+
+
+@pytest.mark.parametrize("samples", [1, 30])
+def test_a_query_shorter_than_one_stft_window_is_too_short_not_silent(sep, tmp_path, samples):
+    clip = make_audio(samples / 22050, 22050, 1, level=0.9)
+    with pytest.raises(QueryError, match="too short") as err:
+        sep.query_latent([(clip, 22050)])
+    assert f"{samples} samples" in no_flags(err) and "silent" not in str(err.value)
+    song = write_file(tmp_path / "song.wav", make_audio(0.5, 22050, 1), 22050)
+    with pytest.raises(QueryError, match="too short"):
+        sep.range_latent(song, 0.1, 0.1 + samples / 22050)
+
+
+def test_empty_class_name(sep):
+    with pytest.raises(QueryError, match="class name") as err:
+        sep.class_latent("")
+    assert "drums" in no_flags(err)  # the known classes are listed
+
+
+# ---- latents -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("latent", "message"),
+    [
+        ("drums", "tensor of 8 numbers, got str"),
+        (torch.zeros(3), r"shape \(3,\) does not fit this model, which takes \(8,\)"),
+        (torch.zeros(2, 8), r"shape \(2, 8\)"),
+        (torch.full((8,), float("nan")), "NaN or infinite"),
+        ([1.0] * 7, r"shape \(7,\)"),
+        (["a"] * 8, "8 numbers"),
+        (torch.zeros(8, dtype=torch.complex64), "real numbers"),
+    ],
+)
+def test_bad_latents_are_query_errors_before_any_work(sep, latent, message, tmp_path):
+    audio = make_audio(0.3, 22050, 1)
+    with pytest.raises(QueryError, match=message) as err:
+        sep.separate(audio, 22050, latent)
+    no_flags(err)
+    song = write_file(tmp_path / "song.wav", audio, 22050)
+    with pytest.raises(QueryError, match=message):
+        sep.separate_file(song, tmp_path / "out", latent)
+    with pytest.raises(QueryError, match=message):
+        sep.refine(song, latent)
+    assert not (tmp_path / "out").exists()
+
+
+def test_latents_as_arrays_lists_or_one_row_work_like_the_tensor(sep):
+    audio = make_audio(0.3, 22050, 1)
+    z = sep.class_latent("bass")
+    expected = sep.separate(audio, 22050, z)["target"]
+    for same in (z.numpy(), z.tolist(), z[None], z.double()):
+        np.testing.assert_allclose(sep.separate(audio, 22050, same)["target"], expected, atol=1e-6)
+
+
+# ---- refinement --------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [-1, 1.5, "2", True])
+def test_refine_refuses_steps_that_are_not_a_count(sep, tmp_path, steps):
+    song = write_file(tmp_path / "song.wav", make_audio(0.3, 22050, 1), 22050)
+    with pytest.raises(SettingError, match="refinement steps") as err:
+        sep.refine(song, sep.class_latent("drums"), steps=steps)
+    no_flags(err)
+
+
+def test_refine_zero_steps_is_the_latent_itself(sep, tmp_path):
+    song = write_file(tmp_path / "song.wav", make_audio(0.3, 22050, 1), 22050)
+    z = sep.class_latent("drums")
+    torch.testing.assert_close(sep.refine(song, z, steps=0), z)
+    assert not torch.equal(sep.refine(song, z, steps=1), z)
+
+
+# ---- settings ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "tpu"}, "unknown device 'tpu'; choose one of auto, cpu, cuda, mps"),
+        ({"device": "cpu:x"}, "unknown device"),
+        ({"batch_size": 2.5}, "batch size must be a whole number, got 2.5"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"batch_size": True}, "batch size must be a whole number"),
+        ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
+        ({"overlap": "0.5"}, "overlap must be a number"),
+        ({"segment": 0.01}, "segment must be from 0.1 to"),
+        ({"segment": 100000}, f"segment must be from 0.1 to {MAX_SEGMENT_SECONDS:g} s"),
+        ({"segment": float("nan")}, "segment must be a finite number"),
+    ],
+)
+def test_settings_out_of_range_are_setting_errors(tiny_model_dir, kwargs, message):
+    with pytest.raises(SettingError, match=message) as err:
+        Separator(tiny_model_dir, **kwargs)
+    no_flags(err)
+    assert isinstance(err.value, AqsepError) and isinstance(err.value, ValueError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_missing_gpu_is_a_setting_error_not_a_query_error():
+    with pytest.raises(SettingError, match="no CUDA GPU") as err:
+        pick_device("cuda")
+    assert not isinstance(err.value, QueryError)
+    no_flags(err)
+
+
+def test_bits_as_an_int_and_format_checked_before_any_work(sep, tmp_path):
+    song = write_file(tmp_path / "song.wav", make_audio(0.3, 22050, 2), 22050)
+    result = sep.separate_file(song, tmp_path / "out", sep.class_latent("drums"), bits=24)
+    assert sf.info(str(result.outputs["target"])).subtype == "PCM_24"
+    for bad in ({"bits": 12}, {"ext": "mp3"}):  # refused even though the outputs exist
+        with pytest.raises(OutputError) as err:
+            sep.separate_file(song, tmp_path / "out", sep.class_latent("drums"), **bad)
+        message = no_flags(err)
+        assert "24" in message or "flac" in message
+
+
+def test_a_chunk_is_never_longer_than_the_input(tiny_model_dir, monkeypatch):
+    seen = []
+    real = aqsep.api.separate_stream
+
+    def spy(model, reader, latent, **kwargs):
+        seen.append(kwargs["segment"])
+        return real(model, reader, latent, **kwargs)
+
+    monkeypatch.setattr(aqsep.api, "separate_stream", spy)
+    sep = Separator(tiny_model_dir, device="cpu", segment=MAX_SEGMENT_SECONDS)
+    audio = make_audio(0.5, 22050, 1)
+    out = sep.separate(audio, 22050, sep.class_latent("drums"))["target"]
+    assert seen == [pytest.approx(0.5)] and out.shape == audio.shape
+    short = make_audio(0.05, 22050, 1)  # shorter than the model's excerpt: that is the floor
+    sep.separate(short, 22050, sep.class_latent("drums"))
+    assert seen[1] == pytest.approx(sep.model.config.audio.segment_seconds)
+    # the cap changes nothing a user could hear: one chunk either way
+    whole = Separator(tiny_model_dir, device="cpu", segment=0.5).separate(
+        audio, 22050, sep.class_latent("drums")
+    )["target"]
+    np.testing.assert_allclose(out, whole, atol=1e-6)
