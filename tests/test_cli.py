@@ -469,3 +469,108 @@ def test_subprocess_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, 
         f"aqsep: error: {missing}: no such file"
     )
     assert os.path.exists(tiny_model_dir)
+
+
+# ---- defects found with real inputs --------------------------------------------------------
+def test_version(cli):
+    from aqsep import __version__
+
+    res = cli("--version")
+    assert res.code == 0 and res.out.strip() == f"aqsep {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["separate", "song.wav", "--target", "drums"],
+        ["train", "--data", "corpus", "--out", "run"],
+        ["synth", "--out", "corpus"],
+        ["evaluate", "--data", "corpus", "-o", "eval"],
+        ["experiment", "tsne", "--data", "corpus", "-o", "exp"],
+    ],
+)
+def test_debug_is_accepted_after_every_subcommand(argv):
+    from aqsep.cli import build_parser
+
+    if importlib.util.find_spec(f"aqsep.cli.{argv[0]}") is None:
+        pytest.skip(f"aqsep.cli.{argv[0]} is not in this build")
+    parser = build_parser()
+    assert parser.parse_args([*argv, "--debug"]).debug is True
+    assert parser.parse_args(["--debug", *argv]).debug is True
+    assert parser.parse_args(argv).debug is False
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_input_name_is_an_error_not_the_current_folder(
+    cli, tmp_path, tiny_model_dir, monkeypatch, empty
+):
+    write_file(tmp_path / "here.wav", make_audio(0.3, 8000, 1), 8000)
+    monkeypatch.chdir(tmp_path)
+    line = cli(
+        "separate", empty, "--target", "drums", "--model", tiny_model_dir, "-o", "out"
+    ).one_line_error()
+    assert "empty name" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_target_is_a_usage_error(cli, song, tiny_model_dir, tmp_path, empty):
+    res = cli("separate", song, "--target", empty, "--model", tiny_model_dir, "-o", tmp_path / "o")
+    assert "--target" in res.one_line_error() and res.code == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_stem_files_whose_names_hold_dots_get_folders_of_their_own(cli, tmp_path, tiny_model_dir):
+    from test_audio import encode_with_av
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for i, name in enumerate(("Mr. Blue - Song A", "Mr. Blue - Song B")):
+        encode_with_av(songs / f"{name}.stem.mp4", make_audio(0.3, 44100, 2, seed=i), 44100, "aac")
+    out = tmp_path / "out"
+    res = cli("separate", songs, "--target", "drums", "--model", tiny_model_dir, "-o", out, "-q")
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in out.iterdir()) == ["Mr. Blue - Song A", "Mr. Blue - Song B"]
+    a, b = (sf.read(str(out / n / "drums.wav"))[0] for n in sorted(p.name for p in out.iterdir()))
+    assert not np.allclose(a[: min(len(a), len(b))], b[: min(len(a), len(b))])
+
+
+def test_a_failed_track_leaves_no_empty_folder(cli, tmp_path, tiny_model_dir):
+    good = write_file(tmp_path / "good.wav", make_audio(0.5, 8000, 1), 8000)
+    audio = make_audio(2.0, 8000, 1)
+    audio[0, 12000] = np.nan  # fails mid-file, after its output folder was made
+    bad = write_file(tmp_path / "bad.wav", audio, 8000, subtype="FLOAT")
+    out = tmp_path / "out"
+    res = cli(
+        "separate", bad, good, "--target", "bass", "--model", tiny_model_dir, "-o", out, "-q",
+        "--batch-size", "1",
+    )  # fmt: skip
+    assert res.code == 2 and "NaN" in res.err
+    assert sorted(p.name for p in out.iterdir()) == ["good"]
+
+
+def test_segment_is_bounded(cli, song, tiny_model_dir):
+    line = cli("separate", song, "--target", "a", "--segment", "100000").one_line_error()
+    assert "--segment" in line and "from 0.1 to 30 s" in line
+
+
+def test_evaluate_output_through_a_file_is_one_line(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    line = cli("evaluate", "--data", tmp_path, "-o", blocker / "x").one_line_error()
+    assert f"{blocker} is a file, not a folder" in line
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3")
+def test_decoder_notes_add_no_line_to_an_error(tmp_path, tiny_model_dir, capfd):
+    from aqsep.cli import main
+
+    full = tmp_path / "full.mp3"
+    sf.write(str(full), make_audio(1.0, 44100, 2).T, 44100, format="MP3", subtype="MPEG_LAYER_III")
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(full.read_bytes()[:800])
+    capfd.readouterr()
+    code = main(["separate", str(cut), "--target", "drums", "--model", str(tiny_model_dir)])
+    err = capfd.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"aqsep: error: {cut}: ")

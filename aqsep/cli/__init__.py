@@ -12,9 +12,10 @@ import sys
 import traceback
 from typing import NoReturn
 
+from aqsep import __version__
 from aqsep.errors import AqsepError
 
-SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment")
+SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
             "chosen by an audio example, a class name, or a blend of the two."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"aqsep {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
@@ -42,7 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a subcommand this build does not include
         module.add_parser(sub)
+        _add_debug(sub.choices[name])
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after a subcommand (and its own subcommands) too: ``aqsep train ... --debug``.
+
+    Its default is suppressed so that it never overrides ``aqsep --debug COMMAND``.
+    """
+    if not any("--debug" in a.option_strings for a in parser._actions):
+        parser.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show full tracebacks on errors",
+        )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +76,20 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"aqsep: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a file system error no module turned into a message of its own
+        if args.debug:
+            traceback.print_exc()
+        print(f"aqsep: error: {_os_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("aqsep: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error(err: OSError) -> str:
+    where = ": ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    what = err.strerror or str(err) or type(err).__name__
+    return f"{where}: {what}" if where else what
 
 
 if __name__ == "__main__":  # pragma: no cover

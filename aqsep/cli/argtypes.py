@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from aqsep.api import DEVICES, MAX_SEGMENT_SECONDS, MIN_SEGMENT_SECONDS
+
 
 def _int_at_least(text: str, minimum: int, requirement: str) -> int:
     try:
@@ -43,12 +45,12 @@ def checked_float(
 
 
 def segment_seconds(text: str) -> float:
-    """A chunk length in seconds, at least 0.1."""
+    """A chunk length in seconds, from 0.1 to :data:`aqsep.api.MAX_SEGMENT_SECONDS`."""
     return checked_float(
         text,
-        lambda v: v >= 0.1,
+        lambda v: MIN_SEGMENT_SECONDS <= v <= MAX_SEGMENT_SECONDS,
         "{text!r} is not a number of seconds",
-        "must be at least 0.1 s, got {text}",
+        f"must be from {MIN_SEGMENT_SECONDS:g} to {MAX_SEGMENT_SECONDS:g} s, got {{text}}",
     )
 
 
@@ -65,7 +67,8 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
         "--segment",
         type=segment_seconds,
         metavar="S",
-        help="chunk length in seconds (default: the model's excerpt length)",
+        help=f"chunk length in seconds, at most {MAX_SEGMENT_SECONDS:g} and never longer than "
+        "the input (default: the model's excerpt length); memory grows with it",
     )
     parser.add_argument(
         "--overlap",
@@ -83,7 +86,7 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda", "mps"),
+        choices=DEVICES,
         default="auto",
         help="where the network runs (default: auto, a GPU if there is one)",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, positive_int
-from aqsep.errors import QueryError
+from aqsep.errors import OutputError, QueryError
 
 if TYPE_CHECKING:
     from aqsep.api import Separator
@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         raise QueryError(f"unknown --mode {', '.join(bad)}; choose from {', '.join(MODES)}")
     methods = (["mixture", "irm"] if args.references else []) + modes
     assert all(m in METHODS for m in methods)
+    make_output_folder(args.out)
     tracks, sep = open_data(args)
     bars = Bars(len(tracks), args.quiet)
     try:
@@ -203,6 +204,17 @@ def run(args: argparse.Namespace) -> int:
     print(md.read_text(), end="")
     print(f"\nwrote {md} and {csv_path}; per-track JSON under {args.out}/<method>/{args.split}/")
     return 0
+
+
+def make_output_folder(out: Path) -> None:
+    """Create ``-o OUT`` before any work, so that a path through a file fails at once, in one line."""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"cannot write to {out}: {blocker} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write to {out}: {err.strerror or err}") from None
 
 
 def data_id(args: argparse.Namespace) -> str:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from aqsep.api import Separator, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
-from aqsep.errors import AqsepError, AudioError, OutputError, QueryError
+from aqsep.errors import AqsepError, AudioError, ModelError, OutputError, QueryError
 
 EPILOG = """\
 queries (exactly one of):
@@ -129,6 +129,11 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
     """
     found: list[Path] = []
     for item in items:
+        if not item.strip():  # Path("") is the current folder: never separate it by accident
+            raise AudioError(
+                f"an input is an empty name ({item!r}; an unset shell variable?): give audio "
+                "files, folders or glob patterns"
+            )
         if glob.has_magic(item) and not Path(item).exists():
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
@@ -160,6 +165,14 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
+
+
+def _class_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "bad class name '': give a class the model knows, e.g. vocals or drums"
+        )
+    return text.strip()
 
 
 def _name(text: str) -> str:
@@ -202,7 +215,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a time range of each input used as its own query (see below)",
     )
     query.add_argument(
-        "--target", metavar="CLASS", help="a class the model knows, e.g. vocals or drums"
+        "--target",
+        type=_class_name,
+        metavar="CLASS",
+        help="a class the model knows, e.g. vocals or drums",
     )
     parser.add_argument(
         "--model",
@@ -254,12 +270,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="redo tracks whose outputs already exist"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show full tracebacks on errors",
-    )
     parser.set_defaults(func=run)
 
 
@@ -324,7 +334,12 @@ def run(args: argparse.Namespace) -> int:
             )
         tracks[track] = path
 
-    sep = Separator(args.model, **chunk_options(args))
+    try:
+        sep = Separator(args.model, **chunk_options(args))
+    except ModelError as err:
+        if args.model is None:  # the bundled model: say how to give another
+            raise ModelError(f"{err} (--model PATH)") from None
+        raise
     if args.target:
         base: torch.Tensor | None = sep.class_latent(args.target)
     elif args.query:
