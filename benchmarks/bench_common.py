@@ -330,3 +330,27 @@ def mb(x: float) -> str:
 
 def fmt_len(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths and commands as written into the docs (never absolute machine paths)
+# ---------------------------------------------------------------------------------------------
+def shown(path: str | Path) -> str:
+    """``path`` as the docs write it: relative to the repository root (``../`` outside it)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    return os.path.relpath(p.resolve(), REPO)
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """``python SCRIPT ARGS`` as run from the repository root, absolute paths made relative."""
+    import shlex
+
+    def arg(a: str) -> str:
+        if "=" in a and a.startswith("--"):
+            flag, _, value = a.partition("=")
+            return f"{flag}={arg(value)}"
+        return shown(a) if a.startswith("/") else a
+
+    return shlex.join(["python", script, *(arg(a) for a in argv)])

@@ -79,6 +79,51 @@ def import_estimator() -> Any:
     return estimator.Estimator
 
 
+class Spleeter2Stems:
+    """Spleeter 2-stems (vocals / accompaniment) on arrays, loaded once.
+
+    Spleeter works on stereo 44.1 kHz audio (its STFT keeps the bins below 11 kHz): other rates are
+    resampled to 44.1 kHz and back (soxr, as aqsep resamples), a mono input is fed as two equal
+    channels and its estimate averaged back to mono. Spleeter separates the whole input in one
+    pass, so inputs should be clips (a minute takes about 1 GB).
+    """
+
+    SAMPLE_RATE = 44100
+
+    def __init__(self) -> None:
+        import contextlib
+        import io
+
+        estimator_cls = import_estimator()
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints while loading
+            self.estimator = estimator_cls().eval()
+
+    def vocals(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The vocals estimate of ``audio`` ``(channels, samples)``, same shape and rate."""
+        import contextlib
+        import io
+
+        import torch
+
+        from aqsep.audio import resample
+
+        channels, n = audio.shape
+        if channels not in (1, 2):
+            raise ValueError(f"Spleeter takes mono or stereo audio, got {channels} channels")
+        x = np.repeat(audio, 2, axis=0) if channels == 1 else audio
+        x = resample(np.ascontiguousarray(x, dtype=np.float32), sample_rate, self.SAMPLE_RATE)
+        with torch.inference_mode(), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
+            vocals = self.estimator.separate(torch.from_numpy(x))[0].numpy()
+        # its inverse STFT stops at the last full hop: pad the tail with zeros
+        out = np.zeros_like(x)
+        m = min(out.shape[1], vocals.shape[1])
+        out[:, :m] = vocals[:, :m]
+        out = resample(out, self.SAMPLE_RATE, sample_rate)
+        if out.shape[1] != n:  # rounding of the two resamplings
+            out = np.pad(out, ((0, 0), (0, max(0, n - out.shape[1]))))[:, :n]
+        return out.mean(axis=0, keepdims=True) if channels == 1 else out
+
+
 def work_spleeter(spec: dict[str, Any]) -> dict[str, Any]:
     """Spleeter 2-stems: read the file, separate, write both stems (16-bit WAV, as aqsep does)."""
     import contextlib as _cl
