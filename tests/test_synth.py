@@ -45,11 +45,35 @@ def soundfont() -> Path:
     return path
 
 
+def write_piano(folder: Path, keys: tuple[int, ...] = (48, 51, 54, 57, 60, 63, 66, 69)) -> Path:
+    """Recordings of single notes named like the Salamander samples (``D#4v10.wav``): a
+    decaying tone with four harmonics at the key's pitch, one second, stereo."""
+    names = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+    folder.mkdir(parents=True)
+    sr = 22050
+    t = np.arange(sr) / sr
+    for key in keys:
+        f0 = 440.0 * 2 ** ((key - 69) / 12)
+        x = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in (1, 2, 3, 4)) * np.exp(-3 * t)
+        x = 0.3 * x / np.abs(x).max()
+        sf.write(folder / f"{names[key % 12]}{key // 12 - 1}v10.wav", np.stack([x, x], 1), sr)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, soundfont: Path) -> tuple[Path, dict]:
+def sources(tmp_path_factory: pytest.TempPathFactory, soundfont: Path) -> dict:
+    """Timbre sources for build_corpus that are the same on every machine: the bundled
+    soundfont, two drum-kit soundfonts and a sampled piano made here."""
+    d = tmp_path_factory.mktemp("sources")
+    kits = [write_sf2(d / f"Kit{c}_LV2.sf2", [(0, 0)]) for c in "AB"]
+    return {"soundfonts": [soundfont], "drum_kits": kits, "samples": write_piano(d / "piano")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, sources: dict) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("corpus")
     meta = build_corpus(
-        out, hours=HOURS, seed=SEED, track_seconds=SECONDS, soundfonts=[soundfont], progress=False
+        out, hours=HOURS, seed=SEED, track_seconds=SECONDS, **sources, progress=False
     )
     return out, meta
 
@@ -100,7 +124,7 @@ def _tracks(out: Path, meta: dict) -> list[Path]:
 def test_layout_and_corpus_metadata(corpus: tuple[Path, dict]) -> None:
     out, meta = corpus
     on_disk = read_corpus_metadata(out)
-    assert on_disk["format"] == 1
+    assert on_disk["format"] == synth.FORMAT_VERSION == 2
     assert on_disk["seed"] == SEED and on_disk["sample_rate"] == 22050
     assert on_disk["complete"] is True
     assert set(on_disk["splits"]) == set(SPLITS)
@@ -151,9 +175,44 @@ def test_every_stem_is_labelled(corpus: tuple[Path, dict]) -> None:
             assert info["coarse"] == FINE_TO_COARSE[info["fine"]]
             assert info["synthetic_voice"] == (info["coarse"] == "vocals")
             assert stem.split("_")[0] == rendering.file_safe(info["fine"])
-            assert info["soundfont"] == tmeta["soundfont"]
             seen.add(info["coarse"])
     assert {"drums", "bass", "other"} <= seen
+
+
+def test_instrument_of_every_stem_and_unseen_test_timbres(corpus: tuple[Path, dict]) -> None:
+    """Each stem says what rendered it; of two drum kits the second plays the test split only,
+    and the one sampled piano plays train and valid only."""
+    out, meta = corpus
+    assert meta["drum_kit_plan"] == {
+        "train": ["KitA_LV2.sf2"],
+        "valid": ["KitA_LV2.sf2"],
+        "test": ["KitB_LV2.sf2"],
+    }
+    assert meta["sampled_piano_plan"] == {"train": ["piano"], "valid": ["piano"], "test": []}
+    kinds = set()
+    for track in _tracks(out, meta):
+        tmeta = read_track_metadata(track)
+        kits = set()
+        for info in tmeta["stems"].values():
+            inst = info["instrument"]
+            kinds.add(inst["kind"])
+            if inst["kind"] == "soundfont":
+                assert inst["name"] == tmeta["soundfont"]
+                assert (inst["bank"], inst["program"]) == (info["bank"], info["program"])
+            elif inst["kind"] == "sampled drum kit":
+                assert info["coarse"] == "drums"
+                assert inst["name"] == (
+                    "KitB_LV2.sf2" if tmeta["split"] == "test" else "KitA_LV2.sf2"
+                )
+            else:
+                assert inst == {"kind": "sampled piano", "name": "piano"}
+                assert info["fine"] == "piano" and tmeta["split"] != "test"
+            if info["coarse"] == "drums":
+                kits.add(inst["name"])
+        assert len(kits) <= 1, "one kit plays all the drums of a track"
+        if kits:
+            assert tmeta["drum_kit"]["name"] in kits
+    assert kinds == {"soundfont", "sampled drum kit", "sampled piano"}
 
 
 def test_zero_shot_layout_in_test_split(corpus: tuple[Path, dict]) -> None:
@@ -185,7 +244,7 @@ def test_split_proportions() -> None:
 
 
 def test_deterministic_for_a_seed_across_processes(
-    corpus: tuple[Path, dict], tmp_path: Path, soundfont: Path
+    corpus: tuple[Path, dict], tmp_path: Path, sources: dict
 ) -> None:
     out, _ = corpus
     again = tmp_path / "again"
@@ -195,7 +254,7 @@ def test_deterministic_for_a_seed_across_processes(
         seed=SEED,
         track_seconds=SECONDS,
         jobs=2,
-        soundfonts=[soundfont],
+        **sources,
         progress=False,
     )
     assert meta["build"]["rendered_tracks"] == 3
@@ -209,7 +268,7 @@ def test_deterministic_for_a_seed_across_processes(
 
 
 def test_resume_keeps_finished_tracks(
-    corpus: tuple[Path, dict], tmp_path: Path, soundfont: Path
+    corpus: tuple[Path, dict], tmp_path: Path, sources: dict
 ) -> None:
     out, meta = corpus
     copy = tmp_path / "copy"
@@ -221,7 +280,7 @@ def test_resume_keeps_finished_tracks(
     (copy / "train" / f".{victim.name}.tmp-1").mkdir()
     before = {p: p.stat().st_mtime_ns for p in copy.glob("*/track_*/*.wav")}
     again = build_corpus(
-        copy, hours=HOURS, seed=SEED, track_seconds=SECONDS, soundfonts=[soundfont], progress=False
+        copy, hours=HOURS, seed=SEED, track_seconds=SECONDS, **sources, progress=False
     )
     assert again["build"]["rendered_tracks"] == 1 and again["build"]["kept_tracks"] == 5
     for path, mtime in before.items():
@@ -231,17 +290,23 @@ def test_resume_keeps_finished_tracks(
     assert again["splits"] == meta["splits"]
 
 
-def test_resume_with_other_settings_is_refused(corpus: tuple[Path, dict], soundfont: Path) -> None:
+def test_resume_with_other_settings_is_refused(corpus: tuple[Path, dict], sources: dict) -> None:
     out, _ = corpus
     with pytest.raises(DataError, match="seed"):
         build_corpus(
-            out,
-            hours=HOURS,
-            seed=SEED + 1,
-            track_seconds=SECONDS,
-            soundfonts=[soundfont],
-            progress=False,
+            out, hours=HOURS, seed=SEED + 1, track_seconds=SECONDS, **sources, progress=False
         )
+    with pytest.raises(DataError, match="drum kits"):
+        kits = sources["drum_kits"][:1]
+        build_corpus(
+            out, hours=HOURS, seed=SEED, track_seconds=SECONDS, **{**sources, "drum_kits": kits}
+        )
+    old = json.loads((out / "metadata.json").read_text())
+    older = out.parent / (out.name + "-format1")
+    older.mkdir()
+    (older / "metadata.json").write_text(json.dumps({**old, "format": 1}))
+    with pytest.raises(DataError, match="earlier corpus builder"):
+        build_corpus(older, hours=HOURS, seed=SEED, track_seconds=SECONDS, **sources)
 
 
 def test_one_soundfont_is_reserved_for_test(
@@ -251,7 +316,13 @@ def test_one_soundfont_is_reserved_for_test(
     shutil.copy(soundfont, a)
     shutil.copy(soundfont, b)
     meta = build_corpus(
-        tmp_path / "c", hours=0.0001, seed=1, track_seconds=2, soundfonts=[a, b], progress=False
+        tmp_path / "c",
+        hours=0.0001,
+        seed=1,
+        track_seconds=2,
+        soundfonts=[a, b],
+        sampled=False,
+        progress=False,
     )
     assert meta["soundfont_plan"] == {"train": ["a.sf2"], "valid": ["a.sf2"], "test": ["b.sf2"]}
     assert meta["soundfonts"]["test"] == ["b.sf2"]
@@ -294,6 +365,7 @@ def test_cli_parser_and_run(
         1,
     )
     assert args.soundfont is None and args.quiet is False
+    assert args.drum_kit is None and args.samples is None and args.no_samples is False
     argv = [
         "synth",
         "--out",
@@ -308,6 +380,7 @@ def test_cli_parser_and_run(
         "16000",
         "--soundfont",
         str(soundfont),
+        "--no-samples",
         "--quiet",
     ]
     args = parser.parse_args(argv)
@@ -322,7 +395,7 @@ def test_cli_parser_and_run(
 
 
 def test_cli_main(
-    tmp_path: Path, soundfont: Path, capsys: pytest.CaptureFixture, chorales_only: None
+    tmp_path: Path, sources: dict, capsys: pytest.CaptureFixture, chorales_only: None
 ) -> None:
     from aqsep import cli
 
@@ -343,14 +416,28 @@ def test_cli_main(
         "--track-seconds",
         "2",
         "--soundfont",
-        str(soundfont),
+        str(sources["soundfonts"][0]),
+        "--drum-kit",
+        str(sources["drum_kits"][0]),
+        "--samples",
+        str(sources["samples"]),
         "--quiet",
     ]
     assert cli.main(argv) == 0
     assert "valid 1" in capsys.readouterr().out
-    rc = cli.main(["synth", "--out", str(out), "--soundfont", str(tmp_path / "missing.sf2")])
-    assert rc != 0
-    assert "does not exist" in capsys.readouterr().err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["drum_kit_plan"]["train"] == ["KitA_LV2.sf2"] and not meta["drum_kit_plan"]["test"]
+    assert meta["sampled_piano_plan"]["valid"] == ["piano"]
+    for wrong, message in (
+        (["--soundfont", str(tmp_path / "missing.sf2")], "does not exist"),
+        (["--samples", str(tmp_path)], "no piano note recordings"),
+        (["--drum-kit", str(sources["soundfonts"][0])], "not a drum-kit soundfont"),
+        (["--no-samples", "--samples", str(sources["samples"])], "turned off"),
+    ):
+        rc = cli.main(["synth", "--out", str(tmp_path / "d"), *wrong])
+        err = capsys.readouterr().err
+        assert rc != 0 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_drum_kit_soundfonts_are_not_general_midi(
@@ -384,3 +471,34 @@ def test_installed_drum_kits_are_not_general_midi() -> None:
     for kit in kits:
         assert not instruments.is_general_midi(kit)
         assert kit.resolve() not in chosen
+
+
+def test_sampled_piano_pitch_velocity_and_release(tmp_path: Path) -> None:
+    from aqsep.data.synth.sampled import SampledPiano, find_piano_samples
+
+    folder = write_piano(
+        tmp_path / "node_modules" / "@audio-samples" / "piano-velocity10" / "audio"
+    )
+    assert find_piano_samples(tmp_path) == folder
+    sr = 22050
+    piano = SampledPiano(folder, sr)
+
+    def note(key: int, velocity: int, held: float = 0.5, length: float = 1.0) -> np.ndarray:
+        return piano.render([(0, int(held * sr), key, velocity)], int(length * sr))
+
+    x = note(62, 100)  # D4, from the D#4 recording a semitone lower
+    assert x.shape == (sr, 2) and x.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(x[:8192, 0] * np.hanning(8192)))
+    f0 = np.fft.rfftfreq(8192, 1 / sr)[np.argmax(spectrum)]
+    assert abs(f0 - 293.66) < 3.0
+
+    def centroid(y: np.ndarray) -> float:
+        s = np.abs(np.fft.rfft(y[:8192, 0]))
+        return float((s * np.arange(len(s))).sum() / s.sum())
+
+    soft, loud = note(60, 40), note(60, 110)
+    assert np.sqrt(np.mean(loud**2)) > 4 * np.sqrt(np.mean(soft**2))
+    assert centroid(soft) < centroid(loud)  # a soft note is darker
+    short = note(60, 100, held=0.1)
+    late = slice(int(0.5 * sr), sr)
+    assert np.sqrt(np.mean(short[late] ** 2)) < 0.05 * np.sqrt(np.mean(x[late] ** 2))

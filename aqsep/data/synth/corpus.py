@@ -26,15 +26,25 @@ from aqsep.data.synth.instruments import (
     COARSE_CLASSES,
     FINE_TO_COARSE,
     SynthPool,
+    check_drum_kit,
     check_soundfont,
+    default_drum_kits,
     default_soundfonts,
     general_midi_coverage,
     import_tinysoundfont,
+    is_general_midi,
 )
 from aqsep.data.synth.rendering import METADATA_NAME, MIXTURE_NAME
+from aqsep.data.synth.sampled import (
+    SampledPiano,
+    default_samples_dir,
+    find_piano_samples,
+    piano_library_name,
+)
 from aqsep.errors import DataError, OutputError
 
-FORMAT_VERSION = 1
+#: 1: mono stems, soundfonts only; 2: instruments per stem (sampled kits and piano).
+FORMAT_VERSION = 2
 
 
 def split_of_index(index: int) -> str:
@@ -116,6 +126,55 @@ def _soundfont_plan(soundfonts: Sequence[Path]) -> dict[str, list[Path]]:
     }
 
 
+def _reserve_for_test(items: Sequence[Path]) -> dict[str, list[Path]]:
+    """Optional timbre sources per split: one is for train and valid only; of several, the
+    last one is for the test split only, so that the test split has timbres never trained on."""
+    if not items:
+        return {s: [] for s in SPLITS}
+    if len(items) == 1:
+        return {"train": [items[0]], "valid": [items[0]], "test": []}
+    return {"train": list(items[:-1]), "valid": list(items[:-1]), "test": [items[-1]]}
+
+
+def _sampled_sources(
+    drum_kits: Sequence[str | os.PathLike[str]] | None,
+    samples: str | os.PathLike[str] | None,
+    sampled: bool,
+    pool: SynthPool,
+) -> tuple[dict[str, dict[str, Any]], list[Path]]:
+    """(check of every usable drum kit by path, folders of sampled pianos)."""
+    if not sampled:
+        if drum_kits or samples is not None:
+            raise DataError("sampled instruments were both turned off and named")
+        return {}, []
+    kits: dict[str, dict[str, Any]] = {}
+    if drum_kits is None:
+        for path in default_drum_kits():
+            try:
+                kits[str(path)] = check_drum_kit(path, pool)
+            except DataError:
+                continue  # an installed kit that does not play: not used
+    else:
+        for item in drum_kits:
+            path = Path(item).expanduser()
+            if not path.is_file():
+                raise DataError(f"drum kit {path} does not exist")
+            path = path.resolve()
+            if is_general_midi(path):
+                raise DataError(f"{path.name} is a General MIDI set, not a drum-kit soundfont")
+            kits[str(path)] = check_drum_kit(path, pool)
+    if len({Path(k).name for k in kits}) != len(kits):
+        raise DataError(f"two drum kits share a file name: {sorted(kits)}; rename one")
+    samples_dir = default_samples_dir() if samples is None else Path(samples).expanduser()
+    piano = find_piano_samples(samples_dir)
+    if piano is None:
+        if samples is not None:
+            raise DataError(f"no piano note recordings (such as C4v10.ogg) in {samples_dir}")
+        return kits, []
+    SampledPiano(piano, pool.sample_rate).check()
+    return kits, [piano]
+
+
 def build_corpus(
     out_dir: str | os.PathLike[str],
     *,
@@ -125,6 +184,9 @@ def build_corpus(
     track_seconds: float = 30.0,
     jobs: int = 1,
     soundfonts: Sequence[str | os.PathLike[str]] | None = None,
+    drum_kits: Sequence[str | os.PathLike[str]] | None = None,
+    samples: str | os.PathLike[str] | None = None,
+    sampled: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Render a labelled multitrack corpus into ``out_dir`` and return its metadata.
@@ -137,6 +199,13 @@ def build_corpus(
     ``soundfonts``: General MIDI SF2/SF3 files; by default :func:`default_soundfonts`. With
     more than one, the last one is used for the test split only and the others for train and
     valid.
+
+    Sampled instruments play part of the drums and pianos where available (unless
+    ``sampled`` is False): ``drum_kits``, drum-kit soundfonts (by default
+    :func:`default_drum_kits`, the avldrums.lv2 kits), and the piano recordings found in
+    ``samples`` (by default :func:`default_samples_dir`; see :func:`find_piano_samples`). A
+    single source of a kind plays train and valid only; of several, the last plays the test
+    split only. Each stem's ``instrument`` in its track's metadata says what rendered it.
 
     The returned dict is the corpus metadata written to ``out_dir/metadata.json`` plus a
     ``"build"`` entry with figures of this run (tracks rendered and kept, CPU seconds).
@@ -158,7 +227,7 @@ def build_corpus(
         if not sf_paths:
             raise DataError(
                 "no General MIDI soundfont found: install pretty_midi (it ships TimGM6mb.sf2) "
-                "or a Debian soundfont package, or pass one with --soundfont"
+                "or a Debian soundfont package, or name one"
             )
     else:
         sf_paths = []
@@ -181,6 +250,10 @@ def build_corpus(
     if len(set(names)) != len(names):
         raise DataError(f"two soundfonts share a file name: {names}; rename one")
     plan = _soundfont_plan(sf_paths)
+    pool = SynthPool(sample_rate)
+    kit_checks, pianos = _sampled_sources(drum_kits, samples, sampled, pool)
+    kit_plan = _reserve_for_test([Path(k) for k in kit_checks])
+    piano_plan = _reserve_for_test(pianos)
 
     out = Path(out_dir).expanduser()
     try:
@@ -195,21 +268,33 @@ def build_corpus(
 
     n_tracks = max(3, int(round(hours * 3600.0 / track_seconds)))
     plan_names = {s: [p.name for p in plan[s]] for s in SPLITS}
+    kit_names = {s: [p.name for p in kit_plan[s]] for s in SPLITS}
+    piano_names = {s: [piano_library_name(p) for p in piano_plan[s]] for s in SPLITS}
     settings = {"seed": seed, "sample_rate": sample_rate, "track_seconds": float(track_seconds)}
     root_meta_path = out / METADATA_NAME
     if root_meta_path.exists():
         old = read_corpus_metadata(out)
+        if old.get("format") != FORMAT_VERSION:
+            raise DataError(
+                f"{out} holds a corpus of format {old.get('format')!r}, written by an earlier "
+                f"corpus builder (this one writes format {FORMAT_VERSION}): use another folder"
+            )
         for key, value in settings.items():
             if old.get(key) != value:
                 raise DataError(
                     f"{out} holds a corpus built with {key}={old.get(key)!r}, not {value!r}: "
                     "use the same settings to resume it, or another folder"
                 )
-        if old.get("soundfont_plan") and old["soundfont_plan"] != plan_names:
-            raise DataError(
-                f"{out} was built with soundfonts {old['soundfont_plan']}, now {plan_names}: "
-                "pass the same --soundfont files to resume it, or use another folder"
-            )
+        for key, now, what in (
+            ("soundfont_plan", plan_names, "soundfonts"),
+            ("drum_kit_plan", kit_names, "drum kits"),
+            ("sampled_piano_plan", piano_names, "sampled pianos"),
+        ):
+            if old.get(key) != now:
+                raise DataError(
+                    f"{out} was built with {what} {old.get(key)}, now {now}: use the same "
+                    f"{what} to resume it, or another folder"
+                )
 
     # clean temporary folders left by an interrupted run
     for split in SPLITS:
@@ -236,7 +321,6 @@ def build_corpus(
         soundfont = choices[int(sf_rng.integers(len(choices)))]
         todo.append((index, split, ordinal, str(track_dir), str(soundfont)))
 
-    pool = SynthPool(sample_rate)
     t0_cpu = time.process_time()
     checks = {str(p): check_soundfont(p, sample_rate, pool) for p in sf_paths}
     check_cpu = time.process_time() - t0_cpu
@@ -256,6 +340,8 @@ def build_corpus(
         "track_seconds": float(track_seconds),
         "n_tracks": n_tracks,
         "soundfont_plan": plan_names,
+        "drum_kit_plan": kit_names,
+        "sampled_piano_plan": piano_names,
         "mixture": MIXTURE_NAME,
         "coarse_classes": list(COARSE_CLASSES),
         "fine_to_coarse": dict(FINE_TO_COARSE),
@@ -273,6 +359,8 @@ def build_corpus(
         "seed": seed,
         "checks": checks,
         "pools": pools,
+        "drum_kits": {s: [kit_checks[str(p)] for p in kit_plan[s]] for s in SPLITS},
+        "pianos": {s: [str(p) for p in piano_plan[s]] for s in SPLITS},
     }
     results: list[dict[str, Any]] = []
     wall0 = time.perf_counter()
@@ -305,7 +393,7 @@ def build_corpus(
             bar.close()
     wall = time.perf_counter() - wall0
 
-    meta = _corpus_summary(out, n_tracks, base_meta, checks)
+    meta = _corpus_summary(out, n_tracks, base_meta, checks, kit_checks)
     _write_json(root_meta_path, meta)
     render_cpu = sum(r["cpu_s"] for r in results)
     audio_s = sum(r["seconds"] for r in results)
@@ -330,12 +418,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _corpus_summary(
-    out: Path, n_tracks: int, base_meta: dict[str, Any], checks: dict[str, dict[str, Any]]
+    out: Path,
+    n_tracks: int,
+    base_meta: dict[str, Any],
+    checks: dict[str, dict[str, Any]],
+    kit_checks: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     pieces: dict[str, set[str]] = {s: set() for s in SPLITS}
     used_sf: dict[str, set[str]] = {s: set() for s in SPLITS}
     fine_counts: Counter[str] = Counter()
+    instruments: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     for index in range(n_tracks):
         split = split_of_index(index)
         track_dir = out / split / _track_name(index)
@@ -347,6 +440,11 @@ def _corpus_summary(
             pieces[split].add(meta["piece"])
         used_sf[split].add(meta.get("soundfont", ""))
         fine_counts.update(s["fine"] for s in meta["stems"].values())
+        for stem in meta["stems"].values():
+            if isinstance(stem.get("instrument"), dict):
+                instruments[split][
+                    f"{stem['instrument']['kind']}: {stem['instrument']['name']}"
+                ] += 1
     return {
         **base_meta,
         "complete": all(len(splits[s]) for s in SPLITS)
@@ -361,5 +459,7 @@ def _corpus_summary(
             }
             for k, v in checks.items()
         },
+        "drum_kit_checks": {Path(k).name: v["keys"] for k, v in kit_checks.items()},
         "stem_counts": dict(sorted(fine_counts.items())),
+        "instrument_stem_counts": {s: dict(sorted(c.items())) for s, c in instruments.items()},
     }

@@ -355,6 +355,32 @@ def rms_db(x: np.ndarray) -> float:
     return float(20.0 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12))
 
 
+def _phrase(keys: Iterable[int], note: int) -> list[tuple[int, int, int, int]]:
+    """Events of ``keys`` played one after the other, ``note`` samples each, velocity 100."""
+    ev = []
+    for i, k in enumerate(keys):
+        ev += [(i * note, 1, k, 100), ((i + 1) * note - 1, 0, k, 0)]
+    return ev
+
+
+def _kit_keys(
+    pool: SynthPool, path: Path, bank: int, program: int, key_map: dict[str, tuple[int, ...]]
+) -> dict[str, list[int]] | None:
+    """The keys of ``key_map`` that sound in a drum kit preset; None without kick, snare and
+    hi-hat."""
+    note = int(_CHECK_NOTE_S * pool.sample_rate)
+    keys: dict[str, list[int]] = {}
+    for fine, candidates in key_map.items():
+        ok = []
+        for key in candidates:
+            x = pool.render(path, bank, program, True, _phrase([key], note), 2 * note)
+            if rms_db(x) > _SILENT_DB:
+                ok.append(key)
+        if ok:
+            keys[fine] = ok
+    return keys if all(f in keys for f in ("kick", "snare", "hi-hat")) else None
+
+
 def check_soundfont(path: Path, sample_rate: int, pool: SynthPool) -> dict[str, Any]:
     """Measure each program's loudness once and list what is usable.
 
@@ -363,18 +389,12 @@ def check_soundfont(path: Path, sample_rate: int, pool: SynthPool) -> dict[str, 
     """
     synth, sfid = pool.get(path)
     note = int(_CHECK_NOTE_S * sample_rate)
-
-    def phrase(keys: Iterable[int]) -> list[tuple[int, int, int, int]]:
-        ev = []
-        for i, k in enumerate(keys):
-            ev += [(i * note, 1, k, 100), ((i + 1) * note - 1, 0, k, 0)]
-        return ev
-
     levels: dict[int, float] = {}
     for prog in _ALL_MELODIC:
         if synth.sfpreset_name(sfid, 0, prog) is None:
             continue
-        x = pool.render(path, 0, prog, False, phrase(_CHECK_KEYS), note * (len(_CHECK_KEYS) + 1))
+        phrase = _phrase(_CHECK_KEYS, note)
+        x = pool.render(path, 0, prog, False, phrase, note * (len(_CHECK_KEYS) + 1))
         levels[prog] = rms_db(x)
     if not levels:
         raise DataError(f"soundfont {path} has no General MIDI melodic presets")
@@ -384,16 +404,8 @@ def check_soundfont(path: Path, sample_rate: int, pool: SynthPool) -> dict[str, 
     for kit in _DRUM_KITS:
         if synth.sfpreset_name(sfid, DRUM_BANK, kit) is None:
             continue
-        keys: dict[str, list[int]] = {}
-        for fine, candidates in DRUM_KEYS.items():
-            ok = []
-            for key in candidates:
-                x = pool.render(path, DRUM_BANK, kit, True, phrase([key]), 2 * note)
-                if rms_db(x) > _SILENT_DB:
-                    ok.append(key)
-            if ok:
-                keys[fine] = ok
-        if all(f in keys for f in ("kick", "snare", "hi-hat")):
+        keys = _kit_keys(pool, path, DRUM_BANK, kit, DRUM_KEYS)
+        if keys is not None:
             kits[kit] = keys
     return {
         "name": path.name,
@@ -403,6 +415,62 @@ def check_soundfont(path: Path, sample_rate: int, pool: SynthPool) -> dict[str, 
         "usable_programs": usable,
         "skipped_programs": sorted(set(levels) - set(usable)),
         "drum_kits": {str(k): v for k, v in kits.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampled drum kits
+# ---------------------------------------------------------------------------------------------
+
+#: Keys of a drum-kit soundfont such as the avldrums.lv2 kits, which follow General MIDI for
+#: kick (36), snare (38, 40 edge, 37 side stick), hi-hat (42, 44, 46), toms (47/45 tom edge and
+#: centre, 43/41 floor tom edge and centre, high to low) and cymbals (49 and 57 crashes, 51
+#: ride, 59 ride shank, 55 splash), but not for 48 and 50 (a hi-hat swish and a crash choke).
+KIT_DRUM_KEYS: dict[str, tuple[int, ...]] = {
+    "kick": (36, 35),
+    "snare": (38, 40, 37),
+    "hi-hat": (42, 44, 46),
+    "toms": (47, 45, 43, 41),
+    "cymbals": (49, 57, 51, 59, 55),
+}
+
+
+def default_drum_kits() -> list[Path]:
+    """Installed sampled drum kits: the soundfonts of Debian's ``avldrums.lv2-soundfont``
+    (``*_LV2.sf2`` in /usr/share/sounds/sf2, multi-velocity recordings of acoustic kits,
+    CC-BY-SA), sorted by name. With two or more, the last one is kept for the test split."""
+    kits = []
+    for path in _installed_soundfonts():
+        if not path.name.endswith("_LV2.sf2"):
+            continue
+        try:
+            if not is_general_midi(path):
+                kits.append(path)
+        except DataError:
+            continue
+    return kits
+
+
+def check_drum_kit(path: Path, pool: SynthPool) -> dict[str, Any]:
+    """The keys that sound in a drum-kit soundfont (its first preset, bank 0 program 0 for
+    the avldrums kits); raises DataError when kick, snare or hi-hat is missing."""
+    presets = soundfont_presets(path)
+    if not presets:
+        raise DataError(f"drum kit {path.name} has no preset")
+    bank, program, preset_name = min(presets)
+    keys = _kit_keys(pool, path, bank, program, KIT_DRUM_KEYS)
+    if keys is None:
+        raise DataError(
+            f"drum kit {path.name} does not play a kick, a snare and a hi-hat on the General "
+            "MIDI keys 36, 38 and 42"
+        )
+    return {
+        "name": path.name,
+        "path": str(path),
+        "preset": preset_name,
+        "bank": bank,
+        "program": program,
+        "keys": keys,
     }
 
 

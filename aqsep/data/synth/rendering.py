@@ -45,6 +45,7 @@ from aqsep.data.synth.instruments import (
     pick_program,
     rms_db,
 )
+from aqsep.data.synth.sampled import SampledPiano, piano_library_name
 from aqsep.errors import DataError
 
 MIXTURE_NAME = "mixture.wav"
@@ -64,6 +65,9 @@ class _StemPlan:
     notes: list[Note]
     level_db: float
     source: str
+    #: what plays it: ("soundfont", "") for the track's soundfont, ("sampled drum kit", path of
+    #: the kit) or ("sampled piano", folder of the recordings)
+    instrument: tuple[str, str] = ("soundfont", "")
 
 
 def file_safe(label: str) -> str:
@@ -85,6 +89,10 @@ def active_db(x: np.ndarray, sample_rate: int) -> float:
     active = e[e >= peak * 1e-3]
     return float(10 * np.log10(active.mean() + 1e-20))
 
+
+#: Share of the stems that a sampled instrument plays where one is available to the split.
+_SAMPLED_KIT_SHARE = 0.6
+_SAMPLED_PIANO_SHARE = 0.7
 
 _STATE: dict[str, Any] = {}
 
@@ -259,12 +267,29 @@ def _plan_track(
             )
         )
 
-    # drums
-    drum_kit = None
-    if kits and (zero_shot or rng.random() < 0.92):
-        kit_ids = sorted(kits)
-        drum_kit = kit_ids[int(rng.integers(len(kit_ids)))] if not zero_shot else kit_ids[0]
-        keys = kits[drum_kit]
+    # the sampled piano, where the split has one, plays some of the piano stems
+    pianos: list[str] = _STATE["pianos"][split]
+    for plan in stems:
+        if plan.fine == "piano" and pianos and rng.random() < _SAMPLED_PIANO_SHARE:
+            plan.instrument = ("sampled piano", pianos[int(rng.integers(len(pianos)))])
+
+    # drums: a kit of the soundfont or a sampled kit
+    sampled_kits: list[dict[str, Any]] = _STATE["drum_kits"][split]
+    drum_kit: dict[str, Any] | None = None
+    if (kits or sampled_kits) and (zero_shot or rng.random() < 0.92):
+        if sampled_kits and (not kits or rng.random() < _SAMPLED_KIT_SHARE):
+            chosen = sampled_kits[int(rng.integers(len(sampled_kits)))]
+            keys = chosen["keys"]
+            bank, program = int(chosen["bank"]), int(chosen["program"])
+            instrument = ("sampled drum kit", str(chosen["path"]))
+            drum_kit = {"kind": "sampled drum kit", "name": chosen["name"]}
+        else:
+            kit_ids = sorted(kits)
+            program = kit_ids[int(rng.integers(len(kit_ids)))] if not zero_shot else kit_ids[0]
+            keys, bank = kits[program], DRUM_BANK
+            instrument = ("soundfont", "")
+            drum_kit = {"kind": "soundfont", "name": check["name"], "bank": bank}
+            drum_kit["program"] = program
         drum_parts = drum_groove(
             rng, need_q, music.bar_q, music.beat_q, music.compound, bpm, keys, zero_shot
         )
@@ -275,12 +300,13 @@ def _plan_track(
                 stems.append(
                     _StemPlan(
                         fine,
-                        drum_kit,
-                        DRUM_BANK,
+                        program,
+                        bank,
                         True,
                         drum_parts[fine],
                         kit_db + offsets[fine] + float(rng.uniform(-2, 2)),
                         "generated drums",
+                        instrument,
                     )
                 )
     info = {
@@ -320,15 +346,20 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
         audio: list[np.ndarray] = []
         kept: list[_StemPlan] = []
         for plan in plans:
-            events = []
+            notes = []
             for o, d, k, v in plan.notes:
                 on = int(round(o * spq * sr))
-                off = max(on + 1, int(round((o + d) * spq * sr)))
-                events.append((on, 1, k, v))
-                events.append((off, 0, k, 0))
-            if not events:
+                notes.append((on, max(on + 1, int(round((o + d) * spq * sr))), k, v))
+            if not notes:
                 continue
-            x = pool.render(soundfont, plan.bank, plan.program, plan.drums, events, n_samples)
+            kind, where = plan.instrument
+            if kind == "sampled piano":
+                x = _sampled_piano(where).render(notes, n_samples).mean(axis=1)
+            else:
+                path = soundfont if kind == "soundfont" else Path(where)
+                events = [(on, 1, k, v) for on, _, k, v in notes]
+                events += [(off, 0, k, 0) for _, off, k, _ in notes]
+                x = pool.render(path, plan.bank, plan.program, plan.drums, events, n_samples)
             if not np.all(np.isfinite(x)) or float(np.max(np.abs(x))) < 1e-5:
                 continue
             x = x * np.float32(10 ** ((plan.level_db - active_db(x, sr)) / 20.0))
@@ -373,7 +404,7 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
             "coarse": FINE_TO_COARSE[plan.fine],
             "program": plan.program,
             "bank": plan.bank,
-            "soundfont": soundfont.name,
+            "instrument": _instrument_meta(plan, soundfont),
             "synthetic_voice": FINE_TO_COARSE[plan.fine] == "vocals",
             "source": plan.source,
             "notes": len(plan.notes),
@@ -393,6 +424,7 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
         "beat_quarters": info["beat_quarters"],
         "bar_quarters": info["bar_quarters"],
         "transpose": info["transpose"],
+        "drum_kit": info["drum_kit"],
         "sample_rate": sr,
         "seconds": n_samples / sr,
         "soundfont": soundfont.name,
@@ -416,6 +448,23 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
         "cpu_s": time.process_time() - t_cpu,
         "seconds": n_samples / sr,
     }
+
+
+def _sampled_piano(folder: str) -> SampledPiano:
+    """The sampled piano of ``folder``, loaded once per process (its notes as they are used)."""
+    loaded: dict[str, SampledPiano] = _STATE.setdefault("sampled_pianos", {})
+    if folder not in loaded:
+        loaded[folder] = SampledPiano(folder, _STATE["sample_rate"])
+    return loaded[folder]
+
+
+def _instrument_meta(plan: _StemPlan, soundfont: Path) -> dict[str, Any]:
+    """What rendered a stem, for its metadata: kind, name and, for soundfonts, the preset."""
+    kind, where = plan.instrument
+    if kind == "sampled piano":
+        return {"kind": kind, "name": piano_library_name(Path(where))}
+    name = soundfont.name if kind == "soundfont" else Path(where).name
+    return {"kind": kind, "name": name, "bank": plan.bank, "program": plan.program}
 
 
 def _write_float_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
