@@ -97,7 +97,7 @@ def test_empty_class_name(sep):
     [
         ("drums", "tensor of 8 numbers, got str"),
         (torch.zeros(3), r"shape \(3,\) does not fit this model, which takes \(8,\)"),
-        (torch.zeros(2, 8), r"shape \(2, 8\)"),
+        (torch.zeros(1, 2, 8), r"shape \(1, 2, 8\)"),
         (torch.full((8,), float("nan")), "NaN or infinite"),
         ([1.0] * 7, r"shape \(7,\)"),
         (["a"] * 8, "8 numbers"),
