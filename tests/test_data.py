@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from aqsep.audio import resample
-from aqsep.data import open_tracks
+from aqsep.data import DataSource, open_tracks
 from aqsep.data.stems import DataWarning, InMemoryTrack, open_track
 from aqsep.errors import DataError
 
@@ -298,3 +298,67 @@ def test_musdb_hq_wav_layout(tmp_path: Path) -> None:
 def test_not_a_musdb_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a MUSDB18 folder"):
         open_tracks(tmp_path, "train", musdb=True)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def test_load_reads_the_whole_track_at_its_own_rate_and_channels(tmp_path: Path) -> None:
+    """Training reads mono excerpts at the model rate; evaluation the files as they are."""
+    voice, guitar = tone(0.5, 220, sr=44100), tone(0.5, 330, sr=44100, channels=2)
+    write_track(tmp_path / "song", {"vocals": voice, "guitar": guitar}, sr=44100)
+    track = open_track(tmp_path / "song", sample_rate=SR)
+    assert track is not None
+    assert (track.native_rate, track.native_length, track.channels) == (44100, 22050, 2)
+    assert track.length == SR // 2 and track.path == tmp_path / "song"
+    audio = track.load()
+    assert audio.sample_rate == 44100 and audio.channels == 2 and audio.frames == 22050
+    stored = {n: sf.read(tmp_path / "song" / f"{n}.wav", dtype="float32")[0] for n in ("vocals",)}
+    np.testing.assert_array_equal(audio.stems["vocals"][0], stored["vocals"])  # mono on both
+    np.testing.assert_array_equal(audio.stems["vocals"][1], stored["vocals"])
+    guitar_file, _ = sf.read(tmp_path / "song" / "guitar.wav", dtype="float32")
+    np.testing.assert_array_equal(audio.stems["guitar"], guitar_file.T)
+    np.testing.assert_allclose(audio.mixture, audio.stems["vocals"] + audio.stems["guitar"])
+    # a preloaded track still loads at its own rate
+    assert InMemoryTrack(track).load().sample_rate == 44100
+
+
+def test_load_sums_the_files_of_a_class(corpus: Path) -> None:
+    coarse = open_tracks(corpus, "train", level="coarse")[0].load()
+    stems = open_tracks(corpus, "train", level="stems")[0].load()
+    np.testing.assert_allclose(
+        coarse.stems["drums"], stems.stems["kick"] + stems.stems["hihat"], atol=1e-6
+    )
+    assert stems.members("hi-hat") == ["hihat"] and coarse.members("drums") == ["drums"]
+    assert stems.labels["hihat"].coarse == "drums"
+    assert [t.path.name for t in open_tracks(corpus, None)] == ["track_0", "track_1", "track_0"]
+
+
+def test_a_folder_named_after_a_split_is_that_split(corpus: Path, tmp_path: Path) -> None:
+    valid = corpus / "valid"
+    assert [t.name for t in open_tracks(valid, "valid")] == ["track_0"]
+    assert open_tracks(valid, "train") == [] and open_tracks(valid, "test") == []
+    assert DataSource.parse(str(valid)).track_paths("valid") == [valid / "track_0"]
+    with pytest.raises(DataError, match="unknown split 'dev'"):
+        open_tracks(corpus, "dev")
+
+
+def test_musdb_splits_and_listing_without_decoding(tmp_path: Path) -> None:
+    from aqsep.data.musdb import track_paths, validation_tracks
+
+    root = tmp_path / "musdb"
+    valid = validation_tracks()[0]
+    for split, name in (("train", "A - Song"), ("train", valid), ("test", "B - Song")):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / f"{name}.stem.mp4").write_bytes(b"")  # listed, never read
+    names = {s: [p.name for p in track_paths(root, s)] for s in ("train", "valid", "test")}
+    assert names == {
+        "train": ["A - Song.stem.mp4"],
+        "valid": [f"{valid}.stem.mp4"],
+        "test": ["B - Song.stem.mp4"],
+    }
+    assert DataSource.parse(str(root)).kind == "musdb"  # found by its layout
+    one = root / "test" / "B - Song.stem.mp4"
+    assert DataSource.parse(str(one)).kind == "musdb"
+    assert track_paths(one, "test") == [one] and track_paths(one, "train") == []
+    assert DataSource.parse(str(tmp_path)).kind == "stems"

@@ -2,8 +2,16 @@
 
 A data set is a :class:`DataSource`: a kind (the reader for a data set's own layout), a path and a
 weight. One training run may draw from several sources (:class:`aqsep.data.sampling.TrackPool`).
-A new kind of data set is one small module with an ``open_...(root, split, sample_rate=...)``
-function returning :class:`~aqsep.data.stems.Track` objects, registered in :meth:`DataSource.open`.
+A new kind of data set is one small module: a :class:`~aqsep.data.track.Track` subclass for its
+layout and a :class:`~aqsep.data.track.SourceReader` (``open``, ``paths``, ``detect``), listed in
+:data:`READERS`.
+
+**Splits** (one rule for training and evaluation): a data set with split folders (``train/``,
+``valid/``, ``test/``; MUSDB18's ``train/`` and ``test/``, its validation tracks taken from
+``train/`` by ``musdb``'s list) is split by them; MIR-1K is split by singer. A folder without split
+folders is the split its name says when it is called ``train``, ``valid`` or ``test`` (so
+``CORPUS/test`` is CORPUS's test split), and otherwise holds training tracks only (its ``valid``
+and ``test`` splits are empty). One track file given alone (a ``.stem.mp4``) is a test track.
 """
 
 from __future__ import annotations
@@ -12,11 +20,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from aqsep.data.stems import InMemoryTrack, Track, open_stems
+from aqsep.data import mir1k, musdb, stems
+from aqsep.data.track import InMemoryTrack, SourceReader, Track
 from aqsep.errors import DataError
 
+#: The kinds of data set, by name; a path without a kind is the first whose ``detect`` accepts
+#: it, else a stems folder.
+READERS: dict[str, SourceReader] = {
+    r.kind: r for r in (stems.READER, musdb.READER, musdb.HQ_READER, mir1k.READER)
+}
 #: Kinds of data set: a stems folder, MUSDB18 (stem.mp4), MUSDB18-HQ (wav), MIR-1K.
-SOURCE_KINDS = ("stems", "musdb", "musdb-hq", "mir1k")
+SOURCE_KINDS = tuple(READERS)
 
 
 @dataclass(frozen=True)
@@ -42,8 +56,9 @@ class DataSource:
     def parse(cls, text: str, *, musdb: bool = False, is_wav: bool = False) -> DataSource:
         """``[KIND:]PATH[@WEIGHT]``, e.g. ``corpus``, ``mir1k:/data/MIR-1K@2``.
 
-        Without a kind, ``musdb``/``is_wav`` choose MUSDB18, a folder of MIR-1K clip files is
-        MIR-1K, and anything else is a stems folder.
+        Without a kind, ``musdb``/``is_wav`` choose MUSDB18; otherwise the first reader of
+        :data:`READERS` that detects its layout at the path (MIR-1K clip files, ``.stem.mp4``
+        files) decides, and anything else is a stems folder.
         """
         if not text.strip():
             raise DataError("a data set path is empty")
@@ -60,9 +75,10 @@ class DataSource:
             if musdb:
                 kind = "musdb-hq" if is_wav else "musdb"
             else:
-                from aqsep.data.mir1k import is_mir1k
-
-                kind = "mir1k" if is_mir1k(path) else "stems"
+                kind = next(
+                    (r.kind for r in READERS.values() if r.detect and r.detect(Path(path))),
+                    "stems",
+                )
         return cls(kind, path, weight)
 
     def __str__(self) -> str:
@@ -78,20 +94,13 @@ class DataSource:
         preload: bool = False,
     ) -> list[Track]:
         """The tracks of one split; ``preload`` decodes them all into memory once."""
-        tracks: list[Track]
-        if self.kind in ("musdb", "musdb-hq"):
-            from aqsep.data.musdb import open_musdb
-
-            tracks = open_musdb(
-                self.path, split, is_wav=self.kind == "musdb-hq", sample_rate=sample_rate
-            )
-        elif self.kind == "mir1k":
-            from aqsep.data.mir1k import open_mir1k
-
-            tracks = list(open_mir1k(self.path, split, sample_rate=sample_rate))
-        else:
-            tracks = list(open_stems(self.path, split, level=level, sample_rate=sample_rate))
+        reader = READERS[self.kind]
+        tracks = list(reader.open(Path(self.path), split, level=level, sample_rate=sample_rate))
         return [InMemoryTrack(t) for t in tracks] if preload else tracks
+
+    def track_paths(self, split: str | None = "train") -> list[Path]:
+        """:attr:`Track.path` of the tracks of one split, listed without reading audio."""
+        return READERS[self.kind].paths(Path(self.path), split)
 
 
 def open_tracks(

@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from aqsep.audio import AudioReader, audio_info
-from aqsep.data.stems import (
+from aqsep.data.track import (
     SPLITS,
+    SourceReader,
     StemLabel,
     Track,
+    TrackAudio,
     model_rate_length,
     native_span,
     to_model_rate,
@@ -100,8 +102,15 @@ class Mir1kClip(Track):
         self.labels = {s: StemLabel(s, s) for s in self.stems}
         self.native_rate = native_rate
         self.native_length = native_length
+        self.channels = 1  # each stem is one channel of the file
         self.sample_rate = sample_rate
         self.length = model_rate_length(native_length, native_rate, sample_rate)
+
+    def load(self) -> TrackAudio:
+        """Both stems, mono at the file's own rate: the mixture is accompaniment + voice."""
+        native = self.read_native()
+        stems = {s: np.ascontiguousarray(native[i : i + 1]) for i, s in enumerate(self.stems)}
+        return TrackAudio(self.name, self.native_rate, stems, dict(self.labels))
 
     def read_native(self, start: int = 0, length: int = -1) -> np.ndarray:
         """Both stems ``(2, samples)`` at the file's own rate, ordered as :attr:`stems`."""
@@ -120,10 +129,24 @@ class Mir1kClip(Track):
         )
 
 
+def clip_paths(root: str | Path, split: str | None = None) -> list[Path]:
+    """The clip files of one split (``None``: all), by name, without reading them."""
+    if split is not None and split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    files = _clip_files(clip_folder(root))
+    return [p for p in files if split is None or split_of(p.stem) == split]
+
+
 def open_mir1k(
-    root: str | Path, split: str | None = "train", *, sample_rate: int = 22050
+    root: str | Path,
+    split: str | None = "train",
+    *,
+    sample_rate: int = 22050,
+    level: str = "coarse",
 ) -> list[Mir1kClip]:
     """The clips of one split (``None``: all) of a MIR-1K copy, by name.
+
+    ``level`` is accepted for a uniform reader interface: a clip's two stems are its classes.
 
     Raises:
         DataError: no clip files, a clip that is not a readable two-channel file, or an unknown
@@ -160,3 +183,6 @@ def open_mir1k(
             )
         )
     return clips
+
+
+READER = SourceReader("mir1k", open_mir1k, clip_paths, is_mir1k)

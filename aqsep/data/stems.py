@@ -7,23 +7,28 @@ Layouts::
     ROOT/[<split>/]<track>/metadata.json          optional labels (written by ``aqsep synth``):
         {"stems": {"<file stem>": {"fine": "hi-hat", "coarse": "drums"}, ...}}
 
-Files named ``mixture.*`` are never stems (the mixture of training excerpts is always a sum of
-stems). With labels, the ``level`` decides what one stem of a track is: ``"coarse"`` sums the
-stem files of each coarse class (a track then has vocals/drums/bass/other stems), ``"fine"``
-sums the files of each fine label, and ``"stems"`` keeps every file apart.
+Splits (the rule of :mod:`aqsep.data`): with split folders, each folder is its split. A folder
+without split folders is the split its own name says when it is named ``train``, ``valid`` or
+``test`` (``CORPUS/test`` given directly is CORPUS's test split); any other folder holds training
+tracks only (its ``valid`` and ``test`` splits are empty).
+
+Files named ``mixture.*`` are never stems (the mixture is always a sum of stems). With labels, the
+``level`` decides what one stem of a track is: ``"coarse"`` sums the stem files of each coarse
+class (a track then has vocals/drums/bass/other stems), ``"fine"`` sums the files of each fine
+label, and ``"stems"`` keeps every file apart.
 
 Tracks are checked when the folder is opened (a clear :class:`~aqsep.errors.DataError` for
 unreadable files, stems listed in the metadata but missing, stems of different lengths or sample
 rates, a track with fewer than two stem files) but only a few probes of each file are read; a
 silent track, or one left with fewer than two stems at the chosen level, is skipped with a
 :class:`DataWarning`. Excerpts are read lazily: a seek and a read of the excerpt only, resampled
-to the model rate and averaged to mono.
+to the model rate and averaged to mono. :meth:`StemsTrack.load` reads the files whole at their
+own rate and channels (a mono file in a stereo track is played on both channels).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,58 +36,42 @@ from pathlib import Path
 
 import numpy as np
 
-from aqsep.audio import AudioReader, audio_info, resample, rms_db
+from aqsep.audio import AudioReader, audio_info, rms_db
+from aqsep.data.track import (
+    SPLITS,
+    InMemoryTrack,
+    SourceReader,
+    StemLabel,
+    Track,
+    TrackAudio,
+    model_rate_length,
+    native_span,
+    to_model_rate,
+)
 from aqsep.errors import AqsepError, DataError
 
 #: Formats that libsndfile reads with seeking (lazy excerpt reads need it).
 STEM_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-SPLITS = ("train", "valid", "test")
 LEVELS = ("coarse", "fine", "stems")
 METADATA = "metadata.json"
 #: A track whose probes all lie below this RMS (dBFS, sum of its stems) counts as silent.
 SILENT_TRACK_DB = -70.0
 _PROBES = 16  # probe windows per file for the silence check
-_RESAMPLE_CONTEXT = 64  # extra input samples on each side of a resampled excerpt
+
+__all__ = [  # the names of aqsep.data.track stay importable from here
+    "SPLITS",
+    "InMemoryTrack",
+    "StemLabel",
+    "Track",
+    "TrackAudio",
+    "model_rate_length",
+    "native_span",
+    "to_model_rate",
+]
 
 
 class DataWarning(UserWarning):
     """A track was left out of a data set (silent, or too few stems at the chosen level)."""
-
-
-@dataclass(frozen=True)
-class StemLabel:
-    """Labels of one stem at a given level: the name used as its class, and its coarse class."""
-
-    name: str
-    coarse: str
-    fine: str | None = None
-
-
-class Track:
-    """A multitrack: stems of equal length at the model's sample rate.
-
-    Subclasses implement :meth:`read`. ``stems`` are the stem names of the track at its data set's
-    level (they are also the class names of the stems), ``labels`` their coarse/fine labels.
-    """
-
-    name: str
-    stems: tuple[str, ...]
-    labels: dict[str, StemLabel]
-    sample_rate: int
-    length: int  # samples at ``sample_rate``
-    has_fine_labels: bool = False
-
-    def read(self, start: int, length: int, stems: Sequence[str] | None = None) -> np.ndarray:
-        """Stems ``(n_stems, length)`` float32 mono at ``sample_rate`` from sample ``start``.
-
-        ``stems`` selects and orders stems by name (all of ``self.stems`` by default).
-        """
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.name!r}, stems={list(self.stems)}, length={self.length})"
-        )
 
 
 @dataclass
@@ -99,17 +88,21 @@ class StemsTrack(Track):
         name: str,
         groups: dict[str, _StemFiles],
         *,
+        path: Path,
         native_rate: int,
         native_length: int,
+        channels: int,
         sample_rate: int,
         has_fine_labels: bool = False,
     ) -> None:
         self.name = name
+        self.path = path
         self._groups = groups
         self.stems = tuple(groups)
         self.labels = {k: g.label for k, g in groups.items()}
         self.native_rate = native_rate
         self.native_length = native_length
+        self.channels = channels
         self.sample_rate = sample_rate
         self.length = model_rate_length(native_length, native_rate, sample_rate)
         self.has_fine_labels = has_fine_labels
@@ -126,42 +119,22 @@ class StemsTrack(Track):
                 native[i] += _read_mono(path, lo, n)
         return to_model_rate(native, offset, length, self.native_rate, self.sample_rate)
 
-
-def model_rate_length(native_length: int, native_rate: int, sample_rate: int) -> int:
-    """Samples of a track of ``native_length`` samples at ``native_rate`` once resampled to the
-    model's ``sample_rate`` (rounded down)."""
-    if native_rate == sample_rate:
-        return native_length
-    return int(native_length * sample_rate // native_rate)
-
-
-def native_span(
-    start: int, length: int, native_rate: int, sample_rate: int
-) -> tuple[int, int, int]:
-    """The native-rate span ``(first sample, count, offset)`` to read for an excerpt at the model rate.
-
-    ``offset`` is where the excerpt starts (at the model rate) in the resampled span: the span has
-    some context on both sides so that the resampler's edge effects fall outside the excerpt.
-    """
-    if native_rate == sample_rate:
-        return start, length, 0
-    ratio = native_rate / sample_rate
-    first = math.floor(start * ratio)
-    lo = max(first - _RESAMPLE_CONTEXT, 0)
-    n = math.ceil(length * ratio) + (first - lo) + _RESAMPLE_CONTEXT
-    return lo, n, round((first - lo) / ratio)
-
-
-def to_model_rate(
-    native: np.ndarray, offset: int, length: int, native_rate: int, sample_rate: int
-) -> np.ndarray:
-    """Resample a span read as :func:`native_span` says, ``(stems, n)`` -> ``(stems, length)``."""
-    if native_rate == sample_rate:
-        return native
-    out = np.zeros((native.shape[0], length), dtype=np.float32)
-    res = resample(native, native_rate, sample_rate)[:, offset : offset + length]
-    out[:, : res.shape[1]] = res
-    return out
+    def load(self) -> TrackAudio:
+        stems = {}
+        for stem, group in self._groups.items():
+            total = np.zeros((self.channels, self.native_length), dtype=np.float32)
+            for path in group.files:
+                with AudioReader(path) as reader:
+                    audio = reader.read(0, self.native_length)
+                if audio.shape[0] not in (1, self.channels):
+                    raise DataError(
+                        f"track {self.path}: {path.name} has {audio.shape[0]} channels where "
+                        f"other stems have {self.channels}; give every stem the same channels "
+                        "(or one)"
+                    )
+                total += audio  # a mono file is broadcast to every channel
+            stems[stem] = total
+        return TrackAudio(self.name, self.native_rate, stems, dict(self.labels))
 
 
 def _read_mono(path: Path, start: int, length: int) -> np.ndarray:
@@ -287,6 +260,7 @@ def build_track(
             "pad or trim them to the same length"
         )
     native_rate, native_length = rates.pop(), lengths.pop()
+    channels = max(i.channels for i in infos)
 
     if check_silence and _probe_db(files, native_length) < SILENT_TRACK_DB:
         warnings.warn(f"skipping silent track {track_dir}", DataWarning, stacklevel=3)
@@ -307,8 +281,10 @@ def build_track(
     return StemsTrack(
         track_dir.name,
         groups,
+        path=track_dir,
         native_rate=native_rate,
         native_length=native_length,
+        channels=channels,
         sample_rate=sample_rate,
         has_fine_labels=fine_labels,
     )
@@ -327,15 +303,24 @@ def _probe_db(files: list[Path], length: int) -> float:
     return max(rms_db(row) for row in total)
 
 
-def track_folders(root: str | Path, split: str | None = None) -> list[Path]:
-    """Track folders of ``root/split``, by name.
+def folder_split(root: str | Path) -> str:
+    """The split of a folder without split folders: its own name if that is a split name
+    (``CORPUS/test`` given directly), else ``"train"``."""
+    name = Path(root).resolve().name
+    return name if name in SPLITS else "train"
 
-    Without split folders every track folder of ``root`` belongs to the ``"train"`` split (and to
-    ``split=None``, all splits); ``"valid"`` and ``"test"`` are then empty.
+
+def track_folders(root: str | Path, split: str | None = None) -> list[Path]:
+    """Track folders of ``root/split`` (``None``: of every split), by name.
+
+    Without split folders, every track folder of ``root`` is in the split :func:`folder_split`
+    names, and the other splits are empty.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
+    if split is not None and split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     base = root
     if has_split_folders(root):
         if split is None:
@@ -343,8 +328,8 @@ def track_folders(root: str | Path, split: str | None = None) -> list[Path]:
         base = root / split
         if not base.is_dir():
             return []
-    elif split not in (None, "train"):
-        return []  # without split folders every track is a training track
+    elif split not in (None, folder_split(root)):
+        return []
     return [p for p in sorted(base.iterdir()) if _is_track_dir(p)]
 
 
@@ -369,22 +354,4 @@ def open_stems(
     return tracks
 
 
-class InMemoryTrack(Track):
-    """A track decoded once into memory at the model rate (small data sets, slow decoders)."""
-
-    def __init__(self, track: Track) -> None:
-        self.name = track.name
-        self.stems = track.stems
-        self.labels = track.labels
-        self.sample_rate = track.sample_rate
-        self.length = track.length
-        self.has_fine_labels = track.has_fine_labels
-        self.audio = track.read(0, track.length)
-
-    def read(self, start: int, length: int, stems: Sequence[str] | None = None) -> np.ndarray:
-        rows = slice(None) if stems is None else [self.stems.index(s) for s in stems]
-        out = np.zeros((self.audio[rows].shape[0], length), dtype=np.float32)
-        lo, hi = max(start, 0), min(start + length, self.length)
-        if hi > lo:
-            out[:, lo - start : hi - start] = self.audio[rows, lo:hi]
-        return out
+READER = SourceReader("stems", open_stems, track_folders)
