@@ -1,0 +1,584 @@
+// The aqsep page: open a song, choose a query, separate, listen, download.
+// Plain browser JavaScript served by the aqsep package; it talks only to the server it came from.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  session: null,
+  config: null,
+  song: null,          // {id, name, seconds, sample_rate, channels}
+  region: null,        // {start, end} in seconds
+  clips: [],           // [{id, name, seconds}]
+  job: null,           // the job shown in the progress bar
+  result: null,        // the result being listened to
+  source: "mixture",   // "target" | "rest" | "mixture"
+  urls: {},            // object URLs of the audio being listened to, by source
+  overviews: {},       // overview JSON by "song" or "<result>/<source>"
+  shown: null,         // the overview drawn now
+  lastQuery: null,     // the request of the last separation (for the slider)
+};
+
+// ---- talking to the server --------------------------------------------------------------
+
+class PageError extends Error {}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (state.session) headers["X-Session"] = state.session;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const response = await fetch(path, { method: options.method || "GET", headers, body: options.body });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      if (body && body.error) message = body.error;
+    } catch (_) { /* not JSON */ }
+    if (response.status === 401) {
+      await openSession();
+      message += ": open the song again";
+    }
+    throw new PageError(message);
+  }
+  if (options.raw) return response;
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+function showError(err) {
+  const text = err instanceof PageError ? err.message : `unexpected problem: ${err && err.message ? err.message : err}`;
+  $("error").textContent = text.split("\n")[0];
+}
+
+function clearError() { $("error").textContent = ""; }
+
+function guarded(fn) {
+  return async (...args) => {
+    clearError();
+    try { await fn(...args); } catch (err) { showError(err); }
+  };
+}
+
+async function openSession() {
+  state.session = null;
+  const config = await api("/api/session", { method: "POST" });
+  state.session = config.session;
+  state.config = config;
+  $("model-name").textContent = `model: ${config.model}`;
+  $("refine").max = config.max_refine;
+  const stops = config.blend_positions.length;
+  $("blend").step = stops > 1 ? 1 / (stops - 1) : 1;
+  $("example").disabled = !config.example;
+  state.song = null;
+  state.clips = [];
+  resetResult();
+  renderClips();
+  fillQueryMenus();
+}
+
+window.addEventListener("pagehide", () => {
+  if (!state.session) return;
+  const body = new Blob([JSON.stringify({ session: state.session })], { type: "application/json" });
+  navigator.sendBeacon("/api/session/end", body);
+});
+
+// ---- the song ----------------------------------------------------------------------------
+
+async function uploadFile(path, file) {
+  if (state.config && file.size > state.config.max_upload) {
+    throw new PageError(`${file.name} is larger than the upload limit of ${state.config.max_upload / 1e6} MB`);
+  }
+  return api(path, { method: "POST", body: file, headers: { "X-Filename": encodeURIComponent(file.name) } });
+}
+
+async function songOpened(song) {
+  state.song = song;
+  state.region = null;
+  state.overviews = {};
+  resetResult();
+  $("song-name").textContent = `${song.name}: ${song.seconds.toFixed(2)} s, ${song.sample_rate} Hz, ${song.channels === 1 ? "mono" : song.channels + " channels"}`;
+  $("region-start").max = $("region-end").max = song.seconds.toFixed(2);
+  setRegion(null);
+  state.overviews.song = await api(`/api/song/${song.id}/overview?columns=${overviewColumns()}`);
+  await loadSource("mixture", `/api/song/${song.id}/audio`);
+  await selectSource("mixture");
+  $("separate").disabled = false;
+  fillQueryMenus();
+}
+
+function overviewColumns() {
+  return Math.max(200, Math.min(2000, Math.round($("wave").clientWidth * (window.devicePixelRatio || 1))));
+}
+
+$("song-file").addEventListener("change", guarded(async (event) => {
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (!file) return;
+  $("song-name").textContent = `uploading ${file.name}...`;
+  await songOpened(await uploadFile("/api/song", file));
+}));
+
+$("example").addEventListener("click", guarded(async () => {
+  await songOpened(await api("/api/song/example", { method: "POST" }));
+}));
+
+// ---- the query ---------------------------------------------------------------------------
+
+function setRegion(region) {
+  state.region = region;
+  $("region-start").value = region ? region.start.toFixed(2) : "";
+  $("region-end").value = region ? region.end.toFixed(2) : "";
+  fillQueryMenus(region ? "range" : undefined);
+  draw();
+}
+
+function regionFromInputs() {
+  const start = parseFloat($("region-start").value);
+  const end = parseFloat($("region-end").value);
+  if (Number.isFinite(start) && Number.isFinite(end) && end > start) setRegion({ start, end });
+}
+$("region-start").addEventListener("change", regionFromInputs);
+$("region-end").addEventListener("change", regionFromInputs);
+
+function queryOptions() {
+  const options = [];
+  if (state.region) {
+    options.push(["range", `Region of the song (${state.region.start.toFixed(2)}-${state.region.end.toFixed(2)} s)`]);
+  }
+  if (state.clips.length) {
+    options.push(["clips", `Query clips (${state.clips.length})`]);
+  }
+  for (const name of (state.config ? state.config.classes : [])) {
+    options.push([`class:${name}`, `Class: ${name}`]);
+  }
+  return options;
+}
+
+function fillQueryMenus(prefer) {
+  const options = queryOptions();
+  for (const [id, blank] of [["query-a", null], ["query-b", "nothing (no slider)"]]) {
+    const menu = $(id);
+    const previous = menu.value;
+    menu.textContent = "";
+    if (blank) menu.append(new Option(blank, ""));
+    for (const [value, label] of options) menu.append(new Option(label, value));
+    const values = Array.from(menu.options).map((o) => o.value);
+    if (id === "query-a" && prefer && values.includes(prefer)) menu.value = prefer;
+    else if (values.includes(previous)) menu.value = previous;
+    else if (id === "query-a" && values.includes("class:vocals")) menu.value = "class:vocals";
+  }
+  $("blend").disabled = !$("query-b").value;
+}
+
+$("query-b").addEventListener("change", () => { $("blend").disabled = !$("query-b").value; });
+
+function querySpec(value) {
+  if (!value) return null;
+  if (value === "range") {
+    if (!state.region) throw new PageError("drag over the waveform to choose a region first");
+    return { kind: "range", start: state.region.start, end: state.region.end };
+  }
+  if (value === "clips") return { kind: "clips", clips: state.clips.map((c) => c.id) };
+  return { kind: "class", name: value.slice("class:".length) };
+}
+
+function renderClips() {
+  const list = $("clips");
+  list.textContent = "";
+  for (const clip of state.clips) {
+    const item = document.createElement("li");
+    item.textContent = `${clip.name} (${clip.seconds.toFixed(1)} s)`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "\u00d7";
+    remove.title = `remove ${clip.name}`;
+    remove.addEventListener("click", guarded(async () => {
+      await api(`/api/clips/${clip.id}`, { method: "DELETE" });
+      state.clips = state.clips.filter((c) => c.id !== clip.id);
+      renderClips();
+      fillQueryMenus();
+    }));
+    item.append(remove);
+    list.append(item);
+  }
+}
+
+$("clip-files").addEventListener("change", guarded(async (event) => {
+  const files = Array.from(event.target.files);
+  event.target.value = "";
+  for (const file of files) {
+    state.clips.push(await uploadFile("/api/clips", file));
+    renderClips();
+  }
+  fillQueryMenus(files.length ? "clips" : undefined);
+}));
+
+// ---- separating --------------------------------------------------------------------------
+
+function currentRequest() {
+  if (!state.song) throw new PageError("open a song first");
+  const other = querySpec($("query-b").value);
+  const refine = parseInt($("refine").value || "0", 10);
+  return {
+    song: state.song.id,
+    query: querySpec($("query-a").value),
+    other,
+    alpha: other ? parseFloat($("blend").value) : 0,
+    refine: Number.isFinite(refine) ? refine : 0,
+  };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function runJob(request) {
+  let job = await api("/api/jobs", { method: "POST", json: request });
+  state.job = job;
+  state.lastQuery = request;
+  $("cancel").disabled = false;
+  while (job.state === "queued" || job.state === "running") {
+    showProgress(job);
+    await sleep(150);
+    if (state.job === null || state.job.id !== job.id) return;  // replaced by a newer request
+    job = await api(`/api/jobs/${job.id}`);
+    state.job = job;
+  }
+  showProgress(job);
+  $("cancel").disabled = true;
+  if (job.state === "error") throw new PageError(job.error);
+  if (job.state === "done") await showResult(job.result);
+}
+
+function showProgress(job) {
+  $("progress").value = job.progress;
+  const pct = `${Math.round(job.progress * 100)} %`;
+  const texts = {
+    queued: "waiting for the worker",
+    running: `${job.stage} ${pct}`,
+    done: job.cached ? "done (computed ahead)" : `done in ${job.result ? job.result.elapsed.toFixed(2) : "?"} s`,
+    cancelled: "cancelled",
+    error: "failed",
+  };
+  $("progress-text").textContent = texts[job.state] || job.state;
+}
+
+$("separate").addEventListener("click", guarded(async () => {
+  await runJob(currentRequest());
+}));
+
+$("cancel").addEventListener("click", guarded(async () => {
+  if (!state.job) return;
+  const job = await api(`/api/jobs/${state.job.id}/cancel`, { method: "POST" });
+  showProgress(job);
+}));
+
+$("blend").addEventListener("input", () => { $("blend-value").textContent = parseFloat($("blend").value).toFixed(2); });
+$("blend").addEventListener("change", guarded(async () => {
+  $("blend-value").textContent = parseFloat($("blend").value).toFixed(2);
+  if (state.result && state.lastQuery && state.lastQuery.other) await runJob(currentRequest());
+}));
+
+// ---- listening ---------------------------------------------------------------------------
+
+function resetResult() {
+  state.result = null;
+  for (const source of state.song ? ["target", "rest"] : ["target", "rest", "mixture"]) {
+    if (state.urls[source]) URL.revokeObjectURL(state.urls[source]);
+    delete state.urls[source];
+  }
+  for (const button of document.querySelectorAll(".ab button")) {
+    button.disabled = button.dataset.source !== "mixture" || !state.song;
+  }
+  for (const link of document.querySelectorAll("[data-download]")) {
+    const ready = link.dataset.download === "mixture" && !!state.song;
+    link.setAttribute("aria-disabled", ready ? "false" : "true");
+  }
+}
+
+async function loadSource(source, path) {
+  const response = await api(path, { raw: true });
+  const blob = await response.blob();
+  if (state.urls[source]) URL.revokeObjectURL(state.urls[source]);
+  state.urls[source] = URL.createObjectURL(blob);
+}
+
+async function showResult(result) {
+  const previous = state.result;
+  state.result = result;
+  await Promise.all([
+    loadSource("target", `/api/results/${result.id}/target`),
+    loadSource("rest", `/api/results/${result.id}/rest`),
+  ]);
+  if (previous) {
+    delete state.overviews[`${previous.id}/target`];
+    delete state.overviews[`${previous.id}/rest`];
+  }
+  for (const button of document.querySelectorAll(".ab button")) button.disabled = false;
+  for (const link of document.querySelectorAll("[data-download]")) link.setAttribute("aria-disabled", "false");
+  await selectSource(state.source === "mixture" && !previous ? "target" : state.source);
+}
+
+// Switch what the player plays, keeping the playback position and whether it plays.
+const selectSource = guarded(async (source) => {
+  const player = $("player");
+  const url = state.urls[source];
+  if (!url) return;
+  const position = player.currentTime || 0;
+  const playing = !player.paused && !player.ended;
+  state.source = source;
+  for (const button of document.querySelectorAll(".ab button")) {
+    button.setAttribute("aria-pressed", button.dataset.source === source ? "true" : "false");
+  }
+  $("showing").textContent = { target: "estimate", rest: "rest", mixture: "mixture" }[source];
+  if (player.src !== url) {
+    player.src = url;
+    await new Promise((resolve) => {
+      player.addEventListener("loadedmetadata", resolve, { once: true });
+      player.addEventListener("error", resolve, { once: true });
+    });
+    if (Number.isFinite(player.duration)) player.currentTime = Math.min(position, player.duration);
+    if (playing) await player.play().catch(() => {});
+  }
+  // what the player holds now, for anyone waiting on it (the browser test does)
+  player.dataset.source = source;
+  player.dataset.result = source === "mixture" || !state.result ? "" : state.result.id;
+  await showOverview(source);
+});
+
+async function showOverview(source) {
+  let key = "song";
+  if (source !== "mixture" && state.result) {
+    key = `${state.result.id}/${source}`;
+    if (!state.overviews[key]) {
+      state.overviews[key] = await api(`/api/results/${state.result.id}/${source}/overview?columns=${overviewColumns()}`);
+    }
+  }
+  state.shown = state.overviews[key] || null;
+  draw();
+}
+
+for (const button of document.querySelectorAll(".ab button")) {
+  button.addEventListener("click", () => selectSource(button.dataset.source));
+}
+
+for (const link of document.querySelectorAll("[data-download]")) {
+  link.addEventListener("click", guarded(async (event) => {
+    event.preventDefault();
+    const source = link.dataset.download;
+    const format = link.dataset.format;
+    let path;
+    if (source === "mixture") {
+      if (!state.song) throw new PageError("open a song first");
+      path = `/api/song/${state.song.id}/audio?format=${format}`;
+    } else {
+      if (!state.result) throw new PageError("separate first");
+      path = `/api/results/${state.result.id}/${source}?format=${format}`;
+    }
+    const response = await api(path, { raw: true });
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const match = /filename="?([^";]+)"?/.exec(disposition);
+    const blob = await response.blob();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = match ? match[1] : `${source}.${format}`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }));
+}
+
+// ---- drawing -----------------------------------------------------------------------------
+
+// A dark-to-light colour ramp for the spectrogram (levels 0..255).
+const RAMP = [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]];
+const COLOURS = (() => {
+  const table = new Uint8ClampedArray(256 * 3);
+  for (let i = 0; i < 256; i++) {
+    const x = (i / 255) * (RAMP.length - 1);
+    const k = Math.min(RAMP.length - 2, Math.floor(x));
+    const f = x - k;
+    for (let c = 0; c < 3; c++) table[i * 3 + c] = RAMP[k][c] * (1 - f) + RAMP[k + 1][c] * f;
+  }
+  return table;
+})();
+
+const specCache = { overview: null, bitmap: null };
+
+function fitCanvas(canvas) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  return ratio;
+}
+
+function seconds() { return state.song ? state.song.seconds : 0; }
+
+function drawWave() {
+  const canvas = $("wave");
+  const ratio = fitCanvas(canvas);
+  const g = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  g.clearRect(0, 0, w, h);
+  const ov = state.shown;
+  const axis = 16 * ratio;
+  const mid = (h - axis) / 2;
+  if (state.region && seconds() > 0) {
+    const x0 = (state.region.start / seconds()) * w, x1 = (state.region.end / seconds()) * w;
+    g.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--region") || "rgba(47,111,219,0.22)";
+    g.fillRect(x0, 0, x1 - x0, h - axis);
+  }
+  if (ov) {
+    const n = ov.columns;
+    const top = Math.max(1e-6, ...ov.peaks.map(Math.abs));
+    const scale = (mid * 0.95) / top;
+    g.fillStyle = state.source === "mixture" ? "#44546a" : (state.source === "target" ? "#2f6fdb" : "#8a5a00");
+    for (let x = 0; x < w; x++) {
+      const c = Math.min(n - 1, Math.floor((x / w) * n));
+      const lo = ov.peaks[2 * c], hi = ov.peaks[2 * c + 1];
+      const y0 = mid - hi * scale, y1 = mid - lo * scale;
+      g.fillRect(x, y0, 1, Math.max(1, y1 - y0));
+    }
+  } else {
+    g.fillStyle = "#98a2b3";
+    g.font = `${13 * ratio}px sans-serif`;
+    g.fillText("Open a song or the bundled example to see it here.", 12 * ratio, mid);
+  }
+  // time axis
+  g.fillStyle = "#667085";
+  g.font = `${11 * ratio}px sans-serif`;
+  g.fillRect(0, h - axis, w, 1);
+  const total = seconds();
+  if (total > 0) {
+    const steps = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300];
+    const step = steps.find((s) => (total / s) * 60 * ratio < w) || 600;
+    for (let t = 0; t <= total + 1e-9; t += step) {
+      const x = (t / total) * w;
+      g.fillRect(x, h - axis, 1, 4 * ratio);
+      const label = total >= 120 ? `${Math.floor(t / 60)}:${String(Math.round(t % 60)).padStart(2, "0")}` : `${+t.toFixed(1)} s`;
+      if (x + 2 * ratio + g.measureText(label).width < w) g.fillText(label, x + 2 * ratio, h - 3 * ratio);
+    }
+  }
+  drawPlayhead(g, w, h - axis);
+}
+
+function drawSpec() {
+  const canvas = $("spec");
+  const ratio = fitCanvas(canvas);
+  const g = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  g.fillStyle = "#000004";
+  g.fillRect(0, 0, w, h);
+  const ov = state.shown;
+  if (!ov) return;
+  if (specCache.overview !== ov) {
+    const s = ov.spectrogram;
+    const bytes = Uint8Array.from(atob(s.data), (ch) => ch.charCodeAt(0));
+    const image = new ImageData(s.width, s.height);
+    for (let i = 0; i < bytes.length; i++) {
+      const v = bytes[i] * 3;
+      image.data[4 * i] = COLOURS[v];
+      image.data[4 * i + 1] = COLOURS[v + 1];
+      image.data[4 * i + 2] = COLOURS[v + 2];
+      image.data[4 * i + 3] = 255;
+    }
+    const off = document.createElement("canvas");
+    off.width = s.width;
+    off.height = s.height;
+    off.getContext("2d").putImageData(image, 0, 0);
+    specCache.overview = ov;
+    specCache.bitmap = off;
+  }
+  g.imageSmoothingEnabled = true;
+  g.drawImage(specCache.bitmap, 0, 0, w, h);
+  if (state.region && seconds() > 0) {
+    const x0 = (state.region.start / seconds()) * w, x1 = (state.region.end / seconds()) * w;
+    g.strokeStyle = "rgba(255,255,255,0.8)";
+    g.lineWidth = ratio;
+    g.strokeRect(x0, 1, x1 - x0, h - 2);
+  }
+  // frequency labels (log axis, highest first)
+  const s = ov.spectrogram;
+  g.fillStyle = "rgba(255,255,255,0.85)";
+  g.font = `${11 * ratio}px sans-serif`;
+  for (const f of [100, 1000, 10000]) {
+    if (f < s.fmin || f > s.fmax) continue;
+    const y = (Math.log(s.fmax / f) / Math.log(s.fmax / s.fmin)) * h;
+    g.fillRect(0, y, 6 * ratio, 1);
+    g.fillText(f >= 1000 ? `${f / 1000} kHz` : `${f} Hz`, 8 * ratio, y + 4 * ratio);
+  }
+  drawPlayhead(g, w, h);
+}
+
+function drawPlayhead(g, w, h) {
+  const player = $("player");
+  if (!seconds() || !player.src) return;
+  const x = (player.currentTime / seconds()) * w;
+  g.fillStyle = "#e8590c";
+  g.fillRect(x, 0, Math.max(1, window.devicePixelRatio || 1), h);
+}
+
+function draw() {
+  drawWave();
+  drawSpec();
+}
+
+window.addEventListener("resize", draw);
+
+function animate() {
+  if (!$("player").paused) draw();
+  requestAnimationFrame(animate);
+}
+requestAnimationFrame(animate);
+$("player").addEventListener("seeked", draw);
+$("player").addEventListener("pause", draw);
+
+// Drag on the waveform: choose the query region. A click (no drag): play from there.
+(() => {
+  const canvas = $("wave");
+  let from = null;
+  const timeAt = (event) => {
+    const box = canvas.getBoundingClientRect();
+    const x = Math.min(Math.max(event.clientX - box.left, 0), box.width);
+    return { x, t: (x / box.width) * seconds() };
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    if (!state.song) return;
+    from = timeAt(event);
+    canvas.setPointerCapture(event.pointerId);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!from) return;
+    const to = timeAt(event);
+    if (Math.abs(to.x - from.x) < 4) return;
+    state.region = { start: Math.min(from.t, to.t), end: Math.max(from.t, to.t) };
+    $("region-start").value = state.region.start.toFixed(2);
+    $("region-end").value = state.region.end.toFixed(2);
+    draw();
+  });
+  canvas.addEventListener("pointerup", (event) => {
+    if (!from) return;
+    const to = timeAt(event);
+    if (Math.abs(to.x - from.x) < 4) {
+      const player = $("player");
+      if (player.src) player.currentTime = to.t;
+      draw();
+    } else {
+      setRegion({ start: Math.min(from.t, to.t), end: Math.max(from.t, to.t) });
+    }
+    from = null;
+  });
+})();
+
+// ---- start -------------------------------------------------------------------------------
+
+guarded(async () => {
+  await openSession();
+  draw();
+})();
