@@ -19,7 +19,19 @@ if ! command -v ffmpeg >/dev/null 2>&1 || [ ! -e /usr/lib/x86_64-linux-gnu/libtc
   fi
 fi
 
+# Debian's Chromium runs the web page's browser test (Playwright drives it; it never downloads
+# a browser of its own). Without it that one test is skipped.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null ||
+      echo "note: chromium could not be installed; the browser test will be skipped" >&2
+  else
+    echo "note: install chromium with your package manager to run the browser test" >&2
+  fi
+fi
+
 $PY -m pip install -q --disable-pip-version-check torch==2.13.0
-$PY -m pip install -q --disable-pip-version-check -e ".[test]"
+$PY -m pip install -q --disable-pip-version-check -e ".[test,web]"
 # tinysoundfont's metadata asks for pyaudio (live playback only), which does not build here.
 $PY -m pip install -q --disable-pip-version-check --no-deps "tinysoundfont>=0.3"
