@@ -26,6 +26,7 @@ from aqsep.data.synth import (  # noqa: E402
     composition,
     default_soundfonts,
     instruments,
+    mixing,
     read_corpus_metadata,
     read_track_metadata,
     rendering,
@@ -143,23 +144,38 @@ def test_layout_and_corpus_metadata(corpus: tuple[Path, dict]) -> None:
 
 
 def test_stems_sum_exactly_to_mixture(corpus: tuple[Path, dict]) -> None:
+    """Produced stems are stereo, and the float mixture is exactly the sum of the 16-bit stems
+    (every effect acts on a stem before the sum)."""
     out, meta = corpus
     for track in _tracks(out, meta):
         tmeta = read_track_metadata(track)
-        mix, sr = sf.read(track / "mixture.wav", dtype="float32")
-        assert sr == 22050 and mix.ndim == 1
-        assert len(mix) == int(SECONDS * sr)
+        mix, sr = sf.read(track / "mixture.wav", dtype="float32", always_2d=True)
+        assert sr == 22050 and mix.shape == (int(SECONDS * sr), 2) == (len(mix), tmeta["channels"])
         assert sf.info(str(track / "mixture.wav")).subtype == "FLOAT"
-        total = np.zeros_like(mix, dtype=np.float64)
+        total = np.zeros(mix.shape, dtype=np.int64)
         for stem in tmeta["stems"]:
             info = sf.info(str(track / f"{stem}.wav"))
-            assert info.subtype == "PCM_16" and info.channels == 1 and info.samplerate == sr
-            x, _ = sf.read(track / f"{stem}.wav", dtype="float32")
-            assert len(x) == len(mix)
-            assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-4, f"{track}/{stem} is silent"
+            assert info.subtype == "PCM_16" and info.channels == 2 and info.samplerate == sr
+            x, _ = sf.read(track / f"{stem}.wav", dtype="int16", always_2d=True)
+            assert x.shape == mix.shape
+            assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 3, f"{track}/{stem} is silent"
             total += x
-        assert np.max(np.abs(total - mix)) <= 1e-6
+        assert np.array_equal((total / 32768.0).astype(np.float32), mix)
         assert np.max(np.abs(mix)) <= 1.0
+
+
+def test_every_stem_is_mixed(corpus: tuple[Path, dict]) -> None:
+    out, meta = corpus
+    assert meta["production"] is True
+    for track in _tracks(out, meta):
+        tmeta = read_track_metadata(track)
+        assert tmeta["production"] is True and 0.2 <= tmeta["room"]["rt60_s"] <= 2.5
+        for info in tmeta["stems"].values():
+            chain = info["mix"]
+            assert -1 <= chain["pan"] <= 1 and 0 <= chain["width"] <= 1
+            assert {b["kind"] for b in chain["eq"]} <= {"highpass", "lowshelf", "highshelf", "peak"}
+            if chain["compressor"] is not None:
+                assert chain["compressor"]["ratio"] > 1
 
 
 def test_every_stem_is_labelled(corpus: tuple[Path, dict]) -> None:
@@ -322,12 +338,23 @@ def test_one_soundfont_is_reserved_for_test(
         track_seconds=2,
         soundfonts=[a, b],
         sampled=False,
+        production=False,
         progress=False,
     )
     assert meta["soundfont_plan"] == {"train": ["a.sf2"], "valid": ["a.sf2"], "test": ["b.sf2"]}
     assert meta["soundfonts"]["test"] == ["b.sf2"]
     assert meta["soundfonts"]["train"] == ["a.sf2"]
     assert all(len(meta["splits"][s]) == 1 for s in SPLITS)
+    # without production: dry mono stems that sum to the mixture
+    track = tmp_path / "c" / "train" / meta["splits"]["train"][0]
+    tmeta = read_track_metadata(track)
+    assert tmeta["channels"] == 1 and tmeta["room"] is None
+    total = sum(
+        sf.read(track / f"{s}.wav", dtype="int16")[0].astype(np.int64) for s in tmeta["stems"]
+    )
+    mix = sf.read(track / "mixture.wav", dtype="float32")[0]
+    assert all(i["mix"] is None for i in tmeta["stems"].values())
+    assert np.array_equal((total / 32768.0).astype(np.float32), mix)
 
 
 def test_user_errors(tmp_path: Path, soundfont: Path) -> None:
@@ -502,3 +529,115 @@ def test_sampled_piano_pitch_velocity_and_release(tmp_path: Path) -> None:
     short = note(60, 100, held=0.1)
     late = slice(int(0.5 * sr), sr)
     assert np.sqrt(np.mean(short[late] ** 2)) < 0.05 * np.sqrt(np.mean(x[late] ** 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The production effects, each on a tiny signal
+# ---------------------------------------------------------------------------------------------
+
+SR = 16000
+
+
+def _tone(freq: float, seconds: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[:, None]
+
+
+def _gain_db(y: np.ndarray, x: np.ndarray) -> float:
+    core = slice(len(x) // 4, None)  # past the filter's transient
+    return mixing.rms_db(y[core]) - mixing.rms_db(x[core])
+
+
+def test_eq_bands_change_what_they_say() -> None:
+    peak = [mixing.Band("peak", 1000.0, 6.0, 1.0)]
+    assert abs(_gain_db(mixing.equalize(_tone(1000), peak, SR), _tone(1000)) - 6.0) < 0.3
+    assert abs(_gain_db(mixing.equalize(_tone(100), peak, SR), _tone(100))) < 0.3
+    low = [mixing.Band("lowshelf", 300.0, -6.0)]
+    assert abs(_gain_db(mixing.equalize(_tone(50), low, SR), _tone(50)) + 6.0) < 0.5
+    assert abs(_gain_db(mixing.equalize(_tone(4000), low, SR), _tone(4000))) < 0.5
+    high = [mixing.Band("highshelf", 2000.0, 4.0)]
+    assert abs(_gain_db(mixing.equalize(_tone(6000), high, SR), _tone(6000)) - 4.0) < 0.5
+    hp = [mixing.Band("highpass", 400.0)]
+    assert _gain_db(mixing.equalize(_tone(100), hp, SR), _tone(100)) < -20.0
+    assert abs(_gain_db(mixing.equalize(_tone(3000), hp, SR), _tone(3000))) < 0.5
+
+
+def test_compressor_lowers_the_crest_factor_and_keeps_the_loudness() -> None:
+    """Soft playing with short loud accents comes out with smaller peaks for its loudness."""
+
+    def note(seconds: float, amplitude: float) -> np.ndarray:
+        t = np.arange(int(seconds * SR)) / SR
+        ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.005)
+        return amplitude * np.sin(2 * np.pi * 440 * t) * ramp
+
+    x = np.concatenate([note(0.4, 0.1), note(0.05, 0.9)] * 3).astype(np.float32)[:, None]
+    comp = mixing.Compressor(threshold_db=-6.0, ratio=6.0, attack_s=0.001, release_s=0.03)
+    y = mixing.compress(x, comp, SR)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert mixing.crest_factor_db(y) < mixing.crest_factor_db(x) - 3.0
+    assert abs(mixing.active_db(y, SR) - mixing.active_db(x, SR)) < 0.01  # the make-up gain
+    gentle = mixing.compress(x, mixing.Compressor(-6.0, 1.5, 0.001, 0.03), SR)
+    assert mixing.crest_factor_db(y) < mixing.crest_factor_db(gentle) < mixing.crest_factor_db(x)
+    quiet = mixing.compress(x * np.float32(0.01), comp, SR)  # the threshold follows the level
+    assert abs(mixing.crest_factor_db(quiet) - mixing.crest_factor_db(y)) < 0.1
+
+
+def test_pan_moves_the_balance_with_constant_power() -> None:
+    x = _tone(440)
+    power = float(np.sum(x.astype(np.float64) ** 2))
+    for position in (-0.8, -0.3, 0.0, 0.5):
+        y = mixing.pan(x, position)
+        left, right = (float(np.sum(y[:, c].astype(np.float64) ** 2)) for c in (0, 1))
+        assert abs(left + right - power) < 1e-4 * power  # the same power everywhere
+        theta = (position + 1) * np.pi / 4
+        balance = 20 * np.log10(np.cos(theta) / np.sin(theta))
+        assert abs(10 * np.log10(left / right) - balance) < 0.05
+    hard_right = mixing.pan(x, 1.0)
+    assert np.max(np.abs(hard_right[:, 0])) < 1e-6 and np.allclose(hard_right[:, 1], x[:, 0])
+    stereo = np.concatenate([_tone(440), _tone(660)], axis=1)
+    centre = mixing.pan(stereo, 0.0, 1.0)
+    assert np.allclose(centre, stereo, atol=1e-6)  # the centre leaves a stereo source as it is
+    narrow = mixing.pan(stereo, 0.0, 0.0)
+    assert np.allclose(narrow[:, 0], narrow[:, 1])  # width 0: mono
+    left = mixing.pan(stereo, -0.6, 1.0)
+    assert np.sum(left[:, 0] ** 2) > 3 * np.sum(left[:, 1] ** 2)
+
+
+def test_room_reverb_is_a_decaying_stereo_tail() -> None:
+    room = mixing.Room(rt60_s=0.6, predelay_s=0.01, damping=0.5, crossover_hz=3000.0, seed=3)
+    ir = mixing.room_impulse(room, SR)
+    assert np.array_equal(ir, mixing.room_impulse(room, SR))
+    assert ir.shape == (int(0.01 * SR) + int(0.6 * SR), 2)
+    assert not np.any(ir[: int(0.01 * SR)])  # the pre-delay
+    assert np.allclose(np.sum(ir.astype(np.float64) ** 2, axis=0), 1.0, atol=1e-4)
+    body = ir[int(0.01 * SR) :]
+    assert abs(np.corrcoef(body[:, 0], body[:, 1])[0, 1]) < 0.2  # a wide, decorrelated tail
+    tenth = len(body) // 10
+    assert mixing.rms_db(body[-tenth:]) < mixing.rms_db(body[:tenth]) - 35
+    n = SR
+    impulse = np.zeros((n, 1), dtype=np.float32)
+    impulse[100] = 1.0
+    wet = mixing.Reverb(ir, n).wet(impulse, -6.0)
+    expected = ir * np.float32(10 ** (-6 / 20))
+    assert np.allclose(wet[100 : 100 + len(ir)], expected, atol=1e-5)
+    assert not np.any(np.abs(wet[:100]) > 1e-5)
+
+
+def test_stem_mix_is_drawn_from_the_track_generator() -> None:
+    draws = [
+        mixing.draw_stem_mix(np.random.default_rng(5), "snare", "drums", -1.0) for _ in range(2)
+    ]
+    assert draws[0] == draws[1]
+    x = np.random.default_rng(0).standard_normal((SR, 2)).astype(np.float32) * np.float32(0.1)
+    room = mixing.Reverb(mixing.room_impulse(mixing.draw_room(np.random.default_rng(1)), SR), SR)
+    a = mixing.apply_stem_mix(x, draws[0], room, SR)
+    assert np.array_equal(a, mixing.apply_stem_mix(x, draws[1], room, SR))
+    assert a.shape == (SR, 2) and np.all(np.isfinite(a))
+    hats = [
+        mixing.draw_stem_mix(np.random.default_rng(i), "hi-hat", "drums", 1.0) for i in range(8)
+    ]
+    assert all(h.position > 0 for h in hats)  # the kit's side, for every track's hi-hat
+    assert all(
+        mixing.draw_stem_mix(np.random.default_rng(i), "bass", "bass").send_db is None
+        for i in range(8)
+    )

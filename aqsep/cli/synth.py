@@ -12,9 +12,13 @@ multi-part pieces of the music21 corpus (chorales, masses, madrigals, quartets..
 generated drum grooves, bass lines and accompaniment, with random tempo, transposition,
 instruments and mix gains.
 
-Writes OUT/<split>/<track>/<stem>.wav (mono, 16-bit), mixture.wav (float, exactly the sum of
-the stems) and metadata.json with a fine label (kick, hi-hat, piano, electric guitar...) and a
-coarse class (vocals, drums, bass, other) per stem, plus OUT/metadata.json for the corpus.
+Mixed like a production: every stem has its own EQ, compressor, place in the stereo field
+and send to the track's room (a synthetic reverb), drawn per track from the seed.
+
+Writes OUT/<split>/<track>/<stem>.wav (stereo, 16-bit), mixture.wav (float, exactly the sum
+of the stems) and metadata.json with a fine label (kick, hi-hat, piano, electric guitar...),
+a coarse class (vocals, drums, bass, other), the instrument and the mix of each stem, plus
+OUT/metadata.json for the corpus.
 Splits are made by piece: test pieces are never used in train or valid. The "vocals" class is
 synthetic voice: choir and voice patches playing parts of the music, without text.
 
@@ -121,6 +125,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="General MIDI soundfonts only: no sampled drum kit or piano",
     )
+    parser.add_argument(
+        "--dry",
+        action="store_true",
+        help="no production: mono stems without EQ, compression, panning or reverb",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -140,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         drum_kits=args.drum_kit,
         samples=args.samples,
         sampled=not args.no_samples,
+        production=not args.dry,
         progress=not args.quiet,
     )
     build = meta["build"]

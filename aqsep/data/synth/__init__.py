@@ -21,8 +21,13 @@ Layout written by :func:`build_corpus` (the stems-folder layout the trainer read
 
     DIR/metadata.json                    corpus metadata (splits, pieces, soundfonts, labels)
     DIR/<split>/<track>/metadata.json    track metadata: tempo, transposition, one entry per stem
-    DIR/<split>/<track>/<stem>.wav       mono PCM_16 stems, one per instrument (fine label)
+    DIR/<split>/<track>/<stem>.wav       stereo PCM_16 stems, one per instrument (fine label)
     DIR/<split>/<track>/mixture.wav      float32, exactly the sum of the int16 stems
+
+Mixed like a production (:mod:`.mixing`): every stem has its own EQ, compressor, place in the
+stereo field and send to the track's room (a synthetic reverb), drawn from the track's random
+generator; every effect acts on one stem before the sum, so the mixture stays exactly the sum
+of the stems. ``production=False`` (``aqsep synth --dry``) writes dry mono stems instead.
 
 Every stem has a fine label (``kick``, ``hi-hat``, ``piano``, ``electric guitar``, ...) and a
 coarse MUSDB-style class (:data:`COARSE_CLASSES`) given by :data:`FINE_TO_COARSE`. The
@@ -36,8 +41,9 @@ by ``(seed, track index)``.
 
 The package is split by concern: :mod:`.composition` (the music, as notes),
 :mod:`.instruments` (labels, General MIDI programs, soundfonts, drum kits), :mod:`.sampled`
-(the sampled piano), :mod:`.rendering` (one track: arrangement, audio, files) and
-:mod:`.corpus` (layout, resume, metadata, the readers).
+(the sampled piano), :mod:`.mixing` (EQ, compression, panning, reverb), :mod:`.rendering`
+(one track: arrangement, audio, files) and :mod:`.corpus` (layout, resume, metadata, the
+readers).
 """
 
 from __future__ import annotations

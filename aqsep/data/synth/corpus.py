@@ -43,7 +43,7 @@ from aqsep.data.synth.sampled import (
 )
 from aqsep.errors import DataError, OutputError
 
-#: 1: mono stems, soundfonts only; 2: instruments per stem (sampled kits and piano).
+#: 1: mono stems, soundfonts only; 2: sampled instruments, a produced stereo mix.
 FORMAT_VERSION = 2
 
 
@@ -187,6 +187,7 @@ def build_corpus(
     drum_kits: Sequence[str | os.PathLike[str]] | None = None,
     samples: str | os.PathLike[str] | None = None,
     sampled: bool = True,
+    production: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Render a labelled multitrack corpus into ``out_dir`` and return its metadata.
@@ -206,6 +207,11 @@ def build_corpus(
     ``samples`` (by default :func:`default_samples_dir`; see :func:`find_piano_samples`). A
     single source of a kind plays train and valid only; of several, the last plays the test
     split only. Each stem's ``instrument`` in its track's metadata says what rendered it.
+
+    ``production``: every stem goes through its own EQ, compressor, panning and a send to the
+    track's room, and is stereo (:mod:`.mixing`; each stem's ``mix`` and the track's ``room``
+    in the metadata); without it the stems are mono and dry. Either way the mixture is exactly
+    the sum of the stems.
 
     The returned dict is the corpus metadata written to ``out_dir/metadata.json`` plus a
     ``"build"`` entry with figures of this run (tracks rendered and kept, CPU seconds).
@@ -270,7 +276,12 @@ def build_corpus(
     plan_names = {s: [p.name for p in plan[s]] for s in SPLITS}
     kit_names = {s: [p.name for p in kit_plan[s]] for s in SPLITS}
     piano_names = {s: [piano_library_name(p) for p in piano_plan[s]] for s in SPLITS}
-    settings = {"seed": seed, "sample_rate": sample_rate, "track_seconds": float(track_seconds)}
+    settings = {
+        "seed": seed,
+        "sample_rate": sample_rate,
+        "track_seconds": float(track_seconds),
+        "production": bool(production),
+    }
     root_meta_path = out / METADATA_NAME
     if root_meta_path.exists():
         old = read_corpus_metadata(out)
@@ -338,6 +349,7 @@ def build_corpus(
         "hours": float(hours),
         "sample_rate": sample_rate,
         "track_seconds": float(track_seconds),
+        "production": bool(production),
         "n_tracks": n_tracks,
         "soundfont_plan": plan_names,
         "drum_kit_plan": kit_names,
@@ -357,6 +369,7 @@ def build_corpus(
         "sample_rate": sample_rate,
         "track_seconds": float(track_seconds),
         "seed": seed,
+        "production": bool(production),
         "checks": checks,
         "pools": pools,
         "drum_kits": {s: [kit_checks[str(p)] for p in kit_plan[s]] for s in SPLITS},

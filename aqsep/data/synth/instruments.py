@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from aqsep.data.synth.mixing import rms_db
 from aqsep.errors import AqsepError, DataError
 
 COARSE_CLASSES = ("vocals", "drums", "bass", "other")
@@ -320,7 +321,8 @@ class SynthPool:
         events: Sequence[tuple[int, int, int, int]],
         n_samples: int,
     ) -> np.ndarray:
-        """Render (sample, kind 0=off/1=on, key, velocity) events into a mono float32 buffer.
+        """Render (sample, kind 0=off/1=on, key, velocity) events into ``(n_samples, 2)``
+        float32 stereo.
 
         The synthesizer is brought back to silence first, so a stem sounds the same whatever
         was rendered before it in this process (rendering is deterministic).
@@ -348,11 +350,7 @@ class SynthPool:
         if pos < n_samples:
             synth.generate_simple(n_samples - pos, view[pos * frame :])
         synth.notes_off()
-        return out.mean(axis=1)
-
-
-def rms_db(x: np.ndarray) -> float:
-    return float(20.0 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12))
+        return out
 
 
 def _phrase(keys: Iterable[int], note: int) -> list[tuple[int, int, int, int]]:

@@ -15,7 +15,7 @@ import shutil
 import struct
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,15 @@ from aqsep.data.synth.instruments import (
     VOICE_PROGRAMS,
     SynthPool,
     pick_program,
+)
+from aqsep.data.synth.mixing import (
+    Reverb,
+    active_db,
+    apply_stem_mix,
+    draw_room,
+    draw_stem_mix,
     rms_db,
+    room_impulse,
 )
 from aqsep.data.synth.sampled import SampledPiano, piano_library_name
 from aqsep.errors import DataError
@@ -74,20 +82,6 @@ def file_safe(label: str) -> str:
     """A stem file name from a fine label: ``electric guitar`` -> ``electric-guitar``."""
     safe = "".join(c if (c.isalnum() or c in "-_") else "-" for c in label.strip().lower())
     return safe.strip("-") or "stem"
-
-
-def active_db(x: np.ndarray, sample_rate: int) -> float:
-    """Loudness while playing: RMS over the 50 ms frames within 30 dB of the loudest."""
-    hop = max(1, sample_rate // 20)
-    n = len(x) // hop
-    if n == 0:
-        return rms_db(x)
-    e = np.mean(np.square(x[: n * hop].reshape(n, hop), dtype=np.float64), axis=1)
-    peak = float(e.max())
-    if peak <= 0:
-        return -200.0
-    active = e[e >= peak * 1e-3]
-    return float(10 * np.log10(active.mean() + 1e-20))
 
 
 #: Share of the stems that a sampled instrument plays where one is available to the split.
@@ -329,6 +323,7 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
     sr: int = _STATE["sample_rate"]
     seconds: float = _STATE["track_seconds"]
     seed: int = _STATE["seed"]
+    production: bool = _STATE["production"]
     soundfont = Path(soundfont_s)
     check = _STATE["checks"][soundfont_s]
     pool: SynthPool = _STATE["pool"]
@@ -354,7 +349,7 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
                 continue
             kind, where = plan.instrument
             if kind == "sampled piano":
-                x = _sampled_piano(where).render(notes, n_samples).mean(axis=1)
+                x = _sampled_piano(where).render(notes, n_samples)
             else:
                 path = soundfont if kind == "soundfont" else Path(where)
                 events = [(on, 1, k, v) for on, _, k, v in notes]
@@ -362,19 +357,34 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
                 x = pool.render(path, plan.bank, plan.program, plan.drums, events, n_samples)
             if not np.all(np.isfinite(x)) or float(np.max(np.abs(x))) < 1e-5:
                 continue
-            x = x * np.float32(10 ** ((plan.level_db - active_db(x, sr)) / 20.0))
-            audio.append(x.astype(np.float32))
+            audio.append(x if production else x.mean(axis=1, keepdims=True))
             kept.append(plan)
         if len(kept) >= 2:
             break
     else:  # pragma: no cover - every attempt gave fewer than two audible stems
         raise DataError(f"track {index}: could not render two audible stems")
 
+    # production: every stem through its own chain, into one room (see .mixing)
+    room = None
+    mixes: list[dict[str, Any] | None] = [None] * len(kept)
+    if production:
+        room = draw_room(rng)
+        reverb = Reverb(room_impulse(room, sr), n_samples)
+        drum_side = 1.0 if rng.random() < 0.5 else -1.0
+        for i, plan in enumerate(kept):
+            chain = draw_stem_mix(rng, plan.fine, FINE_TO_COARSE[plan.fine], drum_side)
+            audio[i] = apply_stem_mix(audio[i], chain, reverb, sr)
+            mixes[i] = chain.to_dict()
+    # levels: each stem's loudness while playing as planned
+    for i, plan in enumerate(kept):
+        x = audio[i] * np.float32(10 ** ((plan.level_db - active_db(audio[i], sr)) / 20.0))
+        audio[i] = x.astype(np.float32)
+
     # common gain: the mixture and every stem stay below the target peak
     fade = min(n_samples, int(0.02 * sr))
     ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
     for x in audio:
-        x[n_samples - fade :] *= ramp
+        x[n_samples - fade :] *= ramp[:, None]
     mix = np.sum(audio, axis=0)
     peak = max(float(np.max(np.abs(mix))), max(float(np.max(np.abs(x))) for x in audio))
     target = float(rng.uniform(0.6, 0.95))
@@ -390,8 +400,8 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
 
     stems_meta: dict[str, Any] = {}
     used: Counter[str] = Counter()
-    total = np.zeros(n_samples, dtype=np.int64)
-    for plan, q in zip(kept, ints, strict=True):
+    total = np.zeros((n_samples, ints[0].shape[1]), dtype=np.int64)
+    for plan, q, mix_meta in zip(kept, ints, mixes, strict=True):
         if int(np.max(np.abs(q))) < 8:  # inaudible after quantisation: leave it out
             continue
         base = file_safe(plan.fine)
@@ -409,6 +419,7 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
             "source": plan.source,
             "notes": len(plan.notes),
             "rms_db": round(rms_db(q.astype(np.float64) / 32768.0), 2),
+            "mix": mix_meta,
         }
     # int16 / 2**15 is exact in float32, and so is the sum of a few hundred of them
     mixture = (total.astype(np.float64) / 32768.0).astype(np.float32)
@@ -426,10 +437,13 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
         "transpose": info["transpose"],
         "drum_kit": info["drum_kit"],
         "sample_rate": sr,
+        "channels": int(mixture.shape[1]),
         "seconds": n_samples / sr,
         "soundfont": soundfont.name,
         "seed": seed,
         "gain": gain,
+        "production": production,
+        "room": asdict(room) if room is not None else None,
         "zero_shot_layout": zero_shot,
         "mixture": MIXTURE_NAME,
         "stems": stems_meta,
@@ -468,13 +482,15 @@ def _instrument_meta(plan: _StemPlan, soundfont: Path) -> dict[str, Any]:
 
 
 def _write_float_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
-    """Mono 32-bit float WAV with a fixed header.
+    """32-bit float WAV of ``x`` ``(samples, channels)`` with a fixed header.
 
     libsndfile adds a PEAK chunk with a time stamp to float WAV files, which would make two
     renders of the same track differ by a few header bytes; this header has no time stamp.
     """
+    channels = x.shape[1]
     data = np.ascontiguousarray(x, dtype="<f4").tobytes()
-    fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)
+    block = 4 * channels
+    fmt = struct.pack("<HHIIHHH", 3, channels, sample_rate, sample_rate * block, block, 32, 0)
     fact = struct.pack("<I", len(x))
     body = (
         b"WAVE"
