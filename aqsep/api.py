@@ -26,8 +26,8 @@ from aqsep.audio import (
     output_bits,
 )
 from aqsep.errors import AudioError, OutputError, QueryError, SettingError
-from aqsep.inference import Latent, Progress, separate_stream
-from aqsep.query import LatentAverager, encode_reader, slerp
+from aqsep.inference import ChunkPlan, Latent, Progress, separate_stream
+from aqsep.query import encode_blocks, encode_reader, slerp
 from aqsep.release import ReleasedModel, load_model
 
 QuerySource = str | Path | tuple[np.ndarray, int]
@@ -121,7 +121,8 @@ class Separator:
             :data:`MAX_SEGMENT_SECONDS`; never longer than the input (or the model's excerpt).
         overlap: fraction of each chunk shared with the next, in [0, 1).
         batch_size: chunks per forward pass (a whole number >= 1).
-        progress: callback receiving dicts ``{"stage", "done", "total", "seconds"}``.
+        progress: the default progress callback of calls that are not given one (each call
+            takes its own, see :meth:`separate`).
 
     Raises:
         SettingError: a setting out of range or of the wrong type, or an unavailable device.
@@ -268,55 +269,82 @@ class Separator:
             raise QueryError(f"blend weight must be in [0, 1], got {alpha:g}")
         return slerp(z0, z1, alpha)
 
-    def refine(self, source: QuerySource, latent: torch.Tensor, steps: int = 1) -> torch.Tensor:
-        """The paper's iterative method: separate, re-encode the estimate, repeat ``steps`` times."""
+    def refine(
+        self,
+        source: QuerySource,
+        latent: torch.Tensor,
+        steps: int = 1,
+        *,
+        progress: Progress | None = None,
+    ) -> torch.Tensor:
+        """The paper's iterative method: separate, then encode the estimate as a query; ``steps``
+        times. The estimate is encoded block by block as it is separated (never held whole).
+
+        ``progress`` receives the separation's events (see :meth:`separate`) with ``"pass"``
+        1..``steps`` and ``"passes"`` = ``steps``.
+        """
         steps = _whole_number("refinement steps", steps, 0)
         latent = self.check_latent(latent)
-        for _ in range(steps):
-            averager = LatentAverager(self.model)
+        for k in range(steps):
             with _reader(source) as reader:
-                for _ in separate_stream(
+                chunking = self._chunking(reader, _each_pass(progress or self.progress, k, steps))
+                estimate = separate_stream(self.model, reader, latent, **chunking)
+                latent = encode_blocks(
                     self.model,
-                    reader,
-                    latent,
-                    native=False,
-                    on_estimate=averager.add_magnitudes,
-                    **self._chunking(),
-                ):
-                    pass
-            latent = averager.mean("the estimate to refine")
+                    estimate,
+                    reader.sample_rate,
+                    device=self.device,
+                    what="the estimate to refine",
+                )
         return latent
 
     # ---- separation ------------------------------------------------------------------------
-    def _chunking(self, reader: AudioReader | None = None) -> dict:
+    def chunk_plan(self, frames: int, sample_rate: int) -> ChunkPlan:
+        """Where the chunks of an input of ``frames`` samples lie: a latent may be given per chunk,
+        ``(len(plan.starts), latent_dim)``, in their order."""
+        return ChunkPlan.for_model(
+            self.model, frames, sample_rate, self._segment(frames, sample_rate), self.overlap
+        )
+
+    def _segment(self, frames: int, sample_rate: int) -> float | None:
         segment = self.segment
-        if segment is not None and reader is not None:  # no chunk longer than what it separates
-            longest = max(
-                reader.frames / reader.sample_rate, self.model.config.audio.segment_seconds
-            )
+        if segment is not None:  # no chunk longer than what it separates
+            longest = max(frames / sample_rate, self.model.config.audio.segment_seconds)
             segment = min(segment, longest)
+        return segment
+
+    def _chunking(self, reader: AudioReader, progress: Progress | None) -> dict:
         return {
-            "segment": segment,
+            "segment": self._segment(reader.frames, reader.sample_rate),
             "overlap": self.overlap,
             "batch_size": self.batch_size,
             "device": self.device,
-            "progress": self.progress,
+            "progress": progress,
         }
 
     def separate(
-        self, audio: np.ndarray, sample_rate: int, latent: Latent, *, residual: bool = False
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        latent: Latent,
+        *,
+        residual: bool = False,
+        progress: Progress | None = None,
     ) -> dict[str, np.ndarray]:
         """Separate an array ``(channels, samples)`` or ``(samples,)``; returns ``{"target", ["rest"]}``.
 
         The estimate has the input's shape and sample rate; the caller's array is not modified.
         Integer arrays are PCM (int16 full scale is 32768); the estimate is float32.
+
+        ``latent`` is one latent ``(latent_dim,)``, or one per chunk (see :meth:`chunk_plan`).
+        ``progress`` is called after each batch of chunks with ``{"stage": "separate", "done",
+        "total", "seconds", "pass": 1, "passes": 1}`` (chunks done, chunks, input seconds done).
         """
-        latent = self._latent_or_function(latent)
+        latent = self._checked_latent(latent)
         mix = as_2d(audio)
         reader = AudioReader(mix, sample_rate)
-        est = np.concatenate(
-            list(separate_stream(self.model, reader, latent, **self._chunking(reader))), axis=1
-        )
+        chunking = self._chunking(reader, _each_pass(progress or self.progress, 0, 1))
+        est = np.concatenate(list(separate_stream(self.model, reader, latent, **chunking)), axis=1)
         if np.ndim(audio) == 1:
             est = est[0]
             mix = mix[0]
@@ -336,17 +364,18 @@ class Separator:
         ext: str = "wav",
         bits: str | int = "16",
         force: bool = False,
+        progress: Progress | None = None,
     ) -> SeparatedFile:
         """Separate one file into ``out_dir/<track>/<name>.<ext>`` (and ``rest.<ext>``), atomically.
 
         ``ext`` is ``"wav"`` or ``"flac"``; ``bits`` 16 or 24 (integer) or ``"32f"`` (float). A
         track whose outputs all exist is skipped unless ``force``. On an error nothing is left
-        under an output name, nor a folder made for it.
+        under an output name, nor a folder made for it. ``progress``: as :meth:`separate`'s.
         """
         bits = output_bits(bits)
         if ext not in FORMATS:
             raise OutputError(f"unsupported output format {ext!r}; choose wav or flac")
-        latent = self._latent_or_function(latent)
+        latent = self._checked_latent(latent)
         track, outputs = track_outputs(path, out_dir, name=name, residual=residual, ext=ext)
         if not force and all(p.exists() for p in outputs.values()):
             return SeparatedFile(track, outputs, skipped=True)
@@ -359,7 +388,7 @@ class Separator:
                 for k, p in outputs.items()
             }
             pos = 0
-            chunking = self._chunking(reader)
+            chunking = self._chunking(reader, _each_pass(progress or self.progress, 0, 1))
             for block in separate_stream(self.model, reader, latent, **chunking):
                 writers[name].write(block)
                 if residual:
@@ -367,8 +396,23 @@ class Separator:
                 pos += block.shape[1]
         return SeparatedFile(track, outputs, clipped=sum(w.clipped for w in writers.values()))
 
-    def _latent_or_function(self, latent: Latent) -> Latent:
-        return latent if callable(latent) else self.check_latent(latent)
+    def _checked_latent(self, latent: Latent) -> torch.Tensor:
+        """One latent (:meth:`check_latent`), or a ``(chunks, latent_dim)`` tensor of them."""
+        if isinstance(latent, torch.Tensor) and latent.dim() == 2 and latent.shape[0] > 1:
+            return torch.stack([self.check_latent(z) for z in latent])
+        return self.check_latent(latent)
+
+
+def _each_pass(progress: Progress | None, index: int, passes: int) -> Progress | None:
+    """``progress`` with the pass number (1-based) and the count of passes added to each event."""
+    if progress is None:
+        return None
+    report = progress
+
+    def forward(info: dict) -> None:
+        report({**info, "pass": index + 1, "passes": passes})
+
+    return forward
 
 
 def _number(what: str, value: object) -> float:

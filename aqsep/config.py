@@ -14,6 +14,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: The silence rule's threshold (RMS, dBFS): a query window or a training target below it holds
+#: nothing to look for (:mod:`aqsep.query` applies it to queries and class means).
+SILENCE_DB = -50.0
+
 UNET_DEPTH = 6  # stride-2 levels of the separator's U-Net: n_bins must divide by 2 ** UNET_DEPTH
 
 
@@ -165,7 +169,7 @@ class TrainConfig:
     lowpass_prob: float = 0.0  # probability of low-passing a whole excerpt (bandwidth augmentation)
     lowpass_low: float = 4000.0  # its cutoff is uniform in [lowpass_low, lowpass_high] Hz
     lowpass_high: float = 11000.0
-    silence_db: float = -50.0  # reject excerpts whose target RMS is below this (dBFS)
+    silence_db: float = SILENCE_DB  # reject excerpts whose target RMS is below this (dBFS)
     excerpts_per_epoch: int = 4000
     valid_excerpts: int = 64
     val_every: int = 1000

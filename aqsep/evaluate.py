@@ -13,13 +13,18 @@ SDR does not depend on how the rest is split into stems; its SIR counts everythi
 target as interference. Numbers are therefore comparable with each other and with SiSEC-style
 tables for SDR, while SIR/SAR of a four-source evaluation may differ.
 
+**Tracks** come from the data layer (:mod:`aqsep.data`: stems folders, MUSDB18, MIR-1K, and its
+one split rule), read whole at their own rate and channels (:meth:`aqsep.data.track.Track.load`).
 **The mixture is the sum of the stems** for every data set (the MUSDB18 preview clip in
 ``stempeg`` ships a mixture 17 % away from that sum; scoring against stems that do not add up to
-the input would blame the model for the mastering).
+the input would blame the model for the mastering; MIR-1K's is accompaniment + voice, mono).
+Tracks that a model was trained on can be found from its metadata (:func:`trained_on`) and are
+refused by the command line unless allowed.
 
 Methods (one folder of per-track JSON files each, in museval's format):
 
-- ``gt``: each chunk's query is the true target of the same chunk (the paper's upper bound);
+- ``gt``: each chunk's query is the true target of the same chunk (the paper's upper bound), one
+  latent per chunk; a chunk where the target is silent takes the whole target's latent;
 - ``mean``: the class mean latent stored with the model ("separation without a query");
 - ``iterative``: the class mean, then the estimate re-encoded ``refine`` times (paper section 7.4);
 - ``mixture`` (reference): the mixture itself as the estimate of every source;
@@ -40,18 +45,19 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from aqsep.audio import AUDIO_EXTENSIONS, read_audio, resample, to_mono
+from aqsep.data import DataSource
+from aqsep.data.track import SPLITS, Track, TrackAudio
 from aqsep.errors import DataError, QueryError
-from aqsep.inference import Latent, native_grid
-from aqsep.model import QuerySeparator
+from aqsep.inference import native_grid
+from aqsep.query import encode_clip
 from aqsep.transforms import istft, stft
 
 if TYPE_CHECKING:
@@ -71,221 +77,6 @@ Scores = dict[str, dict[str, dict[str, dict[str, np.ndarray]]]]
 
 
 # ---- tracks ---------------------------------------------------------------------------------------
-def norm_label(name: str) -> str:
-    """Labels compare without case, spaces, hyphens or underscores ("Hi-Hat" == "hihat")."""
-    return "".join(ch for ch in name.lower() if ch not in " -_")
-
-
-def stem_matches(stem: str, labels: dict[str, str], target: str) -> bool:
-    """A stem belongs to ``target`` if its name, fine label or coarse class is ``target``."""
-    key = norm_label(target)
-    return key in {
-        norm_label(stem),
-        norm_label(labels.get("fine", stem)),
-        norm_label(labels.get("coarse", stem)),
-    }
-
-
-@dataclass
-class Track:
-    """A multitrack song in memory: stems ``(channels, samples)`` at ``sample_rate``.
-
-    ``labels[stem]`` holds ``{"fine": ..., "coarse": ...}``. The mixture is the sum of the stems.
-    """
-
-    name: str
-    sample_rate: int
-    stems: dict[str, np.ndarray]
-    labels: dict[str, dict[str, str]]
-    _mixture: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def mixture(self) -> np.ndarray:
-        if self._mixture is None:
-            stems = iter(self.stems.values())
-            mix = next(stems).astype(np.float32, copy=True)
-            for x in stems:
-                mix += x
-            self._mixture = mix
-        return self._mixture
-
-    @property
-    def channels(self) -> int:
-        return self.mixture.shape[0]
-
-    @property
-    def frames(self) -> int:
-        return self.mixture.shape[1]
-
-    def members(self, target: str) -> list[str]:
-        return [s for s in self.stems if stem_matches(s, self.labels.get(s, {}), target)]
-
-    def source(self, target: str, stems: Iterable[str] | None = None) -> np.ndarray:
-        """Sum of the stems of ``target`` (or of the given stems); zeros if there are none."""
-        names = self.members(target) if stems is None else list(stems)
-        out = np.zeros_like(self.mixture)
-        for s in names:
-            out += self.stems[s]
-        return out
-
-    def subset(self, stems: Sequence[str], name: str | None = None) -> Track:
-        """A track made of some of the stems only (its mixture is their sum)."""
-        return Track(
-            name or self.name,
-            self.sample_rate,
-            {s: self.stems[s] for s in stems},
-            {s: self.labels.get(s, {}) for s in stems},
-        )
-
-
-@dataclass
-class TrackEntry:
-    """A track of a data set, listed without decoding its audio."""
-
-    name: str
-    labels: dict[str, dict[str, str]]
-    loader: Callable[[], Track] = field(repr=False)
-
-    def load(self) -> Track:
-        return self.loader()
-
-    def members(self, target: str) -> list[str]:
-        return [s for s, lab in self.labels.items() if stem_matches(s, lab, target)]
-
-    def classes(self, level: str = "coarse") -> list[str]:
-        return sorted({lab.get(level, s) for s, lab in self.labels.items()})
-
-
-def _stack_stems(
-    name: str, stems: dict[str, tuple[np.ndarray, int]]
-) -> tuple[dict[str, np.ndarray], int]:
-    rates = {sr for _, sr in stems.values()}
-    if len(rates) != 1:
-        raise DataError(
-            f"track {name}: stems have different sample rates {sorted(rates)}; resample them to one rate"
-        )
-    channels = max(a.shape[0] for a, _ in stems.values())
-    length = max(a.shape[1] for a, _ in stems.values())
-    out = {}
-    for stem, (audio, _) in stems.items():
-        if audio.shape[0] not in (1, channels):
-            raise DataError(
-                f"track {name}: stem {stem} has {audio.shape[0]} channels, others {channels}"
-            )
-        a = np.repeat(audio, channels, axis=0) if audio.shape[0] != channels else audio
-        if a.shape[1] < length:
-            a = np.pad(a, ((0, 0), (0, length - a.shape[1])))
-        out[stem] = np.ascontiguousarray(a, dtype=np.float32)
-    return out, rates.pop()
-
-
-def _stem_files(folder: Path) -> dict[str, Path]:
-    files = {}
-    for p in sorted(folder.iterdir()):
-        if (
-            p.is_file()
-            and p.suffix.lower() in AUDIO_EXTENSIONS
-            and p.stem.lower() != "mixture"
-            and not p.name.startswith(".")
-        ):
-            files[p.stem] = p
-    return files
-
-
-def _folder_labels(folder: Path, stems: Iterable[str]) -> dict[str, dict[str, str]]:
-    meta_path = folder / "metadata.json"
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text()).get("stems", {}) or {}
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise DataError(f"{meta_path} is malformed: {err}") from None
-    labels = {}
-    for s in stems:
-        m = meta.get(s, {}) if isinstance(meta.get(s), dict) else {}
-        labels[s] = {
-            "fine": str(m.get("fine", s)),
-            "coarse": str(m.get("coarse", m.get("fine", s))),
-        }
-    return labels
-
-
-def _folder_entry(folder: Path) -> TrackEntry:
-    files = _stem_files(folder)
-
-    def load() -> Track:
-        stems, sr = _stack_stems(folder.name, {s: read_audio(p) for s, p in files.items()})
-        return Track(folder.name, sr, stems, _folder_labels(folder, files))
-
-    return TrackEntry(folder.name, _folder_labels(folder, files), load)
-
-
-MUSDB_SOURCES = ("vocals", "drums", "bass", "other")
-
-
-def _musdb_stem_ids() -> dict[str, int]:
-    """Stream index of each source in a ``.stem.mp4`` file, from the ``musdb`` package's own setup."""
-    import musdb
-    import yaml
-
-    setup = yaml.safe_load((Path(musdb.__file__).parent / "configs" / "mus.yaml").read_text())
-    return {k: int(v) for k, v in setup["stem_ids"].items()}
-
-
-def _stem_mp4_entry(path: Path) -> TrackEntry:
-    name = path.name[: -len(".stem.mp4")] if path.name.endswith(".stem.mp4") else path.stem
-
-    def load() -> Track:
-        import stempeg
-
-        ids = _musdb_stem_ids()
-        try:
-            audio, rate = stempeg.read_stems(str(path), stem_id=[ids[s] for s in MUSDB_SOURCES])
-        except (
-            Exception
-        ) as err:  # stempeg raises bare errors when ffmpeg is missing or the file is broken
-            raise DataError(
-                f"{path}: cannot decode the stems ({type(err).__name__}: {err}); "
-                "is ffmpeg installed?"
-            ) from None
-        stems = {
-            s: np.ascontiguousarray(audio[i].T, dtype=np.float32)
-            for i, s in enumerate(MUSDB_SOURCES)
-        }
-        return Track(name, int(rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES})
-
-    return TrackEntry(name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load)
-
-
-def _musdb_entries(root: Path, split: str, is_wav: bool) -> list[TrackEntry]:
-    import musdb
-
-    subsets, mus_split = (
-        ("test", None)
-        if split == "test"
-        else ("train", split if split in ("train", "valid") else None)
-    )
-    if split not in ("test", "train", "valid"):
-        raise DataError(f"MUSDB18 has the splits test, train and valid, not {split!r}")
-    db = musdb.DB(root=str(root), subsets=subsets, split=mus_split, is_wav=is_wav)
-    entries = []
-    for t in db.tracks:
-
-        def load(t: Any = t) -> Track:
-            stems = {
-                s: np.ascontiguousarray(t.sources[s].audio.T, dtype=np.float32)
-                for s in MUSDB_SOURCES
-            }
-            return Track(
-                t.name, int(t.rate), stems, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}
-            )
-
-        entries.append(
-            TrackEntry(t.name, {s: {"fine": s, "coarse": s} for s in MUSDB_SOURCES}, load)
-        )
-    return entries
-
-
 def list_tracks(
     data: str | Path,
     *,
@@ -293,97 +84,153 @@ def list_tracks(
     musdb: bool = False,
     is_wav: bool = False,
     max_tracks: int | None = None,
-) -> list[TrackEntry]:
-    """The tracks of a data set, sorted by name, without decoding audio.
+) -> list[Track]:
+    """The tracks of one split of a data set, sorted by name, listed through :mod:`aqsep.data`.
 
     Args:
-        data: a stems-folder corpus (``DATA/<split>/<track>/<stem>.wav`` with an optional
-            ``metadata.json`` per track giving each stem's ``fine`` and ``coarse`` labels; ``DATA``
-            may also be the split folder itself), a MUSDB18 root (``musdb=True``), or one
-            ``.stem.mp4`` file (e.g. the preview clip shipped in ``stempeg``).
-        split: ``test``, ``train`` or ``valid`` (MUSDB18: the 14-track validation part of train).
+        data: ``[KIND:]PATH`` (:meth:`aqsep.data.DataSource.parse`): a stems folder (such as
+            the synthetic corpus), MIR-1K, a MUSDB18 root, or one ``.stem.mp4`` file. Every stem
+            file is a stem; targets match a stem's name, fine label or coarse class.
+        split: ``test``, ``train`` or ``valid``, by the rule of :mod:`aqsep.data`.
+        musdb, is_wav: read ``data`` as MUSDB18 (``is_wav``: MUSDB18-HQ).
         max_tracks: keep the first N tracks.
+
+    Raises:
+        DataError: the split has no track (the message says why, e.g. a folder without split
+            folders, whose tracks are training tracks).
     """
-    data = Path(data)
-    if not data.exists():
-        raise DataError(f"data path {data} does not exist")
-    if data.is_file():
-        if not data.name.endswith(".mp4"):
-            raise DataError(
-                f"{data} is a file: give a corpus folder, a MUSDB18 root or one .stem.mp4 file"
-            )
-        entries = [_stem_mp4_entry(data)]
-    elif musdb:
-        entries = _musdb_entries(data, split, is_wav)
-    else:
-        base = data / split if (data / split).is_dir() else data
-        entries = [
-            _folder_entry(p)
-            for p in sorted(base.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and _stem_files(p)
-        ]
-        if not entries:
-            raise DataError(
-                f"no tracks under {base}: expected {data}/{split}/<track>/<stem>.wav (use --musdb for MUSDB18)"
-            )
-    if not entries:
-        raise DataError(f"no {split} tracks found in {data}")
-    return entries[:max_tracks] if max_tracks else entries
+    source = DataSource.parse(str(data), musdb=musdb, is_wav=is_wav)
+    path = Path(source.path)
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist")
+    tracks = source.open(split, level="stems")
+    if not tracks:
+        raise DataError(f"no {split} tracks in {source}{_why_empty(source, split)}")
+    return tracks[:max_tracks] if max_tracks else tracks
 
 
-def coarse_targets(tracks: Sequence[TrackEntry]) -> list[str]:
+def _why_empty(source: DataSource, split: str) -> str:
+    if split == "train" or source.kind not in ("stems", "musdb", "musdb-hq"):
+        return ""
+    others = [s for s in SPLITS if s != split and source.track_paths(s)]
+    if not others:
+        return ""
+    return (
+        f": it holds {' and '.join(others)} tracks only (a folder without train/valid/test "
+        "folders holds training tracks, unless it is itself named train, valid or test); "
+        f"give the folder of the {split} tracks, or another split"
+    )
+
+
+def trained_on(separator: Separator, tracks: Sequence[Track]) -> list[Track]:
+    """The tracks that the model was trained on: those in the training split of a data set
+    that its metadata names (``"data"``: ``[KIND:]PATH`` strings), compared by resolved path.
+
+    A data set that is not on this machine (or a free-text description) cannot be compared and
+    is passed over.
+    """
+    data = (separator.released.metadata or {}).get("data") or []
+    seen: set[Path] = set()
+    for text in [data] if isinstance(data, str) else list(data):
+        try:
+            source = DataSource.parse(str(text))
+            if Path(source.path).exists():
+                seen.update(p.resolve() for p in source.track_paths("train"))
+        except (DataError, OSError):
+            continue
+    return [t for t in tracks if Path(t.path).resolve() in seen]
+
+
+def check_held_out(separator: Separator, tracks: Sequence[Track], data: str) -> None:
+    """Refuse tracks that the model was trained on (:func:`trained_on`): their scores would
+    not measure separation of unheard music.
+
+    Raises:
+        DataError: naming how many tracks and an example.
+    """
+    seen = trained_on(separator, tracks)
+    if seen:
+        raise DataError(
+            f"{len(seen)} of the {len(tracks)} tracks of {data} are training tracks of this model "
+            f"(e.g. {seen[0].name}): their scores would not measure separation of unheard music; "
+            "evaluate on its test split, or allow training tracks explicitly"
+        )
+
+
+def coarse_targets(tracks: Sequence[Track]) -> list[str]:
     """The coarse classes present in any of the tracks."""
     return sorted({c for t in tracks for c in t.classes("coarse")})
 
 
+def default_targets(
+    separator: Separator, tracks: Sequence[Track], methods: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The targets when none are given: every coarse class of the data, less (returned second)
+    those the model has no class latent for when a method needs one (MIR-1K's
+    ``accompaniment``, say)."""
+    present = coarse_targets(tracks)
+    if not any(m in ("mean", "iterative") for m in methods):
+        return present, []
+    known = set(separator.classes)
+    return [t for t in present if t in known], [t for t in present if t not in known]
+
+
 # ---- estimates ------------------------------------------------------------------------------------
-@torch.inference_mode()
-def encode_audio(
-    model: QuerySeparator, audio: np.ndarray, sample_rate: int, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """mu of the Query-net for one ``(channels, samples)`` clip (no silence check), ``(latent_dim,)``."""
-    a = model.config.audio
-    mono = resample(to_mono(audio)[None], sample_rate, a.sample_rate)
-    mag = stft(torch.from_numpy(mono).to(device), a.n_fft, a.hop_length).abs()
-    return model.encode(mag).mu[0].float().cpu()
+def gt_latents(separator: Separator, reference: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """GT mode: one latent per chunk of the separation, ``(chunks, latent_dim)``, each the query
+    latent of the true target in that chunk (:func:`aqsep.query.encode_clip`).
 
-
-def gt_latent(
-    separator: Separator, reference: np.ndarray, sample_rate: int
-) -> Callable[[int, int], torch.Tensor]:
-    """Per-chunk latent for GT mode: the query of each chunk is the true target in that chunk."""
-
-    def latent(start: int, length: int) -> torch.Tensor:
-        window = np.zeros((reference.shape[0], length), dtype=np.float32)
-        lo, hi = max(start, 0), min(start + length, reference.shape[1])
-        if hi > lo:
-            window[:, lo - start : hi - start] = reference[:, lo:hi]
-        return encode_audio(separator.model, window, sample_rate, separator.device)
-
-    return latent
+    A chunk where the target is below the silence threshold takes the latent of the whole true
+    target. Raises :class:`QueryError` if the whole target is below it.
+    """
+    plan = separator.chunk_plan(reference.shape[1], sample_rate)
+    whole: torch.Tensor | None = None
+    latents = []
+    for start in plan.starts:
+        chunk = np.zeros((reference.shape[0], plan.segment), dtype=np.float32)
+        block = reference[:, start : start + plan.segment]
+        chunk[:, : block.shape[1]] = block
+        try:
+            z = encode_clip(separator.model, chunk, sample_rate, device=separator.device)
+        except QueryError:
+            if whole is None:
+                whole = encode_clip(
+                    separator.model,
+                    reference,
+                    sample_rate,
+                    device=separator.device,
+                    what="the true target",
+                )
+            z = whole
+        latents.append(z)
+    return torch.stack(latents)
 
 
 def model_latent(
     separator: Separator,
-    track: Track,
+    track: TrackAudio,
     target: str,
     mode: str,
     refine: int = 1,
     notes: list[str] | None = None,
-) -> Latent:
-    """The latent that ``mode`` gives for ``target`` on ``track`` (see the module docstring).
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """The latent(s) that ``mode`` gives for ``target`` on ``track`` (see the module docstring):
+    ``(latent_dim,)``, or ``(chunks, latent_dim)`` in GT mode.
 
     In iterative mode an estimate too quiet to re-encode keeps the class mean; that is recorded
     in ``notes``.
     """
     if mode == "gt":
-        return gt_latent(separator, track.source(target), track.sample_rate)
+        return gt_latents(separator, track.source(target), track.sample_rate)
     z = separator.class_latent(target)
     if mode == "mean":
         return z
     if mode == "iterative":
         try:
-            return separator.refine((track.mixture, track.sample_rate), z, steps=refine)
+            return separator.refine(
+                (track.mixture, track.sample_rate), z, steps=refine, progress=progress
+            )
         except QueryError as err:
             if notes is not None:
                 notes.append(
@@ -393,7 +240,7 @@ def model_latent(
     raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-def oracle_irm(track: Track, target: str, n_fft: int, hop: int) -> np.ndarray:
+def oracle_irm(track: TrackAudio, target: str, n_fft: int, hop: int) -> np.ndarray:
     """Ideal ratio mask ``|T| / (|T| + |R|)`` from the true stems, applied to the mixture."""
     t = torch.from_numpy(track.source(target))
     mix = torch.from_numpy(track.mixture)
@@ -405,21 +252,25 @@ def oracle_irm(track: Track, target: str, n_fft: int, hop: int) -> np.ndarray:
 
 def estimate(
     separator: Separator,
-    track: Track,
+    track: TrackAudio,
     target: str,
     method: str,
     *,
     refine: int = 1,
     notes: list[str] | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
-    """The estimate ``(channels, samples)`` of ``target`` that ``method`` gives on ``track``."""
+    """The estimate ``(channels, samples)`` of ``target`` that ``method`` gives on ``track``.
+
+    ``progress`` receives the separator's events of every pass (refinement passes first).
+    """
     if method == "mixture":
         return track.mixture.copy()
     if method == "irm":
         n_fft, hop = native_grid(separator.model, track.sample_rate)
         return oracle_irm(track, target, n_fft, hop)
-    latent = model_latent(separator, track, target, method, refine, notes)
-    return separator.separate(track.mixture, track.sample_rate, latent)["target"]
+    latent = model_latent(separator, track, target, method, refine, notes, progress)
+    return separator.separate(track.mixture, track.sample_rate, latent, progress=progress)["target"]
 
 
 # ---- scoring --------------------------------------------------------------------------------------
@@ -600,7 +451,7 @@ def check_targets(separator: Separator, targets: Sequence[str], methods: Sequenc
 
 def evaluate_tracks(
     separator: Separator,
-    tracks: Sequence[TrackEntry],
+    tracks: Sequence[Track],
     targets: Sequence[str] | None,
     methods: str | Sequence[str],
     *,
@@ -616,8 +467,8 @@ def evaluate_tracks(
     Args:
         separator: an :class:`aqsep.api.Separator` (its chunking settings are used).
         tracks: from :func:`list_tracks`.
-        targets: target names (coarse classes, fine labels or stem names); None: every coarse
-            class present in the data. A target absent or silent in a track is skipped there.
+        targets: target names (coarse classes, fine labels or stem names); None: those of
+            :func:`default_targets`. A target absent or silent in a track is skipped there.
         methods: any of ``gt``, ``mean``, ``iterative``, ``mixture``, ``irm``.
         refine: refinement steps of the iterative method.
         fast: score with fast-bss-eval instead of museval.
@@ -637,31 +488,34 @@ def evaluate_tracks(
             raise QueryError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     if refine < 1:
         raise QueryError(f"--refine must be at least 1, got {refine}")
-    targets = list(targets) if targets else coarse_targets(tracks)
+    if not targets:
+        targets, unknown = default_targets(separator, tracks, methods)
+        if not targets:
+            raise QueryError(
+                f"the model has no class latent for any class of the data ({', '.join(unknown)}); "
+                f"it knows: {', '.join(separator.classes)}"
+            )
+    targets = list(targets)
     check_targets(separator, targets, methods)
     fingerprint = model_fingerprint(separator)
     scores: Scores = {method_name(m, refine, fast): {} for m in methods}
     notify = progress or (lambda _: None)
-    old_progress = separator.progress
-    try:
-        for i, entry in enumerate(tracks):
-            notify({"stage": "track", "track": entry.name, "index": i, "total": len(tracks)})
-            _evaluate_one(
-                separator,
-                entry,
-                targets,
-                methods,
-                refine,
-                fast,
-                out_dir,
-                split,
-                data_id,
-                fingerprint,
-                scores,
-                notify,
-            )
-    finally:
-        separator.progress = old_progress
+    for i, entry in enumerate(tracks):
+        notify({"stage": "track", "track": entry.name, "index": i, "total": len(tracks)})
+        _evaluate_one(
+            separator,
+            entry,
+            targets,
+            methods,
+            refine,
+            fast,
+            out_dir,
+            split,
+            data_id,
+            fingerprint,
+            scores,
+            notify,
+        )
     return scores
 
 
@@ -708,7 +562,7 @@ _CHECKED_KEYS = (
 
 def _evaluate_one(
     separator: Separator,
-    entry: TrackEntry,
+    entry: Track,
     targets: Sequence[str],
     methods: Sequence[str],
     refine: int,
@@ -720,7 +574,7 @@ def _evaluate_one(
     scores: Scores,
     notify: Progress,
 ) -> None:
-    track: Track | None = None
+    track: TrackAudio | None = None
     wanted = [t for t in targets if entry.members(t)]
     jobs = len(wanted) * len(methods)
     done = 0
@@ -758,11 +612,26 @@ def _evaluate_one(
                 track = entry.load()
             for t in todo:
                 target_audio = track.source(t)
-                if not np.any(target_audio):
-                    skipped.append(t)  # a stem that is digitally silent all along: nothing to score
+                try:
+                    est = (
+                        estimate(
+                            separator,
+                            track,
+                            t,
+                            method,
+                            refine=refine,
+                            notes=notes,
+                            progress=_tagged(notify, entry.name, name, t),
+                        )
+                        if np.any(target_audio)
+                        else None  # a stem that is digitally silent all along: nothing to score
+                    )
+                except QueryError as err:  # GT mode: a target below the silence threshold
+                    notes.append(f"{t}: not scored, {err}")
+                    est = None
+                if est is None:
+                    skipped.append(t)
                 else:
-                    separator.progress = _tagged(notify, entry.name, name, t)
-                    est = estimate(separator, track, t, method, refine=refine, notes=notes)
                     rest = track.mixture - target_audio
                     est_rest = track.mixture if method == "mixture" else None
                     results[t] = score(

@@ -8,6 +8,11 @@ the input's full band) and applies it to every channel with that channel's phase
 cross-faded with a triangular window and the summed weight divided out; finished samples are
 yielded as soon as no later chunk touches them, so peak memory depends on ``segment`` and
 ``batch_size``, never on the length of the input.
+
+The core has no modes: a different use is a composition of it. The iterative method separates,
+then encodes the estimate as a query (:meth:`aqsep.api.Separator.refine`); evaluation's
+ground-truth queries give one latent per chunk (:meth:`ChunkPlan.for_model` says where the chunks
+lie).
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ import numpy as np
 import torch
 
 from aqsep.audio import AudioReader, resample, to_mono
-from aqsep.errors import SettingError
+from aqsep.errors import QueryError, SettingError
 from aqsep.model import QuerySeparator
 from aqsep.transforms import istft, stft
 
-# A latent for the whole track ``(latent_dim,)``, or one per chunk: ``fn(start, length) -> (latent_dim,)``
-# where ``start`` and ``length`` are in samples of the input (GT queries in evaluation use this).
-Latent = torch.Tensor | Callable[[int, int], torch.Tensor]
+# A latent for the whole input ``(latent_dim,)``, or one per chunk ``(chunks, latent_dim)`` in the
+# order of the chunks' starts (:class:`ChunkPlan`).
+Latent = torch.Tensor
 Progress = Callable[[dict], None]
 
 
@@ -49,6 +54,20 @@ class ChunkPlan:
         segment = max(1, round(segment_seconds * sample_rate))
         step = max(1, round(segment * (1.0 - overlap)))
         return cls(length, segment, step)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: QuerySeparator,
+        length: int,
+        sample_rate: int,
+        segment: float | None = None,
+        overlap: float = 0.25,
+    ) -> ChunkPlan:
+        """The plan :func:`separate_stream` follows for these settings (``segment`` None: the
+        model's excerpt length)."""
+        seconds = segment if segment is not None else model.config.audio.segment_seconds
+        return cls.make(length, sample_rate, seconds, overlap)
 
     @property
     def starts(self) -> list[int]:
@@ -116,41 +135,21 @@ def native_grid(model: QuerySeparator, sample_rate: int) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def model_rate_estimate(
-    model: QuerySeparator, mono: torch.Tensor, z: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask and mixture magnitude at the model's rate.
-
-    Args:
-        mono: ``(batch, samples)`` at ``model.config.audio.sample_rate``.
-        z: ``(batch, latent_dim)``.
-    Returns:
-        ``(mask, magnitude)``, each ``(batch, n_fft // 2 + 1, frames)``.
-    """
-    a = model.config.audio
-    mag = stft(mono, a.n_fft, a.hop_length).abs()
-    return model.mask(mag, z), mag
-
-
-@torch.inference_mode()
 def _separate_chunks(
     model: QuerySeparator,
     chunks: np.ndarray,
     sample_rate: int,
     z: torch.Tensor,
     device: torch.device,
-    on_estimate: Callable[[torch.Tensor], None] | None,
-    native: bool,
-) -> np.ndarray | None:
-    """``chunks (batch, channels, samples)`` at ``sample_rate`` -> estimate of the same shape."""
+) -> np.ndarray:
+    """``chunks (batch, channels, samples)`` at ``sample_rate`` -> estimate of the same shape.
+
+    The mask is predicted at the model's rate from the mono mix, mapped onto the chunks' own STFT
+    grid and applied to every channel.
+    """
     a = model.config.audio
-    mono = resample(to_mono_batch(chunks), sample_rate, a.sample_rate)
-    mono_t = torch.from_numpy(mono).to(device)
-    mask, mag = model_rate_estimate(model, mono_t, z.to(device))
-    if on_estimate is not None:
-        on_estimate(mask * mag)
-    if not native:
-        return None
+    mono = torch.from_numpy(resample(to_mono_batch(chunks), sample_rate, a.sample_rate)).to(device)
+    mask = model.mask(stft(mono, a.n_fft, a.hop_length).abs(), z.to(device))
     n_fft, hop = native_grid(model, sample_rate)
     x = torch.from_numpy(chunks).to(device)
     spec = stft(x, n_fft, hop)  # (batch, channels, bins, frames)
@@ -188,8 +187,6 @@ def separate_stream(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
-    on_estimate: Callable[[torch.Tensor], None] | None = None,
-    native: bool = True,
 ) -> Iterator[np.ndarray]:
     """Separate ``reader``'s audio, yielding consecutive ``(channels, n)`` blocks of the estimate.
 
@@ -198,21 +195,27 @@ def separate_stream(
 
     Args:
         model: a model in eval mode on ``device``.
-        latent: ``(latent_dim,)`` for the whole input, or ``fn(start, length) -> (latent_dim,)``.
+        latent: ``(latent_dim,)`` for the whole input, or ``(chunks, latent_dim)``: one per chunk
+            of ``ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)``.
         segment: chunk length in seconds (default: the model's training excerpt length).
         overlap: fraction of a chunk shared with the next one, in [0, 1).
         batch_size: chunks run through the network at once.
         progress: called after each batch with ``{"stage": "separate", "done": chunks done,
             "total": chunks, "seconds": input seconds done}``.
-        on_estimate: receives the estimated magnitude at the model's rate of every batch,
-            ``(batch, bins, frames)`` (used to re-encode an estimate for refinement).
-        native: if False, only ``on_estimate`` is fed and nothing is yielded.
+
+    Raises:
+        QueryError: ``latent`` has one row per chunk but not as many rows as there are chunks.
     """
     device = torch.device(device)
-    seg_seconds = segment if segment is not None else model.config.audio.segment_seconds
-    plan = ChunkPlan.make(reader.frames, reader.sample_rate, seg_seconds, overlap)
+    plan = ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)
     window = crossfade_window(plan.segment)
     starts = plan.starts
+    per_chunk = latent.dim() == 2
+    if per_chunk and latent.shape[0] != len(starts):
+        raise QueryError(
+            f"{latent.shape[0]} latents were given for {len(starts)} chunks: give one latent, or "
+            "one per chunk"
+        )
     channels = reader.channels
     acc = np.zeros((channels, 0), dtype=np.float32)  # weighted sum of samples from `emitted` on
     wsum = np.zeros(0, dtype=np.float32)
@@ -220,13 +223,11 @@ def separate_stream(
     for b in range(0, len(starts), batch_size):
         batch_starts = starts[b : b + batch_size]
         chunks = np.stack([reader.read(s, plan.segment) for s in batch_starts])
-        if callable(latent):
-            z = torch.stack([latent(s, plan.segment) for s in batch_starts])
+        if per_chunk:
+            z = latent[b : b + len(batch_starts)]
         else:
             z = latent.reshape(1, -1).expand(len(batch_starts), -1)
-        est = _separate_chunks(
-            model, chunks, reader.sample_rate, z.float(), device, on_estimate, native
-        )
+        est = _separate_chunks(model, chunks, reader.sample_rate, z.float(), device)
         if progress is not None:
             done = b + len(batch_starts)
             progress(
@@ -238,8 +239,6 @@ def separate_stream(
                     / reader.sample_rate,
                 }
             )
-        if est is None:
-            continue
         end = batch_starts[-1] + plan.segment - emitted
         if end > acc.shape[1]:
             acc = np.concatenate(

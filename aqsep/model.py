@@ -1,8 +1,9 @@
 """Query-net, AdaIN, the U-Net Separator, and the QuerySeparator that wires them.
 
 Shapes: spectrogram tensors are ``(batch, 1, freq, frames)`` with ``freq = n_bins`` (512 by
-default). Both networks consume log1p magnitudes; the separator returns a sigmoid mask that
-the caller applies to the *linear* mixture magnitude (docs/paper.md sections 3 and 4).
+default). Both networks consume compressed magnitudes (:func:`aqsep.transforms.features`); the
+separator returns a sigmoid mask that the caller applies to the *linear* mixture magnitude
+(docs/paper.md sections 3 and 4).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aqsep.config import ModelConfig, QueryNetConfig, SeparatorConfig
+from aqsep.transforms import features
 
 
 class Posterior(NamedTuple):
@@ -63,7 +65,8 @@ class QueryNet(nn.Module):
         self.to_logvar = nn.Linear(2 * config.gru_hidden, config.latent_dim)
 
     def forward(self, spec: torch.Tensor) -> Posterior:
-        """``(batch, 1, freq, frames)`` log1p magnitude -> :class:`Posterior`."""
+        """``(batch, 1, freq, frames)`` compressed magnitude (:func:`~aqsep.transforms.features`)
+        -> :class:`Posterior`."""
         h = self.convs(spec)  # (batch, channels, freq', frames')
         h = h.flatten(1, 2).transpose(1, 2)  # (batch, frames', channels * freq')
         _, last = self.gru(h)  # (2, batch, hidden): final state of each direction
@@ -160,8 +163,8 @@ class UNetSeparator(nn.Module):
         """Mask in [0, 1].
 
         Args:
-            spec: ``(batch, 1, freq, frames)`` log1p mixture magnitude; ``freq`` and ``frames``
-                must be multiples of 64 (see :meth:`QuerySeparator.mask`, which pads).
+            spec: ``(batch, 1, freq, frames)`` compressed mixture magnitude; ``freq`` and
+                ``frames`` must be multiples of 64 (see :meth:`QuerySeparator.mask`, which pads).
             z: ``(batch, latent_dim)``.
         Returns:
             ``(batch, 1, freq, frames)`` mask.
@@ -204,8 +207,12 @@ class QuerySeparator(nn.Module):
 
     def encode(self, magnitude: torch.Tensor) -> Posterior:
         """Query magnitude ``(batch, bins, frames)`` (bins >= n_bins, linear) -> posterior."""
-        n_bins = self.config.audio.n_bins
-        return self.query_net(torch.log1p(magnitude[:, None, :n_bins]))
+        return self.query_net(self.query_input(magnitude))
+
+    def query_input(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """The Query-net's input ``(batch, 1, n_bins, frames)`` from a linear magnitude
+        ``(batch, bins, frames)``."""
+        return features(magnitude[:, None, : self.config.audio.n_bins])
 
     def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mixture magnitude ``(batch, bins, frames)`` -> mask of the same shape.
@@ -217,7 +224,7 @@ class QuerySeparator(nn.Module):
         bins, frames = magnitude.shape[-2:]
         step = self.separator.stride_product
         pad = (-frames) % step
-        spec = torch.log1p(magnitude[:, None, :n_bins])
+        spec = features(magnitude[:, None, :n_bins])
         if pad:
             spec = F.pad(spec, (0, pad))
         m = self.separator(spec, z)[:, 0, :, :frames]

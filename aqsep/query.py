@@ -1,65 +1,200 @@
-"""Turning queries into latents: audio clips, ranges of the mixture, class means, blends, refinement."""
+"""The one path from audio to a latent: windows, the silence rule, means; blends.
+
+Every latent that aqsep computes from audio (a query clip, a range of a file, the estimate that
+the iterative method re-encodes, a ground-truth chunk in evaluation, the class means stored with
+a released model) goes through :class:`LatentMeans`:
+
+1. **Windows.** The audio is cut into consecutive windows of the model's excerpt length
+   (``segment_samples`` at the model's rate; a last, shorter window is zero-padded), mixed to
+   mono and resampled to the model's rate.
+2. **The silence rule.** A window whose RMS level is below :data:`SILENCE_DB` (dBFS) is not
+   query material and is left out (:func:`level_db`); the same threshold rejects silent training
+   targets (:class:`~aqsep.config.TrainConfig`).
+3. **Means.** mu of the Query-net (:func:`encode_windows`) is averaged over the windows kept, per
+   key (one key for a query; one per class for class means). Audio without a single window
+   above the threshold is a :class:`~aqsep.errors.QueryError`.
+"""
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
 from aqsep.audio import AudioReader, resample, to_mono
+from aqsep.config import SILENCE_DB
 from aqsep.errors import QueryError
-from aqsep.model import QuerySeparator
+from aqsep.model import Posterior, QuerySeparator
 from aqsep.transforms import stft
 
-SILENCE_DB = -50.0  # windows quieter than this (RMS, dBFS) do not count as query material
+__all__ = [
+    "SILENCE_DB",
+    "LatentMeans",
+    "encode_blocks",
+    "encode_clip",
+    "encode_frozen",
+    "encode_reader",
+    "encode_windows",
+    "level_db",
+    "slerp",
+    "window_length",
+]
 
 
-class LatentAverager:
-    """Running mean of mu over the non-silent windows fed to it."""
+def level_db(audio: np.ndarray) -> np.ndarray:
+    """RMS level (dBFS) of ``(..., samples)`` over the last axis; digital silence is -200 dB."""
+    power = np.mean(np.square(audio, dtype=np.float64), axis=-1)
+    return 10.0 * np.log10(power + 1e-20)
 
-    def __init__(self, model: QuerySeparator, silence_db: float = SILENCE_DB) -> None:
-        self.model, self.silence_db = model, silence_db
-        self.total: torch.Tensor | None = None
-        self.count = 0
-        self.loudest_db = -np.inf
 
-    @torch.inference_mode()
-    def add_waveforms(self, windows: torch.Tensor) -> None:
-        """``(batch, samples)`` mono windows at the model's rate."""
-        a = self.model.config.audio
-        levels = 10 * torch.log10(windows.float().pow(2).mean(dim=-1) + 1e-12)
-        self.loudest_db = max(self.loudest_db, float(levels.max()))
-        keep = levels > self.silence_db
-        if keep.any():
-            self.add_magnitudes(stft(windows[keep], a.n_fft, a.hop_length).abs(), checked=True)
+def window_length(model: QuerySeparator, sample_rate: int) -> int:
+    """The model's excerpt length in samples at ``sample_rate`` (one query window)."""
+    a = model.config.audio
+    return max(1, round(a.segment_samples * sample_rate / a.sample_rate))
 
-    @torch.inference_mode()
-    def add_magnitudes(self, magnitude: torch.Tensor, *, checked: bool = False) -> None:
-        """``(batch, bins, frames)`` linear magnitudes at the model's rate (e.g. estimates)."""
-        if not checked:
-            # Parseval with a Hann window: mean |X|^2 over the one-sided bins ~ 3/8 n_fft x power.
-            a = self.model.config.audio
-            power = magnitude.float().pow(2).mean(dim=(-2, -1)) / (0.375 * a.n_fft)
-            levels = 10 * torch.log10(power + 1e-12)
-            self.loudest_db = max(self.loudest_db, float(levels.max()))
-            magnitude = magnitude[levels > self.silence_db]
-        if magnitude.shape[0] == 0:
+
+@torch.inference_mode()
+def encode_windows(model: QuerySeparator, windows: torch.Tensor) -> torch.Tensor:
+    """mu of the Query-net for mono windows ``(batch, samples)`` at the model's rate, with no
+    silence rule: ``(batch, latent_dim)``."""
+    a = model.config.audio
+    return model.encode(stft(windows, a.n_fft, a.hop_length).abs()).mu
+
+
+def encode_frozen(model: QuerySeparator, magnitude: torch.Tensor) -> Posterior:
+    """``model.encode`` with the Query-net's parameters detached: gradients reach ``magnitude``
+    (and whatever produced it) but not the Query-net (training's latent regressor term)."""
+    query_net = model.query_net
+    params = {name: p.detach() for name, p in query_net.named_parameters()}
+    params.update(dict(query_net.named_buffers()))
+    return torch.func.functional_call(query_net, params, (model.query_input(magnitude),))
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass
+class _Sum:
+    total: torch.Tensor | None = None
+    count: int = 0
+    loudest_db: float = -np.inf
+
+
+@dataclass
+class LatentMeans(Generic[K]):
+    """Running means of mu, per key, over the non-silent windows added (the module's path).
+
+    Windows are queued and encoded ``batch_size`` at a time.
+    """
+
+    model: QuerySeparator
+    device: torch.device | str = "cpu"
+    batch_size: int = 32
+    silence_db: float = SILENCE_DB
+    _sums: dict[K, _Sum] = field(default_factory=lambda: defaultdict(_Sum))
+    _pending: list[tuple[K, np.ndarray]] = field(default_factory=list)
+
+    def add(self, key: K, window: np.ndarray) -> bool:
+        """Queue one mono window ``(samples,)`` at the model's rate; False if it is silent."""
+        entry = self._sums[key]
+        level = float(level_db(window))
+        entry.loudest_db = max(entry.loudest_db, level)
+        if level < self.silence_db:
+            return False
+        entry.count += 1
+        self._pending.append((key, np.asarray(window, dtype=np.float32)))
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+        return True
+
+    def count(self, key: K) -> int:
+        """Windows of ``key`` kept so far (queued ones included)."""
+        return self._sums[key].count if key in self._sums else 0
+
+    def flush(self) -> None:
+        """Encode the queued windows."""
+        if not self._pending:
             return
-        mu = self.model.encode(magnitude).mu.sum(dim=0)
-        self.total = mu if self.total is None else self.total + mu
-        self.count += magnitude.shape[0]
+        windows = torch.from_numpy(np.stack([w for _, w in self._pending])).to(self.device)
+        mu = encode_windows(self.model, windows).float().cpu()
+        for (key, _), m in zip(self._pending, mu, strict=True):
+            entry = self._sums[key]
+            entry.total = m.clone() if entry.total is None else entry.total + m
+        self._pending.clear()
 
-    def mean(self, what: str) -> torch.Tensor:
-        if self.total is None or self.count == 0:
+    def mean(self, key: K, what: str = "the query") -> torch.Tensor:
+        """The mean latent ``(latent_dim,)`` of ``key``.
+
+        Raises:
+            QueryError: no window of ``key`` was above the silence threshold.
+        """
+        self.flush()
+        entry = self._sums.get(key, _Sum())
+        if entry.total is None or entry.count == 0:
             level = (
                 "no audio"
-                if self.loudest_db == -np.inf
-                else f"loudest window {self.loudest_db:.1f} dBFS"
+                if entry.loudest_db == -np.inf
+                else f"loudest window {entry.loudest_db:.1f} dBFS"
             )
             raise QueryError(
-                f"{what} is silent ({level}, threshold {self.silence_db:.0f} dBFS): it holds nothing to "
-                "look for; use a clip where the instrument plays, or --target CLASS"
+                f"{what} is silent ({level}, threshold {self.silence_db:.0f} dBFS): it holds "
+                "nothing to look for; use a clip where the instrument plays, or --target CLASS"
             )
-        return (self.total / self.count).cpu()
+        return entry.total / entry.count
+
+    def means(self) -> dict[K, tuple[torch.Tensor, int]]:
+        """``{key: (mean latent, windows)}`` of every key with at least one window kept."""
+        self.flush()
+        return {
+            k: (e.total / e.count, e.count)
+            for k, e in self._sums.items()
+            if e.total is not None and e.count
+        }
+
+
+def encode_blocks(
+    model: QuerySeparator,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    what: str = "the query",
+) -> torch.Tensor:
+    """Mean latent of audio given as consecutive blocks ``(channels, n)`` at ``sample_rate``
+    (a file read block by block, or an estimate as :func:`aqsep.inference.separate_stream` yields
+    it): cut into windows, silent windows left out (see the module docstring).
+
+    Raises:
+        QueryError: the audio is empty or silent.
+    """
+    win = window_length(model, sample_rate)
+    means: LatentMeans[None] = LatentMeans(model, device=device, batch_size=batch_size)
+    rate = model.config.audio.sample_rate
+    pending: list[np.ndarray] = []
+
+    def encode(windows: list[np.ndarray]) -> None:
+        for w in resample(np.stack(windows), sample_rate, rate):
+            means.add(None, w)
+
+    held = np.zeros(0, dtype=np.float32)
+    for block in blocks:
+        held = np.concatenate([held, to_mono(block)])
+        while held.shape[0] >= win:
+            pending.append(held[:win])
+            held = held[win:]
+            if len(pending) == batch_size:
+                encode(pending)
+                pending = []
+    if held.shape[0]:
+        pending.append(np.pad(held, (0, win - held.shape[0])))
+    if pending:
+        encode(pending)
+    return means.mean(None, what)
 
 
 def encode_reader(
@@ -72,34 +207,33 @@ def encode_reader(
     device: torch.device | str = "cpu",
     what: str | None = None,
 ) -> torch.Tensor:
-    """Mean latent of a query file or array: encoded window by window, silent windows skipped.
-
-    Windows are the model's training excerpt length; a query shorter than one window is
-    zero-padded. ``start``/``stop`` (input samples) restrict the query to a range.
-    """
-    a = model.config.audio
+    """Mean latent of a query file or array (:func:`encode_blocks`); ``start``/``stop`` (input
+    samples) restrict the query to a range."""
     stop = reader.frames if stop is None else min(stop, reader.frames)
     if stop <= start:
         raise QueryError(f"query range of {reader.name} is empty")
-    win_in = max(1, round(a.segment_samples * reader.sample_rate / a.sample_rate))
-    averager = LatentAverager(model)
-    batch: list[np.ndarray] = []
+    win = window_length(model, reader.sample_rate)
+    blocks = (reader.read(s, min(win, stop - s)) for s in range(start, stop, win))
+    return encode_blocks(
+        model,
+        blocks,
+        reader.sample_rate,
+        batch_size=batch_size,
+        device=device,
+        what=what or f"query {reader.name}",
+    )
 
-    def flush() -> None:
-        mono = resample(np.stack(batch), reader.sample_rate, a.sample_rate)
-        averager.add_waveforms(torch.from_numpy(mono).to(device))
-        batch.clear()
 
-    for s in range(start, stop, win_in):
-        block = reader.read(s, min(win_in, stop - s))
-        padded = np.zeros(win_in, dtype=np.float32)
-        padded[: block.shape[1]] = to_mono(block)
-        batch.append(padded)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
-    return averager.mean(what or f"query {reader.name}")
+def encode_clip(
+    model: QuerySeparator,
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    device: torch.device | str = "cpu",
+    what: str = "the query",
+) -> torch.Tensor:
+    """Mean latent of an in-memory clip ``(channels, samples)`` (:func:`encode_blocks`)."""
+    return encode_blocks(model, [audio], sample_rate, device=device, what=what)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:

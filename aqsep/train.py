@@ -40,7 +40,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from aqsep.config import TRAIN_PRESETS, ModelConfig, TrainConfig
+from aqsep.config import SILENCE_DB, TRAIN_PRESETS, ModelConfig, TrainConfig
 from aqsep.config import preset as model_preset
 from aqsep.data import DataSource
 from aqsep.data.sampling import (
@@ -50,12 +50,12 @@ from aqsep.data.sampling import (
     SamplingConfig,
     StepBatchSampler,
     TrackPool,
-    rms_db,
 )
 from aqsep.data.stems import Track
 from aqsep.errors import AqsepError, DataError, ModelError
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator
+from aqsep.query import LatentMeans, encode_frozen
 from aqsep.release import ClassLatent, load_model, save_model
 from aqsep.transforms import istft, stft
 
@@ -69,16 +69,6 @@ DEFAULT_EXPORT = "model"
 # ---------------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------------
-
-
-def encode_frozen(model: QuerySeparator, magnitude: torch.Tensor) -> Posterior:
-    """``model.encode`` with the Query-net's parameters detached: gradients reach ``magnitude``
-    (and whatever produced it) but not the Query-net."""
-    query_net = model.query_net
-    params = {name: p.detach() for name, p in query_net.named_parameters()}
-    params.update(dict(query_net.named_buffers()))
-    spec = torch.log1p(magnitude[:, None, : model.config.audio.n_bins])  # as QuerySeparator.encode
-    return torch.func.functional_call(query_net, params, (spec,))
 
 
 def latent_batch(batch: int, fraction: float) -> int:
@@ -611,13 +601,14 @@ def class_latents(
     tracks: list[Track],
     *,
     levels: tuple[str, ...] = ("coarse", "fine"),
-    silence_db: float = -50.0,
+    silence_db: float = SILENCE_DB,
     max_windows: int | None = 2000,
     batch_size: int = 32,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> dict[str, ClassLatent]:
-    """Mean of mu over the non-silent windows (``segment_samples`` long) of every stem, per class.
+    """Mean of mu over the non-silent windows (``segment_samples`` long) of every stem, per class
+    (:class:`aqsep.query.LatentMeans`, the path of every latent).
 
     ``tracks`` should be opened at level ``"stems"``: the stems of a track are summed by coarse
     label for the ``"coarse"`` classes and by fine label (where the data has one) for ``"fine"``.
@@ -625,23 +616,13 @@ def class_latents(
     ``max_windows`` windows per class are used, from tracks visited in a seeded random order.
     """
     model = model.eval().to(device)
-    audio = model.config.audio
-    seg = audio.segment_samples
-    sums: dict[tuple[str, str], torch.Tensor] = {}
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    pending: list[tuple[tuple[str, str], np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        waves = torch.from_numpy(np.stack([w for _, w in pending])).to(device)
-        mu = model.encode(stft(waves, audio.n_fft, audio.hop_length).abs()).mu.float().cpu()
-        for (key, _), m in zip(pending, mu, strict=True):
-            sums[key] = sums.get(key, torch.zeros_like(m)) + m
-        pending.clear()
+    seg = model.config.audio.segment_samples
+    means: LatentMeans[tuple[str, str]] = LatentMeans(
+        model, device=device, batch_size=batch_size, silence_db=silence_db
+    )
 
     def full(key: tuple[str, str]) -> bool:
-        return max_windows is not None and counts[key] >= max_windows
+        return max_windows is not None and means.count(key) >= max_windows
 
     order = np.random.default_rng(seed).permutation(len(tracks))
     block_windows = 16
@@ -661,21 +642,15 @@ def class_latents(
             count = min(block_windows, n_windows - first)
             stems = track.read(first * seg, count * seg)
             for key, rows in groups.items():
-                summed = stems[rows].sum(axis=0).reshape(count, seg)
-                for window in summed:
-                    if full(key) or rms_db(window) < silence_db:
-                        continue
-                    counts[key] += 1
-                    pending.append((key, window))
-                    if len(pending) >= batch_size:
-                        flush()
-    flush()
+                for window in stems[rows].sum(axis=0).reshape(count, seg):
+                    if not full(key):
+                        means.add(key, window)
     latents: dict[str, ClassLatent] = {}
-    for (level, name), total in sorted(sums.items(), key=lambda kv: kv[0][0] != "coarse"):
+    found = sorted(means.means().items(), key=lambda kv: kv[0][0] != "coarse")
+    for (level, name), (mean, n) in found:
         if name in latents:  # a fine name that is also a coarse class keeps the coarse latent
             continue
-        n = counts[(level, name)]
-        latents[name] = ClassLatent(latent=(total / n).tolist(), level=level, count=n)
+        latents[name] = ClassLatent(latent=mean.tolist(), level=level, count=n)
     return latents
 
 

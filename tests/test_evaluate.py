@@ -16,15 +16,17 @@ import torch
 from aqsep.api import Separator
 from aqsep.cli import evaluate as evaluate_cli
 from aqsep.config import AudioConfig, ModelConfig, QueryNetConfig, SeparatorConfig
+from aqsep.data import open_tracks
+from aqsep.data.track import StemLabel, TrackAudio
 from aqsep.errors import DataError, QueryError
 from aqsep.evaluate import (
-    Track,
     estimate,
     evaluate_tracks,
     list_tracks,
     score,
     summarize,
     track_medians,
+    trained_on,
 )
 from aqsep.model import QuerySeparator
 from aqsep.release import ClassLatent, save_model
@@ -164,8 +166,8 @@ def test_fast_backend_is_close_to_museval_on_known_case() -> None:
 def test_oracle_mask_scores_above_mixture(model_dir: Path) -> None:
     sep = Separator(model_dir, device="cpu")
     stems = {s: x[None].astype(np.float32) for s, (_, _, x) in make_stems(0, 3.0).items()}
-    labels = {s: {"fine": f, "coarse": c} for s, (f, c, _) in make_stems(0, 3.0).items()}
-    track = Track("t", SR, stems, labels)
+    labels = {s: StemLabel(s, c, f) for s, (f, c, _) in make_stems(0, 3.0).items()}
+    track = TrackAudio("t", SR, stems, labels)
     for target in ("drums", "vocals"):
         truth = track.source(target)
         rest = track.mixture - truth
@@ -230,23 +232,26 @@ def test_evaluation_resumes_without_recomputing(
 def test_gt_mode_queries_each_chunk_with_its_true_target(model_dir: Path, corpus: Path) -> None:
     sep = Separator(model_dir, device="cpu", segment=0.5, overlap=0.0)
     track = list_tracks(corpus)[0].load()
-    seen: list[tuple[int, int]] = []
     from aqsep import evaluate as ev
+    from aqsep.query import encode_clip
 
-    latent = ev.model_latent(sep, track, "drums", "gt")
-    assert callable(latent)
-
-    def spy(start: int, length: int) -> torch.Tensor:
-        seen.append((start, length))
-        return latent(start, length)
-
-    est = sep.separate(track.mixture, track.sample_rate, spy)["target"]
+    truth = track.source("drums")
+    latents = ev.model_latent(sep, track, "drums", "gt")
+    plan = sep.chunk_plan(track.frames, track.sample_rate)
+    assert plan.starts[:2] == [0, SR // 2] and plan.segment == SR // 2
+    assert latents.shape == (len(plan.starts), sep.latent_dim)
+    # the latent of a chunk is the query latent of the true target in that chunk only
+    torch.testing.assert_close(latents[1], encode_clip(sep.model, truth[:, SR // 2 : SR], SR))
+    assert not torch.allclose(latents[0], latents[1])
+    est = sep.separate(track.mixture, track.sample_rate, latents)["target"]
     assert est.shape == track.mixture.shape
-    assert seen[:2] == [(0, SR // 2), (SR // 2, SR // 2)]
-    # the latent of a chunk is the encoding of the true target in that chunk only
-    z = latent(SR // 2, SR // 2)
-    direct = ev.encode_audio(sep.model, track.source("drums")[:, SR // 2 : SR], SR)
-    torch.testing.assert_close(z, direct)
+    # a chunk where the target is silent takes the latent of the whole target
+    quiet = truth.copy()
+    quiet[:, : SR // 2] = 0
+    z = ev.gt_latents(sep, quiet, SR)
+    torch.testing.assert_close(z[0], encode_clip(sep.model, quiet, SR))
+    with pytest.raises(QueryError, match="true target is silent"):
+        ev.gt_latents(sep, np.zeros_like(truth), SR)
 
 
 def test_cli_evaluate_writes_museval_json_and_tables(
@@ -347,8 +352,11 @@ def test_list_tracks_reads_labels_and_sums_stems(corpus: Path, tmp_path: Path) -
         "hi-hat"
     ]
     track = entry.load()
+    assert track.sample_rate == SR and track.channels == 1
     np.testing.assert_allclose(track.mixture, sum(track.stems.values()), atol=1e-6)
-    with pytest.raises(DataError, match="no tracks"):
+    kick, _ = sf.read(corpus / "test" / "track0" / "kick.wav", dtype="float32")
+    np.testing.assert_array_equal(track.stems["kick"][0], kick)
+    with pytest.raises(DataError, match="no test tracks"):
         list_tracks(tmp_path)
     copy = tmp_path / "c" / "test" / "t"
     shutil.copytree(corpus / "test" / "track0", copy)
@@ -356,12 +364,106 @@ def test_list_tracks_reads_labels_and_sums_stems(corpus: Path, tmp_path: Path) -
     assert list_tracks(tmp_path / "c")[0].classes() == sorted(make_stems(0, 0.1))
 
 
-def test_stem_mp4_clip_mixture_is_sum_of_stems() -> None:
+def test_one_split_rule_for_training_and_evaluation(corpus: Path, tmp_path: Path) -> None:
+    """A folder without split folders holds training tracks, unless it is named after a split:
+    evaluation and training read it alike, so its tracks are never scored as test tracks."""
+    mine = tmp_path / "mine"
+    shutil.copytree(corpus / "test", mine)
+    assert [t.name for t in open_tracks(mine, "train")] == ["track0", "track1", "track2"]
+    assert open_tracks(mine, "test") == []
+    with pytest.raises(DataError, match="holds train tracks only.*named train, valid or test"):
+        list_tracks(mine)
+    assert len(list_tracks(mine, split="train")) == 3
+    # the test folder of a corpus, given directly, is a test split for both
+    assert [t.name for t in list_tracks(corpus / "test")] == ["track0", "track1", "track2"]
+    assert open_tracks(corpus / "test", "train") == []
+
+
+def _trained_model(folder: Path, data: list[str]) -> Path:
+    """The tiny model with ``data`` as the training data its metadata records."""
+    shutil.copytree(make_model(folder.parent / f"{folder.name}-src"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["metadata"]["data"] = data
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_tracks_a_model_was_trained_on_are_refused(corpus: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for split, track in (("train", "track0"), ("train", "track1"), ("test", "track2")):
+        shutil.copytree(corpus / "test" / track, data / split / track)
+    model = _trained_model(tmp_path / "model", [f"stems:{data}@2", "synthetic corpus: 6 h"])
+    sep = Separator(model, device="cpu")
+    assert trained_on(sep, list_tracks(data, split="test")) == []
+    assert [t.name for t in trained_on(sep, list_tracks(data, split="train"))] == [
+        "track0",
+        "track1",
+    ]
+    # the same tracks given by another path (the train folder itself) are still found
+    assert len(trained_on(sep, list_tracks(data / "train", split="train"))) == 2
+    # a copy of a training track elsewhere is another track: paths identify tracks
+    assert trained_on(sep, list_tracks(corpus)) == []
+    args = ["--model", str(model), "--data", str(data), "--split", "train", "--fast", "-q"]
+    args += ["--targets", "bass", "--max-tracks", "1"]
+    with pytest.raises(DataError, match="1 of the 1 tracks .* are training tracks of this model"):
+        run_cli([*args, "-o", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
+    assert run_cli([*args, "--allow-training-tracks", "-o", str(tmp_path / "allowed")]) == 0
+    assert (tmp_path / "allowed" / "mean-fast" / "train" / "track0.json").is_file()
+
+
+def write_mir1k(root: Path, seconds: float = 1.5) -> Path:
+    """MIR-1K clips (accompaniment left, voice right, 16 kHz) of training and test singers."""
+    rate = 16000
+    t = np.arange(round(seconds * rate)) / rate
+    root.mkdir(parents=True)
+    for i, name in enumerate(("abjones_1_01", "ani_1_01", "titon_2_03")):
+        left = 0.3 * np.sign(np.sin(2 * np.pi * (110 + 10 * i) * t))
+        right = 0.2 * np.sin(2 * np.pi * (440 + 5 * np.sin(2 * np.pi * 5 * t)) * t)
+        sf.write(root / f"{name}.wav", np.stack([left, right], 1).astype(np.float32), rate)
+    return root
+
+
+def test_cli_evaluates_held_out_mir1k_singers(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_mir1k(tmp_path / "MIR-1K")
+    clip = list_tracks(f"mir1k:{root}")[0]  # the test split: held-out singers only
+    track = clip.load()
+    stereo, rate = sf.read(root / "ani_1_01.wav", dtype="float32")
+    assert track.sample_rate == rate == 16000 and track.channels == 1
+    np.testing.assert_allclose(track.mixture[0], stereo.sum(axis=1), atol=1e-6)
+    np.testing.assert_array_equal(track.source("vocals")[0], stereo[:, 1])
+    out = tmp_path / "eval"
+    argv = ["--model", str(model_dir), "--data", f"mir1k:{root}", "--split", "test"]
+    assert run_cli([*argv, "--fast", "-q", "-o", str(out)]) == 0
+    scored = sorted(p.name for p in (out / "mean-fast" / "test").glob("*.json"))
+    assert scored == ["ani_1_01.json", "titon_2_03.json"]
+    raw = json.loads((out / "mean-fast" / "test" / "ani_1_01.json").read_text())
+    assert [t["name"] for t in raw["targets"]] == ["vocals"]  # the model knows no accompaniment
+    assert raw["aqsep"]["sample_rate"] == 16000 and raw["aqsep"]["data"].startswith("mir1k:")
+    assert "not scored: accompaniment" in capsys.readouterr().err
+
+
+def test_stem_mp4_clip_and_musdb_layouts(tmp_path: Path) -> None:
     stempeg = pytest.importorskip("stempeg")
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is needed to decode stem.mp4")
-    entry = list_tracks(stempeg.example_stem_path())[0]
+    clip = Path(stempeg.example_stem_path())
+    entry = list_tracks(clip)[0]  # one file: a test track
     track = entry.load()
-    assert sorted(track.stems) == ["bass", "drums", "other", "vocals"]
+    assert list(track.stems) == ["vocals", "drums", "bass", "other"]
     assert track.sample_rate == 44100 and track.channels == 2
     np.testing.assert_allclose(track.mixture, sum(track.stems.values()), atol=1e-5)
+    reference, rate = stempeg.read_stems(str(clip), dtype=np.float32)  # (5, samples, 2)
+    assert track.frames == reference.shape[1]
+    for k, stem in ((4, "vocals"), (1, "drums")):
+        np.testing.assert_allclose(track.stems[stem], reference[k].T, atol=1e-4)
+    # MUSDB18's layout (as its 7-s preview set): found without --musdb, split by its folders
+    root = tmp_path / "MUSDB18-7"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    (root / "test" / clip.name).symlink_to(clip)
+    assert [t.name for t in list_tracks(root)] == ["The Easton Ellises - Falcon 69"]
+    with pytest.raises(DataError, match="no train tracks"):
+        list_tracks(root, split="train")

@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import make_audio, make_tiny_model
 
+from aqsep.api import Separator
 from aqsep.audio import AudioReader
+from aqsep.errors import QueryError
 from aqsep.inference import ChunkPlan, crossfade_window, map_mask, separate_array, separate_stream
 from aqsep.model import QuerySeparator
-from aqsep.query import slerp
+from aqsep.query import encode_blocks, encode_clip, slerp
 
 SR = 22050
 SEGMENT = make_tiny_model().config.audio.segment_samples  # 4032 samples at 22.05 kHz
@@ -229,3 +231,52 @@ def test_file_reader_streams_blocks(tmp_path, model, identity_mask):
             list(separate_stream(model, reader, torch.zeros(8), batch_size=1)), axis=1
         )
     assert np.abs(out - audio).max() < 1e-4
+
+
+# ---- compositions of the core: one latent per chunk, separate then encode --------------------
+def test_one_latent_per_chunk(model):
+    audio = make_audio(1.0, SR, channels=2, seed=3)
+    plan = ChunkPlan.for_model(model, audio.shape[1], SR, None, 0.25)
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(len(plan.starts), model.latent_dim, generator=g)
+    out = separate_array(model, audio, SR, z, overlap=0.25, batch_size=3)
+    assert out.shape == audio.shape
+    # the same latent in every row is the single-latent separation
+    same = separate_array(model, audio, SR, z[:1].expand(len(plan.starts), -1), batch_size=3)
+    torch.testing.assert_close(
+        torch.from_numpy(same), torch.from_numpy(separate_array(model, audio, SR, z[0]))
+    )
+    assert np.abs(out - same).max() > 1e-4  # and other rows change the chunks they belong to
+    with pytest.raises(QueryError, match=f"2 latents were given for {len(plan.starts)} chunks"):
+        separate_array(model, audio, SR, z[:2])
+
+
+def test_refine_is_separate_then_encode_the_estimate(tiny_model_dir):
+    sep = Separator(tiny_model_dir, device="cpu")
+    song = make_audio(1.5, 44100, channels=2, seed=4)
+    z = sep.class_latent("drums")
+    estimate = sep.separate(song, 44100, z)["target"]
+    expected = encode_clip(sep.model, estimate, 44100)
+    torch.testing.assert_close(sep.refine((song, 44100), z, steps=1), expected)
+    # encoding the estimate block by block as it streams gives the latent of the whole estimate
+    with AudioReader(song, 44100) as reader:
+        blocks = separate_stream(sep.model, reader, z, batch_size=1)
+        torch.testing.assert_close(encode_blocks(sep.model, blocks, 44100), expected)
+
+
+def test_progress_is_passed_per_call_with_its_pass(tiny_model_dir):
+    sep = Separator(tiny_model_dir, device="cpu")
+    song = make_audio(1.0, SR, channels=1, seed=5)
+    z = sep.class_latent("bass")
+    refine_events: list[dict] = []
+    sep.refine((song, SR), z, steps=2, progress=refine_events.append)
+    separate_events: list[dict] = []
+    sep.separate(song, SR, z, progress=separate_events.append)
+    assert sep.progress is None  # nothing was set on the separator
+    total = separate_events[-1]["total"]
+    assert [(e["pass"], e["passes"]) for e in refine_events if e["done"] == total] == [
+        (1, 2),
+        (2, 2),
+    ]
+    assert {(e["pass"], e["passes"]) for e in separate_events} == {(1, 1)}
+    assert [e["done"] for e in separate_events] == sorted(e["done"] for e in separate_events)

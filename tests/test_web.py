@@ -8,6 +8,7 @@ path reaching the disk, temporary files removed, and errors as one line.
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import time
@@ -19,7 +20,7 @@ import pytest
 import soundfile as sf
 
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'aqsep[web]'")
-pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the test extra)")
+pytest.importorskip("httpx2", reason="FastAPI's test client needs httpx2 (the test extra)")
 
 from conftest import make_audio  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -505,6 +506,23 @@ def test_temporary_files_go_when_jobs_end_songs_change_and_the_server_stops(
 
     client.__exit__(None, None, None)  # the server stops
     assert not root.exists()
+
+
+def test_folders_of_killed_servers_are_removed_at_start(
+    separator: Separator, tmp_path: Path
+) -> None:
+    killed = tmp_path / "aqsep-web-999999999-abcd"  # no such process
+    (killed / "session").mkdir(parents=True)
+    running = tmp_path / f"aqsep-web-{os.getpid()}-efgh"  # a server of a running process
+    running.mkdir()
+    unrelated = tmp_path / "aqsep-web-notes"
+    unrelated.mkdir()
+    workshop = Workshop(separator, root=tmp_path)
+    try:
+        assert not killed.exists() and running.exists() and unrelated.exists()
+        assert workshop.root.parent == tmp_path and workshop.root.exists()
+    finally:
+        workshop.close()
 
 
 def test_idle_sessions_expire_with_their_files(separator: Separator, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from aqsep.errors import OutputError, QueryError
 
 if TYPE_CHECKING:
     from aqsep.api import Separator
-    from aqsep.evaluate import TrackEntry
+    from aqsep.data.track import Track
 
 HELP = """\
 Separates every track of the split (full tracks, chunked) and scores each target with museval
@@ -70,17 +70,25 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         required=True,
-        type=Path,
-        help="corpus folder (DATA/<split>/<track>/<stem>.wav + metadata.json), a MUSDB18 root "
-        "with --musdb, or one .stem.mp4 file",
+        metavar="[KIND:]PATH",
+        help="a stems folder (DATA/<split>/<track>/<stem>.wav + metadata.json, as the corpus), "
+        "MIR-1K (mir1k:PATH, split by singer), a MUSDB18 root or one .stem.mp4 file; KIND is "
+        "stems, musdb, musdb-hq or mir1k (guessed when left out). A folder without "
+        "train/valid/test folders holds training tracks, unless it is named test or valid",
     )
-    p.add_argument(
-        "--musdb", action="store_true", help="DATA is a MUSDB18 root (read with the musdb package)"
-    )
+    p.add_argument("--musdb", action="store_true", help="DATA is a MUSDB18 root (as musdb:DATA)")
     p.add_argument(
         "--is-wav", action="store_true", help="MUSDB18-HQ (wav folders) instead of stem.mp4"
     )
-    p.add_argument("--split", default="test", help="data split (default: test)")
+    p.add_argument(
+        "--split", default="test", choices=("train", "valid", "test"), help="data split (test)"
+    )
+    p.add_argument(
+        "--allow-training-tracks",
+        action="store_true",
+        help="score tracks the model was trained on (refused by default: its metadata names its "
+        "training data)",
+    )
     p.add_argument(
         "--max-tracks",
         type=positive_int,
@@ -91,10 +99,13 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def open_data(args: argparse.Namespace) -> tuple[list[TrackEntry], Separator]:
-    """The tracks and the loaded separator named by :func:`add_data_arguments`'s options."""
+def open_data(args: argparse.Namespace) -> tuple[list[Track], Separator]:
+    """The tracks and the loaded separator named by :func:`add_data_arguments`'s options.
+
+    Tracks the model was trained on are refused unless ``--allow-training-tracks``.
+    """
     from aqsep.api import Separator
-    from aqsep.evaluate import list_tracks
+    from aqsep.evaluate import check_held_out, list_tracks
 
     tracks = list_tracks(
         args.data,
@@ -104,7 +115,16 @@ def open_data(args: argparse.Namespace) -> tuple[list[TrackEntry], Separator]:
         max_tracks=args.max_tracks,
     )
     sep = Separator(args.model, **chunk_options(args))
+    if not args.allow_training_tracks:
+        check_held_out(sep, tracks, f"{data_label(args)} ({args.split} split)")
     return tracks, sep
+
+
+def data_label(args: argparse.Namespace) -> str:
+    """``KIND:PATH`` of ``--data``, as :meth:`aqsep.data.DataSource.parse` reads it."""
+    from aqsep.data import DataSource
+
+    return str(DataSource.parse(str(args.data), musdb=args.musdb, is_wav=args.is_wav))
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -144,8 +164,11 @@ class Bars:
                 f"{info['method']}/{info['target']}{' (cached)' if info['cached'] else ''}"
             )
         elif info["stage"] == "separate" and self.inner is not None:
+            passes = int(info.get("passes", 1))
+            step = f"pass {info.get('pass', 1)}/{passes} " if passes > 1 else ""
             self.inner.set_postfix_str(
-                f"{info.get('method')}/{info.get('target')} chunk {info['done']}/{info['total']}"
+                f"{info.get('method')}/{info.get('target')} {step}"
+                f"chunk {info['done']}/{info['total']}"
             )
 
     def close(self) -> None:
@@ -160,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     from aqsep.evaluate import (
         METHODS,
         MODES,
+        check_targets,
+        default_targets,
         evaluate_tracks,
         summarize,
         write_summary,
@@ -171,14 +196,25 @@ def run(args: argparse.Namespace) -> int:
         raise QueryError(f"unknown --mode {', '.join(bad)}; choose from {', '.join(MODES)}")
     methods = (["mixture", "irm"] if args.references else []) + modes
     assert all(m in METHODS for m in methods)
-    make_output_folder(args.out)
+    check_output_folder(args.out)
     tracks, sep = open_data(args)
+    targets = split_list(args.targets)
+    if targets is None:
+        targets, unknown = default_targets(sep, tracks, methods)
+        if unknown and targets:
+            print(
+                f"aqsep: not scored: {', '.join(unknown)} (the model has no class latent for "
+                "it; --targets chooses)",
+                file=sys.stderr,
+            )
+    check_targets(sep, targets, methods)
+    make_output_folder(args.out)
     bars = Bars(len(tracks), args.quiet)
     try:
         scores = evaluate_tracks(
             sep,
             tracks,
-            split_list(args.targets),
+            targets,
             methods,
             refine=args.refine,
             fast=args.fast,
@@ -190,9 +226,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     rows = summarize(scores)
-    dataset = (
-        f"{args.data} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, {len(tracks)} tracks)"
-    )
+    dataset = f"{data_label(args)} ({args.split} split, {len(tracks)} tracks)"
     md, csv_path = write_summary(
         rows,
         args.out,
@@ -206,11 +240,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_output_folder(out: Path) -> None:
-    """Create ``-o OUT`` before any work, so that a path through a file fails at once, in one line."""
+def check_output_folder(out: Path) -> None:
+    """Refuse ``-o OUT`` through a regular file at once, in one line."""
     blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutputError(f"cannot write to {out}: {blocker} is a file, not a folder")
+
+
+def make_output_folder(out: Path) -> None:
+    """Create ``-o OUT`` before any work (after the checks that need no output)."""
+    check_output_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -218,4 +257,9 @@ def make_output_folder(out: Path) -> None:
 
 
 def data_id(args: argparse.Namespace) -> str:
-    return f"{'musdb:' if args.musdb else ''}{Path(args.data).resolve()}"
+    """The data set in the per-track JSON headers (caches of another data set are refused)."""
+    from aqsep.data import DataSource
+
+    source = DataSource.parse(str(args.data), musdb=args.musdb, is_wav=args.is_wav)
+    path = str(Path(source.path).resolve())
+    return path if source.kind == "stems" else f"{source.kind}:{path}"

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aqsep.cli.evaluate import Bars, add_data_arguments, data_id, open_data, split_list
+from aqsep.cli.evaluate import (
+    Bars,
+    add_data_arguments,
+    data_id,
+    data_label,
+    open_data,
+    split_list,
+)
 
 NAMES = ("tsne", "zeroshot", "interpolate", "iterative", "compare", "all")
 
@@ -69,10 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from aqsep.experiments import Context, run_experiment
 
     tracks, sep = open_data(args)
-    dataset = (
-        f"{Path(args.data).name} ({'MUSDB18 ' if args.musdb else ''}{args.split} split, "
-        f"{len(tracks)} track{'s' if len(tracks) != 1 else ''})"
-    )
+    kind, _, path = data_label(args).partition(":")
+    name = Path(path).name if kind == "stems" else f"{kind}:{Path(path).name}"
+    dataset = f"{name} ({args.split} split, {len(tracks)} track{'s' if len(tracks) != 1 else ''})"
     bars = Bars(len(tracks), args.quiet)
     ctx = Context(
         sep,

@@ -359,7 +359,6 @@ def run(args: argparse.Namespace) -> int:
                 )
             continue
         bar = _ProgressBar(track, passes=1 + args.refine, enabled=not args.quiet)
-        sep.progress = bar
         began = time.perf_counter()
         try:
             if base is None:
@@ -370,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             if other is not None:
                 latent = sep.blend(latent, other, args.blend.alpha)
             if args.refine:
-                latent = sep.refine(path, latent, args.refine)
+                latent = sep.refine(path, latent, args.refine, progress=bar)
             result = sep.separate_file(
                 path,
                 args.out,
@@ -380,6 +379,7 @@ def run(args: argparse.Namespace) -> int:
                 ext=ext,
                 bits=args.bits,
                 force=True,
+                progress=bar,
             )
         except AqsepError as err:
             bar.close()  # before the message, which would otherwise land on the bar's line
@@ -391,7 +391,6 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         finally:
-            sep.progress = None
             bar.close()
         if not args.quiet:
             elapsed = time.perf_counter() - began

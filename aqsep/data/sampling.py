@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from aqsep.audio import rms_db
-from aqsep.config import TrainConfig
+from aqsep.config import SILENCE_DB, TrainConfig
 from aqsep.data.stems import Track
 from aqsep.errors import DataError
 
@@ -50,7 +50,7 @@ class SamplingConfig:
     lowpass_prob: float = 0.0
     lowpass_low: float = 4000.0
     lowpass_high: float = 11000.0
-    silence_db: float = -50.0  # reject a target whose RMS (dBFS) is below this [default]
+    silence_db: float = SILENCE_DB  # reject a target whose RMS (dBFS) is below this [default]
     relative_db: float = -60.0  # ... or that lies more than 60 dB below the mixture [default]
     require_rest: bool = False  # also reject an excerpt whose rest is silent (validation)
     max_tries: int = 200  # excerpts drawn before giving up on a (silent) data set

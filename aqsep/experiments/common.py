@@ -20,9 +20,10 @@ from matplotlib.figure import Figure
 
 from aqsep.api import Separator
 from aqsep.audio import resample, to_mono
+from aqsep.data.track import Track
 from aqsep.errors import QueryError
-from aqsep.evaluate import Progress, Scores, TrackEntry, coarse_targets, evaluate_tracks
-from aqsep.query import SILENCE_DB
+from aqsep.evaluate import Progress, Scores, coarse_targets, evaluate_tracks
+from aqsep.query import SILENCE_DB, level_db, window_length
 from aqsep.transforms import stft
 
 DPI = 100
@@ -33,7 +34,7 @@ class Context:
     """Everything an experiment needs: the model, the tracks, where to write, and its options."""
 
     separator: Separator
-    tracks: list[TrackEntry]
+    tracks: list[Track]
     out_dir: Path
     split: str = "test"
     data_id: str = ""
@@ -231,25 +232,16 @@ def palette(names: Sequence[str]) -> dict[str, Any]:
 # ---- signals --------------------------------------------------------------------------------------
 def window_samples(separator: Separator, sample_rate: int) -> int:
     """The model's excerpt length, in samples at ``sample_rate``."""
-    a = separator.model.config.audio
-    return max(1, round(a.segment_samples * sample_rate / a.sample_rate))
-
-
-def window_levels(audio: np.ndarray, win: int) -> np.ndarray:
-    """RMS level (dBFS) of consecutive windows of ``(channels, samples)``; a partial last window counts."""
-    n = max(1, math.ceil(audio.shape[-1] / win))
-    levels = np.empty(n)
-    for i in range(n):
-        block = audio[..., i * win : (i + 1) * win]
-        levels[i] = 10 * math.log10(float(np.mean(np.square(block, dtype=np.float64))) + 1e-12)
-    return levels
+    return window_length(separator.model, sample_rate)
 
 
 def active_windows(audio: np.ndarray, win: int, silence_db: float = SILENCE_DB) -> list[int]:
-    """Starts of the full windows whose level is above ``silence_db``."""
+    """Starts of the full windows of ``(channels, samples)`` whose mono mix is not below
+    ``silence_db`` (the silence rule of :mod:`aqsep.query`)."""
     full = audio.shape[-1] // win
-    levels = window_levels(audio[..., : full * win], win) if full else np.array([])
-    return [i * win for i in range(full) if levels[i] > silence_db]
+    mono = to_mono(np.atleast_2d(audio))[: full * win].reshape(full, win)
+    levels = level_db(mono)
+    return [i * win for i in range(full) if levels[i] >= silence_db]
 
 
 def loudest_window(audio: np.ndarray, win: int, exclude: tuple[int, int] | None = None) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from aqsep.data.track import TrackAudio
 from aqsep.errors import QueryError
-from aqsep.evaluate import Track
 from aqsep.experiments.common import (
     Context,
     excerpt,
@@ -52,7 +52,7 @@ def parse_alphas(text: str | None) -> tuple[float, ...]:
 
 
 def class_gains(
-    est: np.ndarray, track: Track, classes: list[str]
+    est: np.ndarray, track: TrackAudio, classes: list[str]
 ) -> dict[str, tuple[float, float]]:
     """``{class: (gain, energy share)}`` from the least-squares fit described in the module docstring."""
     sources = [track.source(c) for c in classes]
@@ -71,7 +71,7 @@ def class_gains(
     return {c: (float(g[i]), float(share[i])) for i, c in enumerate(classes)}
 
 
-def _both_active(track: Track, a: str, b: str, win: int) -> int:
+def _both_active(track: TrackAudio, a: str, b: str, win: int) -> int:
     """Start of the window where the quieter of the two classes is loudest."""
     sa, sb = track.source(a), track.source(b)
     hop = max(1, win // 2)
@@ -113,7 +113,7 @@ def run(ctx: Context) -> list[Path]:
     for i, entry in enumerate(tracks):
         ctx.notify({"stage": "track", "track": entry.name, "index": i, "total": len(tracks)})
         track = entry.load()
-        classes = sorted({track.labels[s].get("coarse", s) for s in track.stems})
+        classes = sorted({track.labels[s].coarse for s in track.stems})
         all_classes += [c for c in classes if c not in all_classes]
         panels = []
         win = window_samples(sep, track.sample_rate)

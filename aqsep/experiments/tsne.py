@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from aqsep.errors import DataError
-from aqsep.evaluate import encode_audio
+from aqsep.errors import DataError, QueryError
 from aqsep.experiments.common import (
     Context,
     active_windows,
@@ -31,6 +30,7 @@ from aqsep.experiments.common import (
     write_csv,
     write_md,
 )
+from aqsep.query import encode_clip
 
 NAME = "tsne"
 DEFAULT_WINDOWS = 6
@@ -52,18 +52,20 @@ def collect_latents(ctx: Context, windows: int) -> tuple[np.ndarray, list[dict[s
                     starts[j] for j in np.linspace(0, len(starts) - 1, windows).round().astype(int)
                 ]
             for s in starts:
-                latents.append(
-                    encode_audio(
-                        sep.model, audio[:, s : s + win], track.sample_rate, sep.device
-                    ).numpy()
-                )
-                lab = track.labels.get(stem, {})
+                try:
+                    z = encode_clip(
+                        sep.model, audio[:, s : s + win], track.sample_rate, device=sep.device
+                    )
+                except QueryError:
+                    continue  # silent once resampled to the model's rate
+                latents.append(z.numpy())
+                lab = track.labels[stem]
                 rows.append(
                     {
                         "track": entry.name,
                         "stem": stem,
-                        "fine": lab.get("fine", stem),
-                        "coarse": lab.get("coarse", stem),
+                        "fine": lab.fine or stem,
+                        "coarse": lab.coarse,
                         "start_s": s / track.sample_rate,
                     }
                 )

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from aqsep.evaluate import Track, TrackEntry, norm_label, score, stem_matches
+from aqsep.data.track import StemLabel, Track, TrackAudio, norm_label
+from aqsep.evaluate import score
 from aqsep.experiments.common import (
     Context,
     excerpt,
@@ -71,23 +72,16 @@ def parse_pairs(text: str | None) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
-def _split_stems(
-    labels: dict[str, dict[str, str]], pair: Pair
-) -> tuple[list[str], list[list[str]]]:
-    q = [
-        s
-        for s, lab in labels.items()
-        if norm_label(lab.get("fine", s)) == norm_label(pair.query)
-        or norm_label(s) == norm_label(pair.query)
-    ]
+def _split_stems(labels: dict[str, StemLabel], pair: Pair) -> tuple[list[str], list[list[str]]]:
+    key = norm_label(pair.query)
+    q = [s for s, lab in labels.items() if norm_label(lab.fine or s) == key or norm_label(s) == key]
     others = [
-        [s for s, lab in labels.items() if s not in q and stem_matches(s, lab, o)]
-        for o in pair.others
+        [s for s, lab in labels.items() if s not in q and lab.matches(o)] for o in pair.others
     ]
     return q, others
 
 
-def eligible(entries: list[TrackEntry], pair: Pair) -> list[TrackEntry]:
+def eligible(entries: list[Track], pair: Pair) -> list[Track]:
     out = []
     for e in entries:
         q, others = _split_stems(e.labels, pair)
@@ -96,12 +90,12 @@ def eligible(entries: list[TrackEntry], pair: Pair) -> list[TrackEntry]:
     return out
 
 
-def donors(entries: list[TrackEntry], pair: Pair) -> list[TrackEntry]:
+def donors(entries: list[Track], pair: Pair) -> list[Track]:
     return [e for e in entries if _split_stems(e.labels, pair)[0]]
 
 
 def pick_query(
-    ctx: Context, pair: Pair, track: Track, pool: list[TrackEntry], avoid: tuple[int, int]
+    ctx: Context, pair: Pair, track: TrackAudio, pool: list[Track], avoid: tuple[int, int]
 ) -> tuple[np.ndarray, int, str, float]:
     """A query excerpt: the query stem of the next other track in ``pool`` (by name), else of ``track``.
 
@@ -164,7 +158,7 @@ def run(ctx: Context) -> list[Path]:
             query, q_sr, q_from, q_start = pick_query(
                 ctx, pair, track, pool, (fig_start, fig_start + win)
             )
-            coarse = full.labels[q[0]].get("coarse", "")
+            coarse = full.labels[q[0]].coarse
             latents: dict[str, Any] = {"query": sep.query_latent([(query, q_sr)])}
             if fine_known:
                 latents[f"class mean '{pair.query}'"] = sep.class_latent(pair.query)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 from aqsep.api import Separator
-from aqsep.audio import AudioInfo, audio_info
+from aqsep.audio import AudioInfo, _pid_alive, audio_info
 from aqsep.errors import AqsepError, AudioError, QueryError
 from aqsep.web.media import convert
 
@@ -37,6 +38,7 @@ ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 STEMS = ("target", "rest", "mixture")
 FORMATS = ("wav", "flac")
 MAX_REFINE = 4
+ROOT_PREFIX = "aqsep-web-"  # + process id + "-" + random: one folder per running server
 
 
 class WebError(Exception):
@@ -232,6 +234,18 @@ class _JobProgress:
         self.job.stage = f"refining ({index + 1}/{self.passes - 1})" if refining else "separating"
 
 
+def remove_stale_roots(parent: Path) -> list[Path]:
+    """Remove the folders of servers that were killed before they could clean up (their process
+    id, in the folder's name, no longer runs on this machine)."""
+    removed = []
+    for folder in parent.glob(f"{ROOT_PREFIX}*-*"):
+        pid = folder.name[len(ROOT_PREFIX) :].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 class Workshop:
     """The server's state: sessions, their files, and the worker that runs separation jobs.
 
@@ -256,7 +270,9 @@ class Workshop:
         max_queued: int = 16,
     ) -> None:
         self.separator = separator
-        self.root = Path(tempfile.mkdtemp(prefix="aqsep-web-", dir=root))
+        parent = Path(root) if root is not None else Path(tempfile.gettempdir())
+        remove_stale_roots(parent)
+        self.root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=parent))
         self.max_upload, self.session_ttl = max_upload, session_ttl
         self.blend_positions = [i / (blend_positions - 1) for i in range(blend_positions)]
         self.max_clips, self.max_queued = max_clips, max_queued

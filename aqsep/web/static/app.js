@@ -98,6 +98,11 @@ async function songOpened(song) {
   state.song = song;
   state.region = null;
   state.overviews = {};
+  state.job = null;  // the server dropped the previous song's jobs
+  state.lastQuery = null;
+  $("progress").value = 0;
+  $("progress-text").textContent = "";
+  $("cancel").disabled = true;
   resetResult();
   $("song-name").textContent = `${song.name}: ${song.seconds.toFixed(2)} s, ${song.sample_rate} Hz, ${song.channels === 1 ? "mono" : song.channels + " channels"}`;
   $("region-start").max = $("region-end").max = song.seconds.toFixed(2);
