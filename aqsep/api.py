@@ -121,8 +121,6 @@ class Separator:
             :data:`MAX_SEGMENT_SECONDS`; never longer than the input (or the model's excerpt).
         overlap: fraction of each chunk shared with the next, in [0, 1).
         batch_size: chunks per forward pass (a whole number >= 1).
-        progress: the default progress callback of calls that are not given one (each call
-            takes its own, see :meth:`separate`).
 
     Raises:
         SettingError: a setting out of range or of the wrong type, or an unavailable device.
@@ -137,7 +135,6 @@ class Separator:
         segment: float | None = None,
         overlap: float = 0.25,
         batch_size: int = 4,
-        progress: Progress | None = None,
     ) -> None:
         if segment is not None:
             segment = _number("segment", segment)
@@ -154,7 +151,6 @@ class Separator:
         self.released = model if isinstance(model, ReleasedModel) else load_model(model)
         self.model = self.released.model.to(self.device).eval()
         self.segment, self.overlap, self.batch_size = segment, overlap, batch_size
-        self.progress = progress
 
     # ---- latents ---------------------------------------------------------------------------
     @property
@@ -287,7 +283,7 @@ class Separator:
         latent = self.check_latent(latent)
         for k in range(steps):
             with _reader(source) as reader:
-                chunking = self._chunking(reader, _each_pass(progress or self.progress, k, steps))
+                chunking = self._chunking(reader, _each_pass(progress, k, steps))
                 estimate = separate_stream(self.model, reader, latent, **chunking)
                 latent = encode_blocks(
                     self.model,
@@ -343,7 +339,7 @@ class Separator:
         latent = self._checked_latent(latent)
         mix = as_2d(audio)
         reader = AudioReader(mix, sample_rate)
-        chunking = self._chunking(reader, _each_pass(progress or self.progress, 0, 1))
+        chunking = self._chunking(reader, _each_pass(progress, 0, 1))
         est = np.concatenate(list(separate_stream(self.model, reader, latent, **chunking)), axis=1)
         if np.ndim(audio) == 1:
             est = est[0]
@@ -388,7 +384,7 @@ class Separator:
                 for k, p in outputs.items()
             }
             pos = 0
-            chunking = self._chunking(reader, _each_pass(progress or self.progress, 0, 1))
+            chunking = self._chunking(reader, _each_pass(progress, 0, 1))
             for block in separate_stream(self.model, reader, latent, **chunking):
                 writers[name].write(block)
                 if residual:
