@@ -103,6 +103,10 @@ def list_tracks(
     path = Path(source.path)
     if not path.exists():
         raise DataError(f"data path {path} does not exist")
+    if path.is_file() and source.kind != "musdb":
+        raise DataError(
+            f"{path} is a file: give a data set folder (stems, MIR-1K, MUSDB18) or one .stem.mp4"
+        )
     tracks = source.open(split, level="stems")
     if not tracks:
         raise DataError(f"no {split} tracks in {source}{_why_empty(source, split)}")

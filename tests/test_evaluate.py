@@ -358,6 +358,8 @@ def test_list_tracks_reads_labels_and_sums_stems(corpus: Path, tmp_path: Path) -
     np.testing.assert_array_equal(track.stems["kick"][0], kick)
     with pytest.raises(DataError, match="no test tracks"):
         list_tracks(tmp_path)
+    with pytest.raises(DataError, match="kick.wav is a file: give a data set folder"):
+        list_tracks(corpus / "test" / "track0" / "kick.wav")
     copy = tmp_path / "c" / "test" / "t"
     shutil.copytree(corpus / "test" / "track0", copy)
     (copy / "metadata.json").unlink()  # without metadata, stem names are the labels
