@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from aqsep.audio import rms_db  # the level of all samples, every channel, in dBFS
+
 __all__ = [
     "Band",
     "Compressor",
@@ -44,11 +46,6 @@ __all__ = [
     "rms_db",
     "room_impulse",
 ]
-
-
-def rms_db(x: np.ndarray) -> float:
-    """RMS level of all samples (every channel), in dB relative to full scale."""
-    return float(20.0 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12))
 
 
 def active_db(x: np.ndarray, sample_rate: int) -> float:
