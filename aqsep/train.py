@@ -21,13 +21,14 @@ and, at the end, the released model (``RUN_DIR/model`` unless told otherwise).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -418,6 +419,12 @@ def _train_and_valid(spec: RunSpec) -> tuple[TrackPool, TrackPool]:
     for source, group in zip(spec.sources, train_groups, strict=True):
         if not group:
             raise DataError(f"no training tracks in {source.path}")
+    segment = spec.model_config.audio.segment_samples
+    if all(t.length < segment for group in train_groups for t in group):
+        raise DataError(
+            f"every training track of {spec.data_label} is shorter than one training excerpt "
+            f"({spec.model_config.audio.segment_seconds:.2f} s): nothing to learn from"
+        )
     valid_groups = _open_data(spec, "valid", sr)
     if not any(valid_groups):
         warnings.warn(
@@ -439,6 +446,19 @@ _QUIET_WARNINGS = (
 )
 
 
+def _restores_global_rng(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run ``fn`` on a fork of torch's global random generators: training seeds and draws from
+    them, and the caller gets its own state back afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> TrainResult:
+        with torch.random.fork_rng():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_restores_global_rng
 def train(
     spec: RunSpec,
     run_dir: str | Path,
@@ -476,9 +496,19 @@ def train(
             f"{run_dir} already holds a training run: add --resume to continue it, or use another --out"
         )
     model_config, tc = spec.model_config, spec.train_config
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto"
+        and not torch.cuda.is_available()
+        and not torch.backends.mps.is_available()
+    )
+    if on_cpu and tc.precision.startswith("16"):
+        raise AqsepError(
+            f"precision {tc.precision} needs a GPU (float16 autocast); on the CPU use "
+            "bf16-mixed or 32"
+        )
 
     train_tracks, valid_tracks = _train_and_valid(spec)
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)  # the caller's generator state is restored by the decorator
     module = QueryTraining(model_config.to_dict(), tc.to_dict())
     if spec.init and not resume:
         released = load_model(spec.init)
@@ -654,6 +684,28 @@ def class_latents(
     return latents
 
 
+def weighted_class_latents(
+    per_set: Sequence[dict[str, ClassLatent]], weights: Sequence[float]
+) -> dict[str, ClassLatent]:
+    """One mean latent per class over several data sets: each set's class mean weighed by the
+    set's weight (its share of the training excerpts), over the sets that have the class.
+
+    So a class that a small data set of real recordings shares with a large synthetic corpus
+    (``vocals`` of MIR-1K and of the corpus) is not dominated by the larger set.
+    """
+    merged: dict[str, ClassLatent] = {}
+    for name in dict.fromkeys(n for classes in per_set for n in classes):
+        parts = [(c[name], w) for c, w in zip(per_set, weights, strict=True) if name in c]
+        total = sum(w for _, w in parts)
+        latent = sum(np.asarray(c.latent) * (w / total) for c, w in parts)
+        merged[name] = ClassLatent(
+            latent=[float(x) for x in np.asarray(latent)],
+            level=parts[0][0].level,
+            count=sum(c.count for c, _ in parts),
+        )
+    return merged
+
+
 def export_from_module(
     model: QuerySeparator,
     spec: RunSpec,
@@ -667,12 +719,20 @@ def export_from_module(
     """Release ``model`` with the class latents of ``spec``'s training data and the run's facts."""
     tc = spec.train_config
     groups = _open_data(spec, "train", model.config.audio.sample_rate, level="stems")
-    tracks = [t for g in groups for t in g]
-    if not tracks:
+    if not any(groups):
         raise DataError(f"no training tracks in {spec.data_label} to compute class latents from")
-    classes = class_latents(
-        model, tracks, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed
+    classes = weighted_class_latents(
+        [
+            class_latents(model, g, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed)
+            for g in groups
+        ],
+        [s.weight for s in spec.sources],
     )
+    if not classes:
+        raise DataError(
+            f"no class latent could be computed from {spec.data_label}: every track is shorter "
+            f"than one excerpt ({model.config.audio.segment_seconds:.2f} s) or silent"
+        )
     metadata = {
         "steps": steps,
         "wall_time_s": round(wall_time, 1),

@@ -20,9 +20,10 @@ from conftest import save_tiny_model, subprocess_env, tiny_config
 from aqsep.config import TrainConfig, preset
 from aqsep.data import open_tracks
 from aqsep.data.sampling import ExcerptDataset, SamplingConfig
+from aqsep.errors import AqsepError, DataError
 from aqsep.losses import reconstruction_loss
 from aqsep.model import QuerySeparator
-from aqsep.release import load_model
+from aqsep.release import ClassLatent, load_model
 from aqsep.train import (
     RunSpec,
     export_model,
@@ -30,6 +31,7 @@ from aqsep.train import (
     latent_batch,
     train,
     training_losses,
+    weighted_class_latents,
 )
 from aqsep.transforms import stft
 
@@ -394,7 +396,7 @@ def test_size_options_shape_a_new_run_and_are_fixed_on_resume(
 def test_a_run_over_two_data_sets(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     """A stems corpus and a MIR-1K folder (found by its clip names) in one run, weighted, with
     cross-source remixing and bandwidth augmentation; the data sets are fixed on resume."""
-    from tests.test_mir1k import write_clip
+    from test_mir1k import write_clip
 
     karaoke = tmp_path / "MIR-1K"
     for name in ("amy_1_01", "amy_1_02", "bobon_2_01", "ani_1_01"):  # ani: a test singer
@@ -417,6 +419,42 @@ def test_a_run_over_two_data_sets(corpus: Path, tmp_path: Path, cli) -> None:  #
     assert cli("train", *common, "--resume", "--steps", 3).code == 0
     bad = cli("train", "--data", "mir1k:", "--out", tmp_path / "x").one_line_error()
     assert "empty" in bad or "does not exist" in bad
+
+
+def test_class_means_over_data_sets_are_weighed_by_the_sets_weights() -> None:
+    corpus = {"vocals": ClassLatent([0.0, 4.0], count=900), "drums": ClassLatent([1.0, 1.0])}
+    karaoke = {
+        "vocals": ClassLatent([2.0, 0.0], count=100),
+        "accompaniment": ClassLatent([3.0, 3.0]),
+    }
+    merged = weighted_class_latents([corpus, karaoke], [1.0, 3.0])
+    np.testing.assert_allclose(merged["vocals"].latent, [1.5, 1.0])  # not by window counts
+    assert merged["vocals"].count == 1000
+    assert merged["drums"].latent == [1.0, 1.0] and merged["accompaniment"].latent == [3.0, 3.0]
+
+
+def test_refused_before_training(tmp_path: Path) -> None:
+    short = tmp_path / "short" / "song"
+    short.mkdir(parents=True)
+    for name in ("a", "b"):  # 0.1 s stems: shorter than one excerpt of the model (0.18 s)
+        sf.write(short / f"{name}.wav", 0.1 * np.ones(800, np.float32), 8000)
+    spec = RunSpec.create(tmp_path / "short", preset="cpu", model_config=tiny_config())
+    with pytest.raises(DataError, match="shorter than one training excerpt"):
+        train(spec, tmp_path / "run1", progress=False)
+    assert not (tmp_path / "run1").exists()
+    spec16 = RunSpec.create(
+        tmp_path / "short", model_config=tiny_config(), train_overrides={"precision": "16-mixed"}
+    )
+    with pytest.raises(AqsepError, match="16-mixed needs a GPU"):
+        train(spec16, tmp_path / "run2", accelerator="cpu", progress=False)
+
+
+def test_training_leaves_the_global_generator_alone(corpus: Path, tmp_path: Path) -> None:
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    train(tiny_spec(corpus, max_steps=1, val_every=1000), tmp_path / "run", progress=False)
+    assert torch.equal(torch.rand(3), expected)
 
 
 # ------------------------------------------------------------------------------------ DDP
