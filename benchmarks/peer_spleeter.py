@@ -102,6 +102,7 @@ class Spleeter2Stems:
         """The vocals estimate of ``audio`` ``(channels, samples)``, same shape and rate."""
         import contextlib
         import io
+        import warnings
 
         import torch
 
@@ -112,7 +113,12 @@ class Spleeter2Stems:
             raise ValueError(f"Spleeter takes mono or stereo audio, got {channels} channels")
         x = np.repeat(audio, 2, axis=0) if channels == 1 else audio
         x = resample(np.ascontiguousarray(x, dtype=np.float32), sample_rate, self.SAMPLE_RATE)
-        with torch.inference_mode(), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
+        with (
+            torch.inference_mode(),
+            contextlib.redirect_stderr(io.StringIO()),  # its tqdm bar
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings("ignore", "stft with return_complex=False", UserWarning)
             vocals = self.estimator.separate(torch.from_numpy(x))[0].numpy()
         # its inverse STFT stops at the last full hop: pad the tail with zeros
         out = np.zeros_like(x)

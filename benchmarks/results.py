@@ -1,4 +1,4 @@
-"""Write docs/results.md: the measured scores of a model, by one command.
+"""Write the synthetic-corpus section of docs/results.md: a model's scores, by one command.
 
     python benchmarks/results.py --model aqsep/models/default --data CORPUS [--max-tracks N]
 
@@ -8,6 +8,10 @@ and one refinement step, next to two references computed the same way (the mixtu
 oracle ideal ratio mask), on the corpus's test split and on the MUSDB18 preview clip shipped in
 ``stempeg``; then quotes the paper's MUSDB18 numbers in a separate, labelled table. Per-track
 scores are cached under ``--work`` (default ``build/results``), so an interrupted run resumes.
+
+The section goes between this script's markers in ``--out``; the rest of the file (the real
+recordings of ``benchmarks/real.py``, first) is kept. Paths are written relative to the
+repository root.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import datetime as dt
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
+
+from bench_common import command_line, shown  # noqa: E402
 
 from aqsep.api import Separator  # noqa: E402
 from aqsep.cli.evaluate import Bars  # noqa: E402
@@ -49,6 +55,8 @@ LABELS = {
     "iterative": "class mean + 1 refinement",
 }
 CLASSES = ("vocals", "drums", "bass", "other")
+BEGIN = "<!-- benchmarks/results.py: generated section, begin -->"
+END = "<!-- benchmarks/results.py: generated section, end -->"
 
 
 def machine() -> str:
@@ -153,15 +161,6 @@ def checks(by: dict[tuple[str, str], float], clip: bool) -> list[str]:
     return out
 
 
-def command_line(argv: list[str]) -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        script_s = str(script.relative_to(ROOT))
-    except ValueError:
-        script_s = str(script)
-    return shlex.join(["python", script_s, *argv])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(
@@ -216,12 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     paper = "\n".join(
         f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for name, vals in PAPER_ROWS
     )
-    doc = f"""# Results
+    model = shown(sep.released.path) if sep.released.path is not None else "bundled"
+    doc = f"""## Synthetic corpus and the MUSDB18 clip, four classes (`benchmarks/results.py`)
 
-Measured scores of the model `{sep.released.path}` (weights fingerprint `{model_fingerprint(sep)}`).
+Measured scores of the model `{model}` (weights fingerprint `{model_fingerprint(sep)}`).
 Produced by one command from the repository root:
 
-    {command_line(argv)}
+    {command_line("benchmarks/results.py", argv)}
 
 Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.
 {("Model metadata: " + ", ".join(f"{k}: {v}" for k, v in meta.items() if isinstance(v, (str, int, float)))) if meta else ""}
@@ -234,7 +234,7 @@ upper bound); **class mean**, the mean latent stored with the model; **+1 refine
 estimate re-encoded once. References: the mixture itself as the estimate, and the oracle ideal ratio
 mask |T| / (|T| + |R|) on the STFT grid the model's separation uses.
 
-## Synthetic corpus, {args.split} split ({n_tracks} tracks of `{args.data}`; {secs / 60:.1f} min)
+### Synthetic corpus, {args.split} split ({n_tracks} tracks of `{shown(args.data)}`; {secs / 60:.1f} min)
 
 {synth_table}
 
@@ -244,7 +244,7 @@ Targets of the project (measured gaps):
 
 {clip_part}
 
-## Quoted from the paper (MUSDB18 test set; not measured here)
+### Quoted from the paper (MUSDB18 test set; not measured here)
 
 Median SDR (dB) from the paper's comparison table (section 7.5; SiSEC 2018 entries and the
 paper's own rows) and its single-step row (section 7.4). These come from real recordings and a model
@@ -254,10 +254,28 @@ trained on MUSDB18: they are not comparable number for number with the synthetic
 |---|---|---|---|---|
 {paper}
 """
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(doc.replace("\n\n\n", "\n\n"))
-    print(f"wrote {args.out}")
+    write_section(args.out, doc.replace("\n\n\n", "\n\n"))
+    print(f"wrote {shown(args.out)}")
     return 0
+
+
+def write_section(md: Path, section: str) -> None:
+    """Put ``section`` between this script's markers in ``md``, in place of the previous one or
+    after what the file holds; the rest of the file is kept."""
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if md.is_file():
+        text = md.read_text()
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            text = head + block + rest.split(END, 1)[1]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+    else:
+        text = f"# Results\n\n{block}\n"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    tmp = md.with_name(md.name + ".part")
+    tmp.write_text(text)
+    tmp.replace(md)
 
 
 def clip_section(sep: Separator, args: argparse.Namespace) -> str:
@@ -277,15 +295,15 @@ def clip_section(sep: Separator, args: argparse.Namespace) -> str:
             quiet=args.quiet,
         )
     except AqsepError as err:
-        return f"## MUSDB18 preview clip\n\nNot measured: {err}\n"
+        return f"### MUSDB18 preview clip\n\nNot measured: {err}\n"
     text, by = table(rows, args.fast)
     what = (
         "the 6 s MUSDB18 preview clip shipped in `stempeg` (real music, CC BY-NC-SA; its own mixture "
         "stream differs from the sum of its stems by 17 %)"
         if args.clip is None
-        else f"`{clip}`"
+        else f"`{shown(clip)}`"
     )
-    return f"""## MUSDB18 clip: `{clip.name}` (measured in {secs:.0f} s)
+    return f"""### MUSDB18 clip: `{clip.name}` (measured in {secs:.0f} s)
 
 Scored on {what}, against its four stems at the file's own rate and channels (44.1 kHz stereo),
 with their sum as the mixture. {"One short clip: an indication, not a benchmark." if n == 1 else ""}
