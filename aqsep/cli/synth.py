@@ -128,7 +128,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--dry",
         action="store_true",
-        help="no production: mono stems without EQ, compression, panning or reverb",
+        help=(
+            "no production: mono stems without EQ, compression, panning or reverb (with "
+            "--no-samples: the audio of the corpus format 1, byte for byte)"
+        ),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
