@@ -385,8 +385,85 @@ class RunSpec:
             return cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as err:
             raise AqsepError(
-                f"{path} is damaged ({err}); start a new run with another --out"
+                f"{path} is damaged ({err}); start a new run in another folder"
             ) from None
+
+    def defining(self) -> dict[str, Any]:
+        """The settings that define the run, by name: they cannot change when it is resumed."""
+        tc, mc = self.train_config, self.model_config
+        return {
+            "musdb": self.musdb,
+            "is_wav": self.is_wav,
+            "preset": self.preset,
+            "level": self.level,
+            "init": self.init,
+            "batch_size": tc.batch_size,
+            "lr": tc.lr,
+            "seed": tc.seed,
+            "lambda_latent": tc.lambda_latent,
+            "latent_updates_query": tc.latent_updates_query,
+            "latent_fraction": tc.latent_fraction,
+            "remix_prob": tc.remix_prob,
+            "lowpass_prob": tc.lowpass_prob,
+            "channels": tuple(mc.separator.channels),
+            "kernel_size": mc.separator.kernel_size,
+            "latent_dim": mc.query.latent_dim,
+        }
+
+    def resumed(
+        self,
+        *,
+        data: str | list[str] | None = None,
+        preload: bool | None = None,
+        **settings: Any,
+    ) -> RunSpec:
+        """This run as it continues: ``settings`` (None = not given) may repeat the defining ones
+        (:meth:`defining`) and change those of :data:`RESUMABLE`; ``data`` may point at the same
+        data sets in another place.
+
+        Raises:
+            ResumeConflict: a defining setting differs from the run's.
+        """
+        defining = self.defining()
+        unknown = sorted(set(settings) - set(defining) - set(RESUMABLE))
+        if unknown:
+            raise ValueError(f"unknown run settings {unknown}")
+        conflicts = [
+            k for k, v in settings.items() if k in defining and v is not None and v != defining[k]
+        ]
+        if conflicts:
+            raise ResumeConflict(conflicts)
+        train = dict(self.train)
+        train.update({k: v for k, v in settings.items() if k in RESUMABLE and v is not None})
+        return replace(
+            self,
+            data=data or self.data,
+            preload=self.preload if preload is None else preload,
+            train=train,
+        )
+
+
+#: TrainConfig fields that a resumed run may change: its length, how often it validates and
+#: saves, and how it loads data.
+RESUMABLE = (
+    "max_steps",
+    "val_every",
+    "checkpoint_every",
+    "valid_excerpts",
+    "num_workers",
+    "precision",
+)
+
+
+class ResumeConflict(AqsepError):
+    """Settings that define a run were given other values for its resumption."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        super().__init__(
+            f"{', '.join(self.names)} cannot change when a run is resumed (see its {RUN_FILE}); "
+            "start a new run, or fine-tune from its model"
+        )
 
 
 @dataclass
@@ -493,7 +570,7 @@ def train(
             )
     elif rank == 0 and (ckpt.is_file() or (run_dir / RUN_FILE).is_file()):  # rank 0 writes run.json
         raise AqsepError(
-            f"{run_dir} already holds a training run: add --resume to continue it, or use another --out"
+            f"{run_dir} already holds a training run: resume it, or start the new run in another folder"
         )
     model_config, tc = spec.model_config, spec.train_config
     on_cpu = accelerator == "cpu" or (
@@ -514,7 +591,7 @@ def train(
         released = load_model(spec.init)
         if released.model.config != model_config:
             raise ModelError(
-                f"--init model {spec.init} has another architecture than this run's config"
+                f"the model to fine-tune from, {spec.init}, has another architecture than this run's"
             )
         module.model.load_state_dict(released.model.state_dict(), strict=True)
     if rank == 0:

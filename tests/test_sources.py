@@ -33,3 +33,10 @@ def test_bad_sources(text: str, message: str) -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(DataError, match="unknown kind"):
         DataSource("wav", "x")
+
+
+def test_a_file_is_not_a_data_set(tmp_path: Path) -> None:
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF")
+    with pytest.raises(DataError, match="is a file; a stems data set is a folder"):
+        DataSource.parse(str(song)).open("train")

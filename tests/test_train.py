@@ -25,6 +25,7 @@ from aqsep.losses import reconstruction_loss
 from aqsep.model import QuerySeparator
 from aqsep.release import ClassLatent, load_model
 from aqsep.train import (
+    ResumeConflict,
     RunSpec,
     export_model,
     last_checkpoint,
@@ -251,7 +252,7 @@ def test_export_writes_a_released_model_with_class_latents(trained: Path, tmp_pa
         and meta["seed"] == 0
         and meta["wall_time_s"] > 0
     )
-    assert Path(meta["data"]).name == "corpus"
+    assert [Path(d.partition(":")[2]).name for d in meta["data"]] == ["corpus"]
     # export again from the run folder: same weights
     again = load_model(export_model(trained, tmp_path / "again"))
     for key, value in released.model.state_dict().items():
@@ -574,3 +575,31 @@ def test_cli_train_help(cli) -> None:  # type: ignore[no-untyped-def]
         "torchrun",
     ):
         assert flag in out.out
+
+
+def test_resume_rules_live_with_the_run(corpus: Path) -> None:
+    """What a resumed run may change is decided by RunSpec, not by the command line."""
+    spec = tiny_spec(corpus, remix_prob=0.5)
+    same = spec.resumed(lr=spec.train_config.lr, remix_prob=0.5, max_steps=99, num_workers=None)
+    assert same.train_config.max_steps == 99 and same.train_config.lr == spec.train_config.lr
+    assert same.data == spec.data
+    with pytest.raises(ResumeConflict, match="lr, remix_prob cannot change") as caught:
+        spec.resumed(lr=1e-2, remix_prob=0.1, kernel_size=spec.model_config.separator.kernel_size)
+    assert caught.value.names == ["lr", "remix_prob"]
+    with pytest.raises(ValueError, match="unknown run settings"):
+        spec.resumed(learning_rate=1e-3)
+    moved = spec.resumed(data=["elsewhere"], preload=True)
+    assert moved.data == ["elsewhere"] and moved.preload
+
+
+def test_a_bad_export_folder_fails_before_training(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    notes = tmp_path / "mine"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    run_dir = tmp_path / "run"
+    error = cli(
+        "train", *_quick_run(corpus, run_dir, batch_size=1), "--export", notes
+    ).one_line_error()
+    assert "notes.txt" in error or "not" in error
+    assert not run_dir.exists()  # refused before any training
+    assert (notes / "notes.txt").read_text() == "keep me"

@@ -38,7 +38,8 @@ examples:
 # The model sizes that can be given for a new run (not with --init, which brings its own).
 _SIZES = ("channels", "kernel_size", "latent_dim")
 
-# Options that define a run: they cannot change when it is resumed (repeating them is fine).
+# Options that define a run: they cannot change when it is resumed (repeating them is fine;
+# RunSpec.resumed decides). --no-latent-loss is one too (lambda_latent).
 _FIXED_ON_RESUME = (
     "musdb",
     "is_wav",
@@ -47,7 +48,6 @@ _FIXED_ON_RESUME = (
     "batch_size",
     "lr",
     "seed",
-    "no_latent_loss",
     "latent_updates_query",
     "latent_fraction",
     "remix",
@@ -55,6 +55,8 @@ _FIXED_ON_RESUME = (
     "init",
     *_SIZES,
 )
+# The run setting behind an option, where their names differ.
+_RUN_SETTING = {"remix": "remix_prob", "lowpass": "lowpass_prob", "no_latent_loss": "lambda_latent"}
 
 
 def _learning_rate(text: str) -> float:
@@ -365,57 +367,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _resume_spec(args: argparse.Namespace) -> Any:
-    from dataclasses import replace
+    from aqsep.train import RESUMABLE, ResumeConflict, RunSpec
 
-    from aqsep.train import RunSpec
-
-    spec = RunSpec.load(args.out)
-    stored = {
-        "musdb": spec.musdb,
-        "is_wav": spec.is_wav,
-        "preset": spec.preset,
-        "level": spec.level,
-        "batch_size": spec.train["batch_size"],
-        "lr": spec.train["lr"],
-        "seed": spec.train["seed"],
-        "no_latent_loss": spec.train["lambda_latent"] == 0 or None,
-        "latent_updates_query": spec.train["latent_updates_query"] or None,
-        "latent_fraction": spec.train.get("latent_fraction", 1.0),
-        "remix": spec.train.get("remix_prob", 0.0),
-        "lowpass": spec.train.get("lowpass_prob", 0.0),
-        "init": spec.init,
-        "channels": tuple(spec.model_config.separator.channels),
-        "kernel_size": spec.model_config.separator.kernel_size,
-        "latent_dim": spec.model_config.query.latent_dim,
-    }
-    changed = [
-        f"--{name.replace('_', '-')}"
-        for name in _FIXED_ON_RESUME
-        if getattr(args, name) is not None and getattr(args, name) != stored[name]
-    ]
-    if changed:
+    given = {_RUN_SETTING.get(name, name): getattr(args, name) for name in _FIXED_ON_RESUME}
+    given["lambda_latent"] = 0.0 if args.no_latent_loss else None
+    given.update({k: v for k, v in _overrides(args).items() if k in RESUMABLE})
+    try:
+        return RunSpec.load(args.out).resumed(data=args.data, preload=args.preload, **given)
+    except ResumeConflict as err:
+        option = {v: k for k, v in _RUN_SETTING.items()}
+        changed = [f"--{option.get(n, n).replace('_', '-')}" for n in err.names]
         raise AqsepError(
-            f"{', '.join(changed)} cannot change when a run is resumed (see {Path(args.out) / 'run.json'}); "
-            "start a new run with another --out, or --init from its model"
-        )
-    train = dict(spec.train)
-    for key in (
-        "max_steps",
-        "val_every",
-        "checkpoint_every",
-        "valid_excerpts",
-        "num_workers",
-        "precision",
-    ):
-        value = _overrides(args).get(key)
-        if value is not None:
-            train[key] = value
-    return replace(
-        spec,
-        data=args.data or spec.data,
-        preload=bool(args.preload) if args.preload is not None else spec.preload,
-        train=train,
-    )
+            f"{', '.join(changed)} cannot change when a run is resumed (see "
+            f"{Path(args.out) / 'run.json'}); start a new run with another --out, or --init "
+            "from its model"
+        ) from None
 
 
 def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
@@ -465,6 +431,7 @@ def _new_spec(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aqsep.release import check_model_destination
     from aqsep.train import export_model, train
 
     if args.export_only:
@@ -475,6 +442,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"exported {args.out} to {model_dir}")
         return 0
+    if args.export:
+        check_model_destination(args.export)  # a bad destination fails now, not after training
+    if not args.resume and (Path(args.out) / "run.json").is_file():
+        raise AqsepError(
+            f"{args.out} already holds a training run: add --resume to continue it, or use "
+            "another --out"
+        )
     spec = _resume_spec(args) if args.resume else _new_spec(args)
     result = train(
         spec,

@@ -317,6 +317,11 @@ def track_folders(root: str | Path, split: str | None = None) -> list[Path]:
     names, and the other splits are empty.
     """
     root = Path(root)
+    if root.is_file():
+        raise DataError(
+            f"{root} is a file; a stems data set is a folder with one folder per track holding "
+            "one audio file per stem"
+        )
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     if split is not None and split not in SPLITS:
