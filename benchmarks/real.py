@@ -185,6 +185,14 @@ def singer_query_clips(root: Path) -> list[tuple[np.ndarray, int, str]]:
     return [(c.read_native()[:1].copy(), c.native_rate, c.name) for c in chosen]
 
 
+def _range_ratio_db(clip: Clip) -> float:
+    """Energy of the voice over that of the accompaniment within the clip's query range, in dB."""
+    assert clip.query_range is not None
+    lo, hi = (round(s * clip.sample_rate) for s in clip.query_range)
+    voice, rest = clip.voice[:, lo:hi], clip.rest[:, lo:hi]
+    return float(10 * np.log10((np.sum(voice**2) + 1e-12) / (np.sum(rest**2) + 1e-12)))
+
+
 def _numbers(name: str) -> tuple[int, ...]:
     """``abjones_1_02`` -> ``(1, 2)``: clips in their natural order (``amy_1_01`` before ``amy_10_01``)."""
     return tuple(int(x) for x in re.findall(r"\d+", name))
@@ -614,7 +622,9 @@ def render(res: dict[str, Any]) -> str:
             "--query-range` does) over its longest sung phrase according to MIR-1K's voice labels "
             f"(`labels/vocal/`): runs of voiced 20-ms frames less than {RANGE_GAP_S:g} s apart are joined, and "
             "the longest is the range, standing for a user who picks by ear the span where the voice sings "
-            f"(median range {d['range_median_s']:.1f} s, shortest {d['range_min_s']:.1f} s).",
+            f"(median range {d['range_median_s']:.1f} s, shortest {d['range_min_s']:.1f} s). The accompaniment "
+            "plays on under the voice: within the ranges the voice is "
+            f"{d['range_voice_to_accompaniment_db']:+.1f} dB above it (median over clips).",
             "",
         ]
     if "fullband" in sets:
@@ -830,6 +840,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         model_s += secs
         per_clip = {c.name: {**refs[c.name], **mine[c.name]} for c in clips}
         ranges = [c.query_range[1] - c.query_range[0] for c in clips if c.query_range]
+        in_range = [_range_ratio_db(c) for c in clips if c.query_range]
         from aqsep.data.mir1k import TEST_SINGERS
 
         res["sets"]["mir1k"] = {
@@ -838,6 +849,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "solo_files": [p.name for p in solo],
             "range_median_s": float(np.median(ranges)) if ranges else math.nan,
             "range_min_s": float(np.min(ranges)) if ranges else math.nan,
+            "range_voice_to_accompaniment_db": float(np.median(in_range)) if in_range else math.nan,
             "model_seconds": round(secs, 1),
             "summary": summarize(clips, per_clip),
             "clips": {

@@ -95,6 +95,7 @@ def test_quick_run_writes_the_first_section_and_reuses_its_cache(
     assert sorted(mir["clips"]) == ["ani_1_01", "jmzen_2_03"]  # test singers only
     assert mir["singer_clips"] == ["abjones_1_01", "amy_1_01"]  # natural order of clips
     assert mir["clips"]["ani_1_01"]["range_s"] == pytest.approx([0.2, 0.82])
+    assert abs(mir["range_voice_to_accompaniment_db"]) < 3  # voice and accompaniment alike
     summary = mir["summary"]
     assert set(summary) == {"mixture", "irm", "mean", "singer", "solo", "range"}
     assert summary["irm"]["gnsdr"] > 3.0  # the oracle is far above the mixture at 0 dB
