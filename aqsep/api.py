@@ -4,13 +4,14 @@
 >>> sep = Separator()                                   # the bundled default model
 >>> z = sep.query_latent(["hihat_clip.wav"])            # or sep.class_latent("drums")
 >>> stems = sep.separate_file("song.flac", "out/", latent=z, residual=True)
+>>> four = sep.separate(audio, 44100, {c: sep.class_latent(c) for c in sep.coarse_classes})
 """
 
 from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from aqsep.audio import (
     output_bits,
 )
 from aqsep.errors import AudioError, OutputError, QueryError, SettingError
-from aqsep.inference import ChunkPlan, Latent, Progress, separate_stream
+from aqsep.inference import MASK_RULES, ChunkPlan, Latent, Progress, separate_stream
 from aqsep.query import encode_blocks, encode_reader, slerp
 from aqsep.release import ReleasedModel, load_model
 
 QuerySource = str | Path | tuple[np.ndarray, int]
+# One latent (the output is named "target", or ``name``), or one per named output.
+Targets = Latent | Mapping[str, Latent]
 
 # The longest chunk a Separator runs at once, in seconds. Memory grows with the chunk (and the
 # batch size), so it is bounded here; a chunk is also never longer than the input it separates
@@ -39,6 +42,10 @@ QuerySource = str | Path | tuple[np.ndarray, int]
 MAX_SEGMENT_SECONDS = 30.0
 MIN_SEGMENT_SECONDS = 0.1
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# The mask rule (aqsep.inference.combine_masks) when several outputs are separated together and no
+# rule is given: normalised ratio masks, so that the outputs sum to the input. Chosen from
+# docs/results.md ("Several targets in one pass"), which measures both rules per class.
+DEFAULT_MASKS = "ratio"
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -78,28 +85,51 @@ def track_outputs(
     path: str | Path,
     out_dir: str | Path,
     *,
-    name: str = "target",
+    name: str | Sequence[str] = "target",
     residual: bool = False,
     ext: str = "wav",
 ) -> tuple[str, dict[str, Path]]:
     """The track name of an input file and the paths :meth:`Separator.separate_file` writes for it.
 
-    The track is the file name less its audio suffix (``.stem.mp4`` for MUSDB18 stems, or one
-    of :data:`~aqsep.audio.AUDIO_EXTENSIONS`); any other dot belongs to the name.
+    ``name`` is the output's name, or a sequence of names (one file each). The track is the file
+    name less its audio suffix (``.stem.mp4`` for MUSDB18 stems, or one of
+    :data:`~aqsep.audio.AUDIO_EXTENSIONS`); any other dot belongs to the name.
+
+    Raises:
+        OutputError: a name that is not a plain file name, given twice, or ``rest`` beside the
+            residual.
     """
     path = Path(path)
-    if residual and name == "rest":
-        raise OutputError("the output name 'rest' is taken by the residual; choose another name")
+    names = [name] if isinstance(name, str) else list(name)
+    check_output_names(names, residual=residual)
     track = path.name
     for suffix in (".stem.mp4", *AUDIO_EXTENSIONS):
         if track.lower().endswith(suffix) and len(track) > len(suffix):
             track = track[: -len(suffix)]
             break
     folder = Path(out_dir) / track
-    outputs = {name: folder / f"{name}.{ext}"}
+    outputs = {n: folder / f"{n}.{ext}" for n in names}
     if residual:
         outputs["rest"] = folder / f"rest.{ext}"
     return track, outputs
+
+
+def check_output_names(names: Sequence[str], *, residual: bool = False) -> None:
+    """Raise :class:`OutputError` unless ``names`` are distinct plain file names (without an
+    extension, not hidden, no folder), none of them ``rest`` when the residual is written too."""
+    if not names:
+        raise OutputError("no output name given")
+    seen: dict[str, str] = {}
+    for n in names:
+        if not isinstance(n, str) or not n.strip() or n.startswith(".") or "/" in n or "\\" in n:
+            raise OutputError(f"bad output name {n!r}: a plain file name without extension")
+        if residual and n == "rest":
+            raise OutputError(
+                "the output name 'rest' is taken by the residual; choose another name"
+            )
+        if n.lower() in seen:  # case-insensitive file systems would write one file
+            raise OutputError(f"two outputs would be named {seen[n.lower()]!r} and {n!r}")
+        seen[n.lower()] = n
 
 
 @dataclass
@@ -158,8 +188,14 @@ class Separator:
         return sorted(self.released.classes)
 
     @property
+    def coarse_classes(self) -> list[str]:
+        """The model's coarse classes (vocals, drums, bass, other for a MUSDB-style model):
+        together they make up a whole song."""
+        return sorted(k for k, c in self.released.classes.items() if c.level == "coarse")
+
+    @property
     def latent_dim(self) -> int:
-        return int(self.model.latent_dim)
+        return int(self.model.config.query.latent_dim)
 
     def class_latent(self, name: str) -> torch.Tensor:
         """The stored mean latent of a class ("separation without a query")."""
@@ -284,10 +320,10 @@ class Separator:
         for k in range(steps):
             with _reader(source) as reader:
                 chunking = self._chunking(reader, _each_pass(progress, k, steps))
-                estimate = separate_stream(self.model, reader, latent, **chunking)
+                estimate = separate_stream(self.model, reader, [latent], **chunking)
                 latent = encode_blocks(
                     self.model,
-                    estimate,
+                    (block[0] for block in estimate),
                     reader.sample_rate,
                     device=self.device,
                     what="the estimate to refine",
@@ -322,41 +358,61 @@ class Separator:
         self,
         audio: np.ndarray,
         sample_rate: int,
-        latent: Latent,
+        latent: Targets,
         *,
         residual: bool = False,
+        masks: str | None = None,
         progress: Progress | None = None,
     ) -> dict[str, np.ndarray]:
-        """Separate an array ``(channels, samples)`` or ``(samples,)``; returns ``{"target", ["rest"]}``.
+        """Separate an array ``(channels, samples)`` or ``(samples,)`` into named estimates.
 
-        The estimate has the input's shape and sample rate; the caller's array is not modified.
-        Integer arrays are PCM (int16 full scale is 32768); the estimate is float32.
+        ``latent`` is one latent (the output is ``"target"``) or a mapping ``{name: latent}``,
+        e.g. ``{"vocals": z1, "drums": z2}``: every target in one pass over the input. A latent
+        is ``(latent_dim,)``, or one per chunk (see :meth:`chunk_plan`). Returns ``{name:
+        estimate}`` in the mapping's order, and ``"rest"`` (the input minus every estimate) with
+        ``residual``.
 
-        ``latent`` is one latent ``(latent_dim,)``, or one per chunk (see :meth:`chunk_plan`).
+        ``masks`` says how the targets' masks are combined (:func:`aqsep.inference.combine_masks`):
+        ``"ratio"`` scales them to add up to one in every bin, so that the estimates (with the
+        rest, under ``residual``) sum to the input; ``"independent"`` keeps each as predicted.
+        None: :data:`DEFAULT_MASKS` for several targets, ``"independent"`` for one.
+
+        The estimates have the input's shape and sample rate; the caller's array is not modified.
+        Integer arrays are PCM (int16 full scale is 32768); the estimates are float32.
         ``progress`` is called after each batch of chunks with ``{"stage": "separate", "done",
         "total", "seconds", "pass": 1, "passes": 1}`` (chunks done, chunks, input seconds done).
+
+        Raises:
+            QueryError: a latent that does not fit the model, or no target.
+            OutputError: a bad output name, or ``rest`` beside ``residual``.
+            SettingError: an unknown mask rule, or ``"ratio"`` for one target without the rest
+                (its estimate would be the whole input).
         """
-        latent = self._checked_latent(latent)
+        targets = self._targets(latent, "target", residual)
+        rule = self._mask_rule(masks, len(targets), residual)
         mix = as_2d(audio)
         reader = AudioReader(mix, sample_rate)
         chunking = self._chunking(reader, _each_pass(progress, 0, 1))
-        est = np.concatenate(list(separate_stream(self.model, reader, latent, **chunking)), axis=1)
-        if np.ndim(audio) == 1:
-            est = est[0]
-            mix = mix[0]
-        out = {"target": est}
+        blocks = separate_stream(
+            self.model, reader, list(targets.values()), masks=rule, rest=residual, **chunking
+        )
+        est = np.concatenate(list(blocks), axis=-1)
+        out = dict(zip(targets, est, strict=True))
         if residual:
-            out["rest"] = mix - est
+            out["rest"] = mix - est.sum(axis=0)
+        if np.ndim(audio) == 1:
+            out = {k: v[0] for k, v in out.items()}
         return out
 
     def separate_file(
         self,
         path: str | Path,
         out_dir: str | Path,
-        latent: Latent,
+        latent: Targets,
         *,
         name: str = "target",
         residual: bool = False,
+        masks: str | None = None,
         ext: str = "wav",
         bits: str | int = "16",
         force: bool = False,
@@ -364,15 +420,20 @@ class Separator:
     ) -> SeparatedFile:
         """Separate one file into ``out_dir/<track>/<name>.<ext>`` (and ``rest.<ext>``), atomically.
 
-        ``ext`` is ``"wav"`` or ``"flac"``; ``bits`` 16 or 24 (integer) or ``"32f"`` (float). A
-        track whose outputs all exist is skipped unless ``force``. On an error nothing is left
-        under an output name, nor a folder made for it. ``progress``: as :meth:`separate`'s.
+        ``latent`` is one latent, written as ``name``, or a mapping ``{name: latent}``, one file
+        per name, all in one pass over the file; ``masks`` as in :meth:`separate`. ``ext`` is
+        ``"wav"`` or ``"flac"``; ``bits`` 16 or 24 (integer) or ``"32f"`` (float). A track whose
+        outputs all exist is skipped unless ``force``. On an error nothing is left under an
+        output name, nor a folder made for it. ``progress``: as :meth:`separate`'s.
         """
         bits = output_bits(bits)
         if ext not in FORMATS:
             raise OutputError(f"unsupported output format {ext!r}; choose wav or flac")
-        latent = self._checked_latent(latent)
-        track, outputs = track_outputs(path, out_dir, name=name, residual=residual, ext=ext)
+        targets = self._targets(latent, name, residual)
+        rule = self._mask_rule(masks, len(targets), residual)
+        track, outputs = track_outputs(
+            path, out_dir, name=list(targets), residual=residual, ext=ext
+        )
         if not force and all(p.exists() for p in outputs.values()):
             return SeparatedFile(track, outputs, skipped=True)
         with contextlib.ExitStack() as stack:
@@ -385,12 +446,42 @@ class Separator:
             }
             pos = 0
             chunking = self._chunking(reader, _each_pass(progress, 0, 1))
-            for block in separate_stream(self.model, reader, latent, **chunking):
-                writers[name].write(block)
+            blocks = separate_stream(
+                self.model, reader, list(targets.values()), masks=rule, rest=residual, **chunking
+            )
+            for block in blocks:
+                for k, estimate in zip(targets, block, strict=True):
+                    writers[k].write(estimate)
                 if residual:
-                    writers["rest"].write(reader.read(pos, block.shape[1]) - block)
-                pos += block.shape[1]
+                    writers["rest"].write(reader.read(pos, block.shape[-1]) - block.sum(axis=0))
+                pos += block.shape[-1]
         return SeparatedFile(track, outputs, clipped=sum(w.clipped for w in writers.values()))
+
+    def _targets(self, latent: Targets, name: str, residual: bool) -> dict[str, torch.Tensor]:
+        """``{name: checked latent}`` from one latent or a mapping of them."""
+        if isinstance(latent, Mapping):
+            if not latent:
+                raise QueryError("no target given: give at least one latent")
+            targets = dict(latent)
+        else:
+            targets = {name: latent}
+        check_output_names(list(targets), residual=residual)
+        return {k: self._checked_latent(z) for k, z in targets.items()}
+
+    @staticmethod
+    def _mask_rule(masks: str | None, targets: int, residual: bool) -> str:
+        if masks is None:
+            return DEFAULT_MASKS if targets > 1 else "independent"
+        if masks not in MASK_RULES:
+            raise SettingError(
+                f"unknown mask rule {masks!r}; choose one of {', '.join(MASK_RULES)}"
+            )
+        if masks == "ratio" and targets == 1 and not residual:
+            raise SettingError(
+                "ratio masks of one target without the rest would give the whole input back: "
+                "separate several targets, add the residual, or use independent masks"
+            )
+        return masks
 
     def _checked_latent(self, latent: Latent) -> torch.Tensor:
         """One latent (:meth:`check_latent`), or a ``(chunks, latent_dim)`` tensor of them."""
@@ -462,4 +553,13 @@ def _reader(source: QuerySource):
         reader.close()
 
 
-__all__ = ["Separator", "SeparatedFile", "pick_device", "track_outputs", "Callable"]
+__all__ = [
+    "DEFAULT_MASKS",
+    "Separator",
+    "SeparatedFile",
+    "Targets",
+    "check_output_names",
+    "pick_device",
+    "track_outputs",
+    "Callable",
+]

@@ -1,13 +1,25 @@
-"""The one separation core: chunked overlap-add inference with a query latent.
+"""The one separation core: chunked overlap-add inference with query latents.
 
 Every entry point (the CLI, :class:`aqsep.api.Separator`, evaluation and the experiments)
 separates through :func:`separate_stream`. It reads the input block by block at its own sample
 rate and channel count, runs the model on a mono mix at the model's rate, maps the predicted
-mask onto the input's own STFT grid (by frequency in Hz and time in seconds, so the output keeps
-the input's full band) and applies it to every channel with that channel's phase. Chunks are
+masks onto the input's own STFT grid (by frequency in Hz and time in seconds, so the output keeps
+the input's full band) and applies them to every channel with that channel's phase. Chunks are
 cross-faded with a triangular window and the summed weight divided out; finished samples are
 yielded as soon as no later chunk touches them, so peak memory depends on ``segment`` and
 ``batch_size``, never on the length of the input.
+
+**Several targets, one pass.** One call separates any number of targets (each a latent): each
+chunk is read, transformed (one STFT at the model's rate, one at the input's) and inverse-
+transformed once, and its targets' latents go through the network as one batch. How the targets'
+masks are combined is :func:`combine_masks`: as predicted (``"independent"``), or scaled to add up
+to one in every time-frequency bin (``"ratio"``), so that the estimates sum to the input.
+
+**The network seam.** The core asks two things of a model, through :class:`Network`: its
+configuration and ``mask(magnitude, z)``, the separator's forward pass on a batch of spectrogram
+chunks; query encoding (:mod:`aqsep.query`) asks ``encode(magnitude)``. A
+:class:`~aqsep.model.QuerySeparator` is one such network; a runtime for exported graphs is
+another, and the chunking, STFT and mask mapping here serve both.
 
 The core has no modes: a different use is a composition of it. The iterative method separates,
 then encodes the estimate as a query (:meth:`aqsep.api.Separator.refine`); evaluation's
@@ -18,21 +30,50 @@ lie).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from aqsep.audio import AudioReader, resample, to_mono
+from aqsep.config import ModelConfig
 from aqsep.errors import QueryError, SettingError
-from aqsep.model import QuerySeparator
+from aqsep.model import Posterior
 from aqsep.transforms import istft, stft
 
 # A latent for the whole input ``(latent_dim,)``, or one per chunk ``(chunks, latent_dim)`` in the
 # order of the chunks' starts (:class:`ChunkPlan`).
 Latent = torch.Tensor
 Progress = Callable[[dict], None]
+
+# How the masks of the targets of one pass are combined (:func:`combine_masks`).
+MASK_RULES = ("ratio", "independent")
+# Below this a mask value counts as zero when masks are normalised (all targets silent in a bin:
+# equal shares, rather than a division by zero).
+_TINY_MASK = 1e-8
+
+
+class Network(Protocol):
+    """The network calls of separation: what a runtime must provide.
+
+    ``config`` is the model's :class:`~aqsep.config.ModelConfig` (its ``audio`` front-end sets the
+    STFT and the excerpt length); magnitudes are linear, at the model's sample rate, with
+    ``n_fft // 2 + 1`` bins.
+    """
+
+    config: ModelConfig
+
+    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The separator: magnitude ``(batch, bins, frames)`` and latents ``(batch, latent_dim)``
+        -> mask in [0, 1] of the magnitude's shape."""
+        ...
+
+    def encode(self, magnitude: torch.Tensor) -> Posterior:
+        """The Query-net: magnitude ``(batch, bins, frames)`` -> posterior (``mu`` is the latent,
+        ``(batch, latent_dim)``)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +99,7 @@ class ChunkPlan:
     @classmethod
     def for_model(
         cls,
-        model: QuerySeparator,
+        model: Network,
         length: int,
         sample_rate: int,
         segment: float | None = None,
@@ -95,9 +136,39 @@ def map_mask(
 ) -> torch.Tensor:
     """Resample a mask ``(batch, src_bins, src_frames)`` onto another STFT grid.
 
-    Bins are matched by frequency in Hz and frames by time in seconds (linear interpolation);
-    bins above the source's Nyquist frequency reuse its highest bin, so the output stays full band.
+    Bins are matched by frequency in Hz and frames by time in seconds (linear interpolation,
+    :func:`interpolate_mask`); bins above the source's Nyquist frequency reuse its highest bin, so
+    the output stays full band. Where the two grids coincide (the same bin spacing in Hz and the
+    same hop in seconds, as for every input at twice the model's rate) the mask is taken as it is,
+    cropped or extended by its last bin and frame: :func:`interpolate_mask` gives the same values
+    up to float rounding of its positions.
     """
+    if dst_sr * src_n_fft == src_sr * dst_n_fft and dst_hop * src_sr == src_hop * dst_sr:
+        return _extend(_extend(mask, dst_n_fft // 2 + 1, dim=-2), dst_frames, dim=-1)
+    return interpolate_mask(
+        mask,
+        src_sr=src_sr,
+        src_n_fft=src_n_fft,
+        src_hop=src_hop,
+        dst_sr=dst_sr,
+        dst_n_fft=dst_n_fft,
+        dst_hop=dst_hop,
+        dst_frames=dst_frames,
+    )
+
+
+def interpolate_mask(
+    mask: torch.Tensor,
+    *,
+    src_sr: int,
+    src_n_fft: int,
+    src_hop: int,
+    dst_sr: int,
+    dst_n_fft: int,
+    dst_hop: int,
+    dst_frames: int,
+) -> torch.Tensor:
+    """:func:`map_mask` by linear interpolation at every position, on any pair of grids."""
     src_bins, src_frames = mask.shape[-2:]
     dst_bins = dst_n_fft // 2 + 1
     dev = mask.device
@@ -115,6 +186,17 @@ def map_mask(
     return _interp(out, t.clamp(0, src_frames - 1), dim=-1)
 
 
+def _extend(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """``x`` cropped to ``size`` along ``dim``, or extended by repeating its last entry."""
+    have = x.shape[dim]
+    if size <= have:
+        return x.narrow(dim, 0, size)
+    last = x.narrow(dim, have - 1, 1)
+    shape = list(x.shape)
+    shape[dim] = size - have
+    return torch.cat([x, last.expand(shape)], dim=dim)
+
+
 def _interp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=x.shape[dim] - 1)
@@ -125,7 +207,7 @@ def _interp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
     return x.index_select(dim, lo) * (1 - frac) + x.index_select(dim, hi) * frac
 
 
-def native_grid(model: QuerySeparator, sample_rate: int) -> tuple[int, int]:
+def native_grid(model: Network, sample_rate: int) -> tuple[int, int]:
     """(n_fft, hop) at ``sample_rate`` covering the same seconds as the model's STFT."""
     audio = model.config.audio
     ratio = sample_rate / audio.sample_rate
@@ -134,42 +216,30 @@ def native_grid(model: QuerySeparator, sample_rate: int) -> tuple[int, int]:
     return n_fft, hop
 
 
-@torch.inference_mode()
-def _separate_chunks(
-    model: QuerySeparator,
-    chunks: np.ndarray,
-    sample_rate: int,
-    z: torch.Tensor,
-    device: torch.device,
-) -> np.ndarray:
-    """``chunks (batch, channels, samples)`` at ``sample_rate`` -> estimate of the same shape.
+def combine_masks(masks: torch.Tensor, rule: str, *, rest: bool = False) -> torch.Tensor:
+    """Combine the masks ``(..., targets, bins, frames)`` of the targets of one mixture.
 
-    The mask is predicted at the model's rate from the mono mix, mapped onto the chunks' own STFT
-    grid and applied to every channel.
+    Rules (:data:`MASK_RULES`):
+
+    * ``"independent"``: each mask as the network predicted it, as if its target were separated
+      alone. The estimates need not add up to the mixture: two targets may both claim a bin.
+    * ``"ratio"``: normalised ratio masks, ``m_k / sum_j m_j``; they add up to one in every bin, so
+      the estimates sum to the mixture. With ``rest``, a rest source shares the bins too, with the
+      mask ``max(0, 1 - sum_j m_j)`` (what the targets leave): masks that add up to more than one
+      are scaled down to add up to one, others are kept, and targets plus rest sum to the mixture.
+
+    Where every target's mask is (near) zero, ``"ratio"`` without ``rest`` shares the bin equally.
+
+    Raises:
+        SettingError: an unknown rule.
     """
-    a = model.config.audio
-    mono = torch.from_numpy(resample(to_mono_batch(chunks), sample_rate, a.sample_rate)).to(device)
-    mask = model.mask(stft(mono, a.n_fft, a.hop_length).abs(), z.to(device))
-    n_fft, hop = native_grid(model, sample_rate)
-    x = torch.from_numpy(chunks).to(device)
-    spec = stft(x, n_fft, hop)  # (batch, channels, bins, frames)
-    if (n_fft, hop, sample_rate) == (a.n_fft, a.hop_length, a.sample_rate) and spec.shape[
-        -1
-    ] == mask.shape[-1]:
-        native_mask = mask
-    else:
-        native_mask = map_mask(
-            mask,
-            src_sr=a.sample_rate,
-            src_n_fft=a.n_fft,
-            src_hop=a.hop_length,
-            dst_sr=sample_rate,
-            dst_n_fft=n_fft,
-            dst_hop=hop,
-            dst_frames=spec.shape[-1],
-        )
-    est = istft(spec * native_mask[:, None], n_fft, hop, length=chunks.shape[-1])
-    return est.float().cpu().numpy()
+    if rule == "independent":
+        return masks
+    if rule != "ratio":
+        raise SettingError(f"unknown mask rule {rule!r}; choose one of {', '.join(MASK_RULES)}")
+    masks = masks.clamp_min(_TINY_MASK)
+    total = masks.sum(dim=-3, keepdim=True)
+    return masks / (total.clamp_min(1.0) if rest else total)
 
 
 def to_mono_batch(chunks: np.ndarray) -> np.ndarray:
@@ -177,90 +247,149 @@ def to_mono_batch(chunks: np.ndarray) -> np.ndarray:
     return np.stack([to_mono(c) for c in chunks])
 
 
+@torch.inference_mode()
+def _separate_chunks(
+    model: Network,
+    chunks: np.ndarray,
+    sample_rate: int,
+    z: torch.Tensor,
+    device: torch.device,
+    masks: str,
+    rest: bool,
+) -> np.ndarray:
+    """``chunks (batch, channels, samples)`` at ``sample_rate``, latents ``z (batch, targets,
+    latent_dim)`` -> estimates ``(batch, targets, channels, samples)``.
+
+    The masks are predicted at the model's rate from the mono mix (one STFT per chunk, every
+    target of a chunk in one batch of the network), combined (:func:`combine_masks`), mapped onto
+    the chunks' own STFT grid and applied to every channel (one STFT and one inverse per chunk and
+    target).
+    """
+    a = model.config.audio
+    batch, targets = z.shape[:2]
+    mono = torch.from_numpy(resample(to_mono_batch(chunks), sample_rate, a.sample_rate)).to(device)
+    magnitude = stft(mono, a.n_fft, a.hop_length).abs()  # (batch, bins, frames)
+    m = model.mask(
+        magnitude.repeat_interleave(targets, dim=0), z.reshape(batch * targets, -1).to(device)
+    )
+    m = combine_masks(m.reshape(batch, targets, *m.shape[-2:]), masks, rest=rest)
+    n_fft, hop = native_grid(model, sample_rate)
+    spec = stft(torch.from_numpy(chunks).to(device), n_fft, hop)  # (batch, channels, bins, frames)
+    native = map_mask(
+        m.reshape(batch * targets, *m.shape[-2:]),
+        src_sr=a.sample_rate,
+        src_n_fft=a.n_fft,
+        src_hop=a.hop_length,
+        dst_sr=sample_rate,
+        dst_n_fft=n_fft,
+        dst_hop=hop,
+        dst_frames=spec.shape[-1],
+    ).reshape(batch, targets, 1, *spec.shape[-2:])
+    est = istft(spec[:, None] * native, n_fft, hop, length=chunks.shape[-1])
+    return est.float().cpu().numpy()
+
+
 def separate_stream(
-    model: QuerySeparator,
+    model: Network,
     reader: AudioReader,
-    latent: Latent,
+    latents: Sequence[Latent],
     *,
+    masks: str = "independent",
+    rest: bool = False,
     segment: float | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
-    """Separate ``reader``'s audio, yielding consecutive ``(channels, n)`` blocks of the estimate.
+    """Separate ``reader``'s audio into one estimate per latent, in one pass over the input.
 
-    The blocks concatenate to exactly ``reader.frames`` samples at ``reader.sample_rate`` with
-    ``reader.channels`` channels.
+    Yields consecutive ``(targets, channels, n)`` blocks, ``targets = len(latents)``, in the order
+    of ``latents``; they concatenate to exactly ``reader.frames`` samples at
+    ``reader.sample_rate`` with ``reader.channels`` channels.
 
     Args:
-        model: a model in eval mode on ``device``.
-        latent: ``(latent_dim,)`` for the whole input, or ``(chunks, latent_dim)``: one per chunk
-            of ``ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)``.
+        model: a network in eval mode on ``device`` (:class:`Network`).
+        latents: one entry per target, each ``(latent_dim,)`` for the whole input or
+            ``(chunks, latent_dim)``: one per chunk of
+            ``ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)``.
+        masks, rest: how the targets' masks are combined (:func:`combine_masks`).
         segment: chunk length in seconds (default: the model's training excerpt length).
         overlap: fraction of a chunk shared with the next one, in [0, 1).
-        batch_size: chunks run through the network at once.
+        batch_size: spectrograms per forward pass of the network: each batch holds
+            ``max(1, batch_size // targets)`` chunks, every target of a chunk in the same batch.
         progress: called after each batch with ``{"stage": "separate", "done": chunks done,
             "total": chunks, "seconds": input seconds done}``.
 
     Raises:
-        QueryError: ``latent`` has one row per chunk but not as many rows as there are chunks.
+        QueryError: no latent, or a latent with one row per chunk but not as many rows as there
+            are chunks.
+        SettingError: an unknown mask rule.
     """
+    if not latents:
+        raise QueryError("no latent given: give at least one target")
+    if masks not in MASK_RULES:
+        raise SettingError(f"unknown mask rule {masks!r}; choose one of {', '.join(MASK_RULES)}")
     device = torch.device(device)
     plan = ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)
     window = crossfade_window(plan.segment)
     starts = plan.starts
-    per_chunk = latent.dim() == 2
-    if per_chunk and latent.shape[0] != len(starts):
-        raise QueryError(
-            f"{latent.shape[0]} latents were given for {len(starts)} chunks: give one latent, or "
-            "one per chunk"
-        )
-    channels = reader.channels
-    acc = np.zeros((channels, 0), dtype=np.float32)  # weighted sum of samples from `emitted` on
+    for latent in latents:
+        if latent.dim() == 2 and latent.shape[0] != len(starts):
+            raise QueryError(
+                f"{latent.shape[0]} latents were given for {len(starts)} chunks: give one latent, "
+                "or one per chunk"
+            )
+    # (chunks, targets, latent_dim): the latent of every target in every chunk
+    table = torch.stack(
+        [
+            z.float() if z.dim() == 2 else z.float().reshape(1, -1).expand(len(starts), -1)
+            for z in latents
+        ],
+        dim=1,
+    )
+    targets, channels = len(latents), reader.channels
+    per_batch = max(1, batch_size // targets)
+    acc = np.zeros((targets, channels, 0), dtype=np.float32)  # weighted sums from `emitted` on
     wsum = np.zeros(0, dtype=np.float32)
     emitted = 0
-    for b in range(0, len(starts), batch_size):
-        batch_starts = starts[b : b + batch_size]
+    for b in range(0, len(starts), per_batch):
+        batch_starts = starts[b : b + per_batch]
         chunks = np.stack([reader.read(s, plan.segment) for s in batch_starts])
-        if per_chunk:
-            z = latent[b : b + len(batch_starts)]
-        else:
-            z = latent.reshape(1, -1).expand(len(batch_starts), -1)
-        est = _separate_chunks(model, chunks, reader.sample_rate, z.float(), device)
+        z = table[b : b + len(batch_starts)]
+        est = _separate_chunks(model, chunks, reader.sample_rate, z, device, masks, rest)
         if progress is not None:
-            done = b + len(batch_starts)
             progress(
                 {
                     "stage": "separate",
-                    "done": done,
+                    "done": b + len(batch_starts),
                     "total": len(starts),
                     "seconds": min(reader.frames, batch_starts[-1] + plan.segment)
                     / reader.sample_rate,
                 }
             )
         end = batch_starts[-1] + plan.segment - emitted
-        if end > acc.shape[1]:
-            acc = np.concatenate(
-                [acc, np.zeros((channels, end - acc.shape[1]), np.float32)], axis=1
-            )
-            wsum = np.concatenate([wsum, np.zeros(end - wsum.shape[0], np.float32)])
+        if end > acc.shape[-1]:
+            grow = end - acc.shape[-1]
+            acc = np.concatenate([acc, np.zeros((targets, channels, grow), np.float32)], axis=-1)
+            wsum = np.concatenate([wsum, np.zeros(grow, np.float32)])
         for s, e in zip(batch_starts, est, strict=True):
             o = s - emitted
-            acc[:, o : o + plan.segment] += e * window
+            acc[..., o : o + plan.segment] += e * window
             wsum[o : o + plan.segment] += window
-        next_start = starts[b + batch_size] if b + batch_size < len(starts) else reader.frames
+        next_start = starts[b + per_batch] if b + per_batch < len(starts) else reader.frames
         ready = min(next_start, reader.frames) - emitted
         if ready > 0:
-            yield acc[:, :ready] / wsum[:ready]
-            acc, wsum = acc[:, ready:], wsum[ready:]
+            yield acc[..., :ready] / wsum[:ready]
+            acc, wsum = acc[..., ready:], wsum[ready:]
             emitted += ready
 
 
 def separate_array(
-    model: QuerySeparator, audio: np.ndarray, sample_rate: int, latent: Latent, **kwargs: object
+    model: Network, audio: np.ndarray, sample_rate: int, latent: Latent, **kwargs: object
 ) -> np.ndarray:
-    """:func:`separate_stream` on an in-memory ``(channels, samples)`` array."""
+    """One target of an in-memory ``(channels, samples)`` array: :func:`separate_stream` with one
+    latent, the estimate ``(channels, samples)``."""
     reader = AudioReader(audio, sample_rate)
-    blocks = list(separate_stream(model, reader, latent, **kwargs))  # type: ignore[arg-type]
-    return np.concatenate(blocks, axis=1)
+    blocks = list(separate_stream(model, reader, [latent], **kwargs))  # type: ignore[arg-type]
+    return np.concatenate(blocks, axis=-1)[0]

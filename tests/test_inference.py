@@ -1,4 +1,5 @@
-"""The separation core: chunked overlap-add, output format, slerp, mask mapping, streaming memory."""
+"""The separation core: chunked overlap-add, output format, slerp, mask mapping, streaming memory,
+several targets in one pass and how their masks combine."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ import pytest
 import torch
 from conftest import make_audio, make_tiny_model
 
+import aqsep.inference
 from aqsep.api import Separator
 from aqsep.audio import AudioReader
-from aqsep.errors import QueryError
-from aqsep.inference import ChunkPlan, crossfade_window, map_mask, separate_array, separate_stream
+from aqsep.errors import QueryError, SettingError
+from aqsep.inference import (
+    ChunkPlan,
+    combine_masks,
+    crossfade_window,
+    interpolate_mask,
+    map_mask,
+    native_grid,
+    separate_array,
+    separate_stream,
+)
 from aqsep.model import QuerySeparator
 from aqsep.query import encode_blocks, encode_clip, slerp
 
@@ -160,6 +171,152 @@ def test_map_mask_on_the_same_grid_is_the_identity():
     torch.testing.assert_close(out, mask)
 
 
+def _grids(sr: int) -> dict:
+    """map_mask's keywords from the tiny model's grid to its native grid at ``sr``."""
+    a = make_tiny_model().config.audio
+    n_fft, hop = native_grid(make_tiny_model(), sr)
+    return {
+        "src_sr": a.sample_rate,
+        "src_n_fft": a.n_fft,
+        "src_hop": a.hop_length,
+        "dst_sr": sr,
+        "dst_n_fft": n_fft,
+        "dst_hop": hop,
+    }
+
+
+@pytest.mark.parametrize("sr", [22050, 44100, 88200])
+@pytest.mark.parametrize("frame_change", [-2, 0, 1, 3])
+def test_map_mask_on_coinciding_grids_takes_the_mask_as_it_is(monkeypatch, sr, frame_change):
+    # every input at the model's rate times 1, 2, 4: the same bin spacing in Hz and the same hop
+    # in seconds; the exact path must agree with the interpolating one (whose positions carry
+    # float rounding) and must not interpolate
+    grids = _grids(sr)
+    mask = torch.rand(3, 129, 20, generator=torch.Generator().manual_seed(sr))
+    frames = 20 + frame_change
+    expected = interpolate_mask(mask, **grids, dst_frames=frames)
+    monkeypatch.setattr(
+        "aqsep.inference.interpolate_mask", lambda *a, **k: pytest.fail("interpolated")
+    )
+    out = map_mask(mask, **grids, dst_frames=frames)
+    assert out.shape == expected.shape == (3, grids["dst_n_fft"] // 2 + 1, frames)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(out[:, :129, : min(frames, 20)], mask[:, :, : min(frames, 20)])
+
+
+@pytest.mark.parametrize("sr", [8000, 32000, 48000])
+def test_map_mask_interpolates_when_the_grids_differ(monkeypatch, sr):
+    grids = _grids(sr)
+    mask = torch.rand(2, 129, 16, generator=torch.Generator().manual_seed(1))
+    calls = []
+    real = interpolate_mask
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("aqsep.inference.interpolate_mask", spy)
+    map_mask(mask, **grids, dst_frames=16)
+    assert calls == [1]
+
+
+def test_separation_at_twice_the_model_rate_is_unchanged_by_the_exact_path(model, monkeypatch):
+    # the whole separation of a 44.1 kHz input through the exact path and through interpolation
+    audio = make_audio(1.0, 44100, channels=2, seed=7)
+    z = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(2))
+    fast = separate_array(model, audio, 44100, z, batch_size=2)
+    monkeypatch.setattr("aqsep.inference.map_mask", interpolate_mask)
+    slow = separate_array(model, audio, 44100, z, batch_size=2)
+    assert np.abs(fast - slow).max() < 1e-4 * np.abs(audio).max()
+
+
+# ---- several targets in one pass -------------------------------------------------------------
+def test_ratio_masks_add_up_to_one_and_keep_their_proportions():
+    m = torch.rand(2, 4, 9, 7, generator=torch.Generator().manual_seed(0))
+    m[0, :, 0, 0] = 0.0  # no target claims this bin: equal shares
+    r = combine_masks(m, "ratio")
+    torch.testing.assert_close(r.sum(dim=1), torch.ones(2, 9, 7))
+    torch.testing.assert_close(r[0, :, 0, 0], torch.full((4,), 0.25))
+    ratio = r[1, 0] / r[1, 1]
+    torch.testing.assert_close(ratio, m[1, 0] / m[1, 1])
+    torch.testing.assert_close(combine_masks(m, "independent"), m)
+    with pytest.raises(SettingError, match="unknown mask rule 'soft'"):
+        combine_masks(m, "soft")
+
+
+def test_ratio_masks_with_a_rest_only_scale_down_what_claims_more_than_the_whole():
+    m = torch.tensor([[0.2, 0.9], [0.3, 0.6]])[:, :, None]  # (targets, bins, frames)
+    r = combine_masks(m, "ratio", rest=True)
+    torch.testing.assert_close(r[:, 0], m[:, 0])  # 0.5 in all: kept, the rest takes 0.5
+    torch.testing.assert_close(r[:, 1], m[:, 1] / 1.5)  # 1.5 in all: scaled to 1
+    assert float(r.sum(dim=0).max()) <= 1.0 + 1e-6
+
+
+def test_every_class_sums_to_the_input(tiny_model_dir):
+    # the check of the feature: a generated song into every class of a tiny model; the stems
+    # add up to the song (error below 1e-4 of full scale) with normalised masks
+    sep = Separator(tiny_model_dir, device="cpu")
+    assert sep.coarse_classes == ["bass", "drums", "other", "vocals"]
+    for sr in (22050, 44100, 48000):
+        song = make_audio(1.3, sr, channels=2, seed=sr)
+        stems = sep.separate(song, sr, {c: sep.class_latent(c) for c in sep.coarse_classes})
+        assert list(stems) == sep.coarse_classes
+        total = sum(stems.values())
+        assert np.abs(total - song).max() < 1e-4  # full scale is 1.0
+        assert all(np.abs(s).max() > 1e-3 for s in stems.values())  # each stem holds something
+        # the same pass with independent masks: the estimates do not add up to the song
+        free = sep.separate(
+            song, sr, {c: sep.class_latent(c) for c in sep.coarse_classes}, masks="independent"
+        )
+        assert np.abs(sum(free.values()) - song).max() > 1e-2
+
+
+def test_one_pass_of_several_targets_equals_separate_passes(model, monkeypatch):
+    audio = make_audio(1.2, 44100, channels=2, seed=8)
+    g = torch.Generator().manual_seed(3)
+    zs = [torch.randn(model.latent_dim, generator=g) for _ in range(3)]
+    alone = [separate_array(model, audio, 44100, z, batch_size=3) for z in zs]
+    calls = {"stft": 0, "mask": []}
+    real_stft, real_mask = aqsep.inference.stft, QuerySeparator.mask
+
+    def count_stft(*args, **kwargs):
+        calls["stft"] += 1
+        return real_stft(*args, **kwargs)
+
+    def count_mask(self, magnitude, z):
+        calls["mask"].append(magnitude.shape[0])
+        return real_mask(self, magnitude, z)
+
+    monkeypatch.setattr(aqsep.inference, "stft", count_stft)
+    monkeypatch.setattr(QuerySeparator, "mask", count_mask)
+    with AudioReader(audio, 44100) as reader:
+        together = np.concatenate(list(separate_stream(model, reader, zs, batch_size=3)), axis=-1)
+    plan = ChunkPlan.for_model(model, audio.shape[1], 44100)
+    # one chunk per batch (3 targets in a batch of 3): two STFTs per chunk, one at the model's
+    # rate and one at the input's, and one network call holding the chunk's three latents
+    assert calls["stft"] == 2 * len(plan.starts)
+    assert calls["mask"] == [3] * len(plan.starts)
+    assert together.shape == (3, *audio.shape)
+    for est, ref in zip(together, alone, strict=True):
+        np.testing.assert_allclose(est, ref, atol=1e-5)
+
+
+def test_several_targets_with_one_latent_per_chunk(model):
+    audio = make_audio(1.0, SR, channels=1, seed=9)
+    plan = ChunkPlan.for_model(model, audio.shape[1], SR, None, 0.25)
+    g = torch.Generator().manual_seed(4)
+    per_chunk = torch.randn(len(plan.starts), model.latent_dim, generator=g)
+    whole = torch.randn(model.latent_dim, generator=g)
+    with AudioReader(audio, SR) as reader:
+        both = np.concatenate(list(separate_stream(model, reader, [per_chunk, whole])), axis=-1)
+    np.testing.assert_allclose(both[0], separate_array(model, audio, SR, per_chunk), atol=1e-5)
+    np.testing.assert_allclose(both[1], separate_array(model, audio, SR, whole), atol=1e-5)
+    with AudioReader(audio, SR) as reader, pytest.raises(QueryError, match="latents were given"):
+        list(separate_stream(model, reader, [whole, per_chunk[:2]]))
+    with AudioReader(audio, SR) as reader, pytest.raises(QueryError, match="no latent"):
+        list(separate_stream(model, reader, []))
+
+
 # ---- streaming: memory does not grow with the input ------------------------------------------
 class SyntheticReader:
     """Duck-types :class:`AudioReader`: generates any length on the fly and records what was read."""
@@ -186,7 +343,7 @@ def _stream(model, reader, batch_size: int, segment: float) -> tuple[int, int, i
     for block in separate_stream(
         model,
         reader,
-        torch.zeros(model.latent_dim),
+        [torch.zeros(model.latent_dim)],
         segment=segment,
         overlap=0.25,
         batch_size=batch_size,
@@ -194,7 +351,8 @@ def _stream(model, reader, batch_size: int, segment: float) -> tuple[int, int, i
         held = reader.max_end - emitted  # read from the input, not yet handed to the caller
         held_max = max(held_max, held)
         assert held <= (batch_size + 1) * seg
-        emitted += block.shape[1]
+        assert block.shape[:2] == (1, reader.channels)
+        emitted += block.shape[-1]
         blocks += 1
     return blocks, emitted, held_max
 
@@ -228,8 +386,8 @@ def test_file_reader_streams_blocks(tmp_path, model, identity_mask):
     sf.write(tmp_path / "a.wav", audio.T, SR, subtype="FLOAT")
     with AudioReader(tmp_path / "a.wav") as reader:
         out = np.concatenate(
-            list(separate_stream(model, reader, torch.zeros(8), batch_size=1)), axis=1
-        )
+            list(separate_stream(model, reader, [torch.zeros(8)], batch_size=1)), axis=-1
+        )[0]
     assert np.abs(out - audio).max() < 1e-4
 
 
@@ -260,7 +418,7 @@ def test_refine_is_separate_then_encode_the_estimate(tiny_model_dir):
     torch.testing.assert_close(sep.refine((song, 44100), z, steps=1), expected)
     # encoding the estimate block by block as it streams gives the latent of the whole estimate
     with AudioReader(song, 44100) as reader:
-        blocks = separate_stream(sep.model, reader, z, batch_size=1)
+        blocks = (b[0] for b in separate_stream(sep.model, reader, [z], batch_size=1))
         torch.testing.assert_close(encode_blocks(sep.model, blocks, 44100), expected)
 
 
