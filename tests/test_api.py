@@ -204,3 +204,53 @@ def test_a_chunk_is_never_longer_than_the_input(tiny_model_dir, monkeypatch):
         audio, 22050, sep.class_latent("drums")
     )["target"]
     np.testing.assert_allclose(out, whole, atol=1e-6)
+
+
+# ---- several targets --------------------------------------------------------------------------
+def test_separate_takes_named_latents_and_returns_them_in_order(sep):
+    audio = make_audio(0.7, 44100, 2, seed=11)
+    latents = {"vocals": sep.class_latent("vocals"), "drums": sep.class_latent("drums")}
+    out = sep.separate(audio, 44100, latents, residual=True)
+    assert list(out) == ["vocals", "drums", "rest"]
+    assert all(v.shape == audio.shape and v.dtype == np.float32 for v in out.values())
+    assert np.abs(sum(out.values()) - audio).max() < 1e-4
+    # ratio masks with a rest only scale down: each estimate is at most its independent one
+    free = sep.separate(audio, 44100, latents, masks="independent")
+    single = sep.separate(audio, 44100, latents["drums"])["target"]
+    np.testing.assert_allclose(free["drums"], single, atol=1e-5)
+    mono = sep.separate(audio[0], 44100, latents)
+    assert mono["vocals"].shape == audio[0].shape
+    assert np.abs(mono["vocals"] + mono["drums"] - audio[0]).max() < 1e-4
+
+
+def test_separate_file_writes_one_file_per_name(sep, tmp_path):
+    song = write_file(tmp_path / "song.wav", make_audio(0.7, 22050, 2, seed=12), 22050)
+    latents = {c: sep.class_latent(c) for c in sep.coarse_classes}
+    result = sep.separate_file(song, tmp_path / "out", latents, bits="32f")
+    assert list(result.outputs) == sep.coarse_classes
+    stems = [sf.read(str(p), always_2d=True)[0] for p in result.outputs.values()]
+    assert np.abs(sum(stems) - sf.read(str(song), always_2d=True)[0]).max() < 1e-4
+    assert sep.separate_file(song, tmp_path / "out", latents).skipped
+
+
+def test_bad_named_latents_are_clear_errors(sep, tmp_path):
+    audio = make_audio(0.3, 22050, 1)
+    z = sep.class_latent("bass")
+    with pytest.raises(QueryError, match="no target given"):
+        sep.separate(audio, 22050, {})
+    with pytest.raises(OutputError, match="'rest' is taken"):
+        sep.separate(audio, 22050, {"rest": z}, residual=True)
+    with pytest.raises(OutputError, match="bad output name '../x'"):
+        sep.separate(audio, 22050, {"../x": z})
+    with pytest.raises(OutputError, match="two outputs would be named"):
+        sep.separate(audio, 22050, {"Bass": z, "bass": z})
+    with pytest.raises(QueryError, match="does not fit this model"):
+        sep.separate(audio, 22050, {"a": z, "b": torch.zeros(3)})
+    with pytest.raises(SettingError, match="unknown mask rule 'soft'"):
+        sep.separate(audio, 22050, {"a": z, "b": z}, masks="soft")
+    with pytest.raises(SettingError, match="whole input back") as err:
+        sep.separate(audio, 22050, z, masks="ratio")
+    no_flags(err)
+    # the rest makes ratio masks of one target meaningful: they are then its own mask
+    one = sep.separate(audio, 22050, z, masks="ratio", residual=True)
+    np.testing.assert_allclose(one["target"], sep.separate(audio, 22050, z)["target"], atol=1e-6)

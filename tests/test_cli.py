@@ -313,13 +313,20 @@ def test_one_bad_track_does_not_stop_the_others(cli, tmp_path, tiny_model_dir):
 
 def test_usage_errors_are_one_line(cli, song, tiny_model_dir):
     assert (
-        "one of the arguments --query --query-range --target is required"
+        "nothing to separate: give --target(s)"
         in cli("separate", song, "--model", tiny_model_dir).one_line_error()
     )
     assert (
-        "not allowed with argument"
-        in cli("separate", song, "--target", "a", "--query", song).one_line_error()
+        "--each gives one output per --query clip"
+        in cli(
+            "separate", song, "--target", "a", "--each", "--model", tiny_model_dir
+        ).one_line_error()
     )
+    assert (
+        "bad class name in 'vocals,,drums'"
+        in cli("separate", song, "--targets", "vocals,,drums").one_line_error()
+    )
+    assert "--masks" in cli("separate", song, "--target", "a", "--masks", "soft").one_line_error()
     assert (
         "--overlap" in cli("separate", song, "--target", "a", "--overlap", "1.0").one_line_error()
     )
@@ -389,6 +396,234 @@ def test_progress_bar_counts_chunks_of_every_pass(cli, tmp_path, song, tiny_mode
     assert "chunk" in res.err  # tqdm writes to stderr; the bar is removed when the track is done
 
 
+# ---- several outputs in one pass ----------------------------------------------------------------
+def _read(path):
+    return sf.read(str(path), always_2d=True)[0]
+
+
+def test_targets_all_writes_every_class_summing_to_the_input(cli, tmp_path, song, tiny_model_dir):
+    out = tmp_path / "out"
+    res = cli(
+        "separate", song, "--targets", "all", "--bits", "32f", "--model", tiny_model_dir, "-o", out
+    )
+    assert res.code == 0, res.err
+    names = ["bass", "drums", "other", "vocals"]
+    assert "song: bass.wav, drums.wav, other.wav, vocals.wav ->" in res.out
+    stems = [_read(out / "song" / f"{n}.wav") for n in names]
+    for name, stem in zip(names, stems, strict=True):
+        assert_like(out / "song" / f"{name}.wav", song, subtype="FLOAT")
+        assert np.abs(stem).max() > 1e-3
+    assert np.abs(sum(stems) - _read(song)).max() < 1e-4  # ratio masks by default
+    # one pass gives what separate runs give with independent masks, named the same way
+    free = tmp_path / "free"
+    assert (
+        cli(
+            "separate",
+            song,
+            "--targets",
+            "drums,Vocals",
+            "--masks",
+            "independent",
+            "--bits",
+            "32f",
+            "--model",
+            tiny_model_dir,
+            "-o",
+            free,
+        ).code
+        == 0
+    )
+    alone = tmp_path / "alone"
+    assert (
+        cli(
+            "separate",
+            song,
+            "--target",
+            "vocals",
+            "--bits",
+            "32f",
+            "--model",
+            tiny_model_dir,
+            "-o",
+            alone,
+        ).code
+        == 0
+    )
+    np.testing.assert_allclose(
+        _read(free / "song" / "vocals.wav"), _read(alone / "song" / "vocals.wav"), atol=1e-5
+    )
+    assert sorted(p.name for p in (free / "song").iterdir()) == ["drums.wav", "vocals.wav"]
+
+
+def test_several_targets_with_residual_sum_to_the_input(cli, tmp_path, song, tiny_model_dir):
+    out = tmp_path / "out"
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "vocals",
+        "--target",
+        "drums,vocals",
+        "--residual",
+        "--bits",
+        "32f",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (out / "song").iterdir()) == [
+        "drums.wav",
+        "rest.wav",
+        "vocals.wav",
+    ]
+    parts = [_read(out / "song" / f"{n}.wav") for n in ("vocals", "drums", "rest")]
+    assert np.abs(sum(parts) - _read(song)).max() < 1e-4
+
+
+def test_each_query_clip_gives_its_own_output_in_one_run(cli, tmp_path, song, tiny_model_dir):
+    clips = [
+        write_file(tmp_path / "clips" / f"{n}.wav", make_audio(0.6, 22050, 1, seed=s), 22050)
+        for s, n in enumerate(("kick", "snare", "hat.take2"))
+    ]
+    out = tmp_path / "out"
+    res = cli(
+        "separate",
+        song,
+        "--query",
+        *clips,
+        "--each",
+        "--bits",
+        "32f",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
+    assert res.code == 0, res.err
+    written = sorted(p.name for p in (out / "song").iterdir())
+    assert written == ["hat.take2.wav", "kick.wav", "snare.wav"]
+    # each is that clip's own separation (independent masks), not the average of the three
+    alone = tmp_path / "alone"
+    assert (
+        cli(
+            "separate",
+            song,
+            "--query",
+            clips[1],
+            "--bits",
+            "32f",
+            "--model",
+            tiny_model_dir,
+            "-o",
+            alone,
+        ).code
+        == 0
+    )
+    np.testing.assert_allclose(
+        _read(out / "song" / "snare.wav"), _read(alone / "song" / "target.wav"), atol=1e-5
+    )
+    assert np.abs(_read(out / "song" / "kick.wav") - _read(out / "song" / "snare.wav")).max() > 1e-6
+
+
+def test_mixed_query_kinds_each_name_an_output(cli, tmp_path, song, clip, tiny_model_dir):
+    out = tmp_path / "out"
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "bass",
+        "--query",
+        clip,
+        "--query-range",
+        "0.2:1.2",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    )
+    assert res.code == 0, res.err
+    written = sorted(p.name for p in (out / "song").iterdir())
+    assert written == ["bass.wav", "range.wav", "target.wav"]
+    named = tmp_path / "named"
+    res = cli(
+        "separate",
+        song,
+        "--target",
+        "bass",
+        "--query-range",
+        "0.2:1.2",
+        "--name",
+        "guitar",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        named,
+    )
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (named / "song").iterdir()) == ["bass.wav", "guitar.wav"]
+
+
+def test_output_names_that_clash_are_refused_before_any_work(cli, tmp_path, song, tiny_model_dir):
+    a = write_file(tmp_path / "a" / "kick.wav", make_audio(0.6, 22050, 1, seed=1), 22050)
+    b = write_file(tmp_path / "b" / "kick.wav", make_audio(0.6, 22050, 1, seed=2), 22050)
+    out = tmp_path / "out"
+    line = cli(
+        "separate", song, "--query", a, b, "--each", "--model", tiny_model_dir, "-o", out
+    ).one_line_error()
+    assert "two outputs would be written to kick.<ext>" in line
+    rest = write_file(tmp_path / "rest.wav", make_audio(0.6, 22050, 1, seed=3), 22050)
+    line = cli(
+        "separate",
+        song,
+        "--query",
+        rest,
+        "--each",
+        "--target",
+        "bass",
+        "--residual",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    ).one_line_error()
+    assert "'rest' is taken by --residual" in line
+    line = cli(
+        "separate",
+        song,
+        "--targets",
+        "bass,drums",
+        "--name",
+        "x",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    ).one_line_error()
+    assert "--name names the output of --query or --query-range" in line
+    line = cli(
+        "separate",
+        song,
+        "--target",
+        "bass",
+        "--masks",
+        "ratio",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+    ).one_line_error()
+    assert "--masks ratio with one output" in line
+    assert (
+        "unknown class 'nope'"
+        in cli(
+            "separate", song, "--targets", "bass,nope", "--model", tiny_model_dir, "-o", out
+        ).one_line_error()
+    )
+    assert not out.exists()
+
+
 # ---- help ---------------------------------------------------------------------------------------
 def test_top_level_help(cli):
     res = cli("--help")
@@ -413,6 +648,9 @@ def test_separate_help_has_examples(cli):
         "--refine",
         "--residual",
         "--force",
+        "--targets all",
+        "--each",
+        "--masks",
     ):
         assert text in out
 

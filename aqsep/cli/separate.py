@@ -1,4 +1,7 @@
-"""`aqsep separate`: take one source out of songs, chosen by a query clip, a time range or a class."""
+"""`aqsep separate`: take sources out of songs, chosen by query clips, time ranges or classes.
+
+Every output of a run (classes, the averaged query, each query clip, the range) is separated in
+one pass over each input."""
 
 from __future__ import annotations
 
@@ -15,18 +18,35 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aqsep.api import Separator, track_outputs
+from aqsep.api import DEFAULT_MASKS, Separator, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
 from aqsep.errors import AqsepError, AudioError, ModelError, OutputError, QueryError
+from aqsep.inference import MASK_RULES
 
 EPILOG = """\
-queries (exactly one of):
-  --query CLIP [CLIP ...]   audio examples of the sound to extract; several clips are
-                            averaged in latent space
-  --query-range RANGE       a time range of each input itself where the sound plays
-                            alone (each input gets its own query)
-  --target CLASS            a class the model knows (its stored mean latent), e.g. drums
+queries (one or more; each gives its own output, all separated in one pass):
+  --target CLASS[,CLASS...]  classes the model knows (their stored mean latents), e.g.
+  --targets LIST             drums, or vocals,drums,bass,other; "all" is every coarse
+                             class of the model (the stems of a whole song)
+  --query CLIP [CLIP ...]    audio examples of the sound to extract, averaged in latent
+                             space into one output (with --each: one output per clip,
+                             named after the clip)
+  --query-range RANGE        a time range of each input itself where the sound plays
+                             alone (each input gets its own query)
+
+outputs are named after their class, their clip (--each), or --name (default "target") for
+--query and --query-range; with both, the range's output is "range". With --residual,
+rest.<ext> is the input minus every output.
+
+masks (--masks), when a run has several outputs:
+  ratio        the outputs' masks are scaled to add up to one in every time-frequency bin
+               (normalised ratio masks), so the outputs sum to the input; with --residual
+               the rest shares the bins too, taking what the outputs leave (masks are only
+               scaled down where they claim more than the whole). Default for several
+               outputs; give every source of the song (--targets all) or add --residual.
+  independent  each output as if separated alone (the default for one output and for
+               --each, whose clips are alternatives to compare, not parts of the song)
 
 time ranges (--query-range):
   START-END    each side in seconds (65.5) or clock time (1:05.5, 1:02:03)
@@ -35,7 +55,10 @@ time ranges (--query-range):
 
 examples:
   aqsep separate song.wav --target vocals
+  aqsep separate song.wav --targets all                     # every stem, summing to the song
+  aqsep separate song.wav --targets vocals,drums --residual
   aqsep separate song.flac --query hihat.wav -o stems/ --residual
+  aqsep separate song.flac --query clips/*.wav --each       # one output per clip
   aqsep separate album/ "live/*.mp3" --query-range 1:05-1:20 --name guitar
   aqsep separate song.wav --target drums --blend bass:0.3 --refine 2
   aqsep separate song.wav --query a.wav b.wav --format flac --bits 24 --force
@@ -167,12 +190,15 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _class_name(text: str) -> str:
-    if not text.strip():
+def class_names(text: str) -> list[str]:
+    """``CLASS[,CLASS...]`` (or ``all``): class names, stripped, none empty."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
         raise argparse.ArgumentTypeError(
-            "bad class name '': give a class the model knows, e.g. vocals or drums"
+            f"bad class name in {text!r}: give classes the model knows, e.g. vocals or "
+            "vocals,drums (or all)"
         )
-    return text.strip()
+    return names
 
 
 def _name(text: str) -> str:
@@ -200,25 +226,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="INPUT",
         help="audio files, folders (the audio files inside) or glob patterns",
     )
-    query = parser.add_mutually_exclusive_group(required=True)
-    query.add_argument(
+    parser.add_argument(
+        "--target",
+        "--targets",
+        dest="targets",
+        type=class_names,
+        action="extend",
+        metavar="CLASS[,CLASS...]",
+        help="classes the model knows, e.g. drums or vocals,drums,bass,other; 'all': every "
+        "coarse class of the model",
+    )
+    parser.add_argument(
         "--query",
         nargs="+",
         action="extend",
         metavar="CLIP",
         help="audio clip(s) of the sound to extract, averaged in latent space",
     )
-    query.add_argument(
+    parser.add_argument(
+        "--each",
+        action="store_true",
+        help="one output per --query clip, named after the clip, instead of their average",
+    )
+    parser.add_argument(
         "--query-range",
         type=parse_range,
         metavar="RANGE",
         help="a time range of each input used as its own query (see below)",
-    )
-    query.add_argument(
-        "--target",
-        type=_class_name,
-        metavar="CLASS",
-        help="a class the model knows, e.g. vocals or drums",
     )
     parser.add_argument(
         "--model",
@@ -241,7 +275,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--residual",
         action="store_true",
-        help="also write rest.<ext> (the input minus the estimate)",
+        help="also write rest.<ext> (the input minus every output)",
+    )
+    parser.add_argument(
+        "--masks",
+        choices=MASK_RULES,
+        help=f"how the masks of several outputs combine (see below; default {DEFAULT_MASKS} for "
+        "several outputs, independent for one and for --each)",
     )
     parser.add_argument(
         "-o",
@@ -254,7 +294,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--name",
         type=_name,
         metavar="NAME",
-        help="output file name (default: the class name, or 'target' for a query)",
+        help="output file name of --query or --query-range (default 'target'), or of the one "
+        "output of a run",
     )
     add_chunk_arguments(parser)
     parser.add_argument(
@@ -316,23 +357,90 @@ def _other_latent(sep: Separator, other: str) -> torch.Tensor:
     return sep.class_latent(other)
 
 
+@dataclass(frozen=True)
+class Output:
+    """One output of a run: its file name and where its latent comes from."""
+
+    name: str
+    kind: str  # "class", "query" (the clips averaged), "clip" (--each), "range"
+    source: str | tuple[Path, ...] = ()
+
+
+def plan_outputs(args: argparse.Namespace, coarse: Sequence[str]) -> list[Output]:
+    """The outputs the arguments ask for, in order: classes, the query, each clip, the range.
+
+    ``coarse``: the model's coarse classes, for ``all``.
+    """
+    if not (args.targets or args.query or args.query_range):
+        raise QueryError(
+            "nothing to separate: give --target(s) CLASS[,CLASS...], --query CLIP... or "
+            "--query-range RANGE"
+        )
+    if args.each and not args.query:
+        raise QueryError("--each gives one output per --query clip: give the clips with --query")
+    outputs: list[Output] = []
+    for cls in args.targets or []:  # a class named twice (or also by "all") gives one output
+        wanted = list(coarse) if cls.lower() == "all" else [cls]
+        if cls.lower() == "all" and not coarse:
+            raise QueryError("--targets all: this model stores no coarse class")
+        known = {o.name for o in outputs}
+        outputs.extend(Output(c.lower(), "class", c) for c in wanted if c.lower() not in known)
+    clips = tuple(Path(q) for q in args.query or [])
+    averaged = bool(clips) and not args.each
+    if args.each:
+        outputs.extend(Output(track_outputs(c, ".")[0], "clip", (c,)) for c in clips)
+    elif averaged:
+        outputs.append(Output(args.name or "target", "query", clips))
+    if args.query_range:
+        outputs.append(Output("range" if averaged else args.name or "target", "range"))
+    if args.name and not any(o.name == args.name for o in outputs):
+        if len(outputs) > 1:
+            raise OutputError(
+                "--name names the output of --query or --query-range; classes and --each clips "
+                "give their outputs their own names"
+            )
+        outputs = [Output(args.name, outputs[0].kind, outputs[0].source)]
+    seen: dict[str, Output] = {}
+    for out in outputs:
+        if out.name.lower() in seen:
+            first = seen[out.name.lower()]
+            raise OutputError(
+                f"two outputs would be written to {out.name}.<ext> ({_what(first)} and "
+                f"{_what(out)}); rename a clip, or use --name"
+            )
+        seen[out.name.lower()] = out
+    if args.residual and "rest" in seen:
+        raise OutputError(
+            f"the output name 'rest' is taken by --residual ({_what(seen['rest'])}); "
+            "choose another name"
+        )
+    return outputs
+
+
+def _what(out: Output) -> str:
+    if out.kind == "class":
+        return f"class {out.source}"
+    if out.kind == "clip":
+        return f"clip {out.source[0]}"
+    return "--query-range" if out.kind == "range" else "--query"
+
+
 def run(args: argparse.Namespace) -> int:
     ext, debug = args.format, getattr(args, "debug", False)
     if ext == "flac" and args.bits == "32f":
         raise OutputError("FLAC cannot store float samples; use --bits 16 or 24, or --format wav")
-    name = args.name or (args.target.lower() if args.target else "target")
-    if args.residual and name == "rest":
-        raise OutputError("the output name 'rest' is taken by --residual; choose another --name")
     inputs = expand_inputs(args.inputs)
     tracks: dict[str, Path] = {}
     for path in inputs:
-        track, _ = track_outputs(path, args.out, name=name, ext=ext)
+        track, _ = track_outputs(path, args.out, ext=ext)
         if track in tracks:
             raise OutputError(
                 f"{tracks[track]} and {path} would both be written to {Path(args.out) / track}; "
                 "rename one or separate them into different --out folders"
             )
         tracks[track] = path
+    if not (args.targets or args.query or args.query_range):
+        plan_outputs(args, [])  # says what is missing, before the model loads
 
     try:
         sep = Separator(args.model, **chunk_options(args))
@@ -340,42 +448,54 @@ def run(args: argparse.Namespace) -> int:
         if args.model is None:  # the bundled model: say how to give another
             raise ModelError(f"{err} (--model PATH)") from None
         raise
-    if args.target:
-        base: torch.Tensor | None = sep.class_latent(args.target)
-    elif args.query:
-        base = sep.query_latent([Path(q) for q in args.query])
-    else:
-        base = None
+    outputs = plan_outputs(args, sep.coarse_classes)
+    names = [o.name for o in outputs]
+    masks = args.masks or ("independent" if args.each or len(outputs) == 1 else DEFAULT_MASKS)
+    if masks == "ratio" and len(outputs) == 1 and not args.residual:
+        raise QueryError(
+            "--masks ratio with one output and no --residual would give the whole input back: "
+            "ask for several outputs, add --residual, or use --masks independent"
+        )
+    fixed: dict[str, torch.Tensor] = {}
+    for out in outputs:
+        if out.kind == "class":
+            fixed[out.name] = sep.class_latent(str(out.source))
+        elif out.kind in ("query", "clip"):
+            fixed[out.name] = sep.query_latent(list(out.source))
     other = _other_latent(sep, args.blend.other) if args.blend else None
 
     failed = 0
     for track, path in tracks.items():
-        _, outputs = track_outputs(path, args.out, name=name, residual=args.residual, ext=ext)
-        if not args.force and all(p.exists() for p in outputs.values()):
+        _, files = track_outputs(path, args.out, name=names, residual=args.residual, ext=ext)
+        folder = files[names[0]].parent
+        if not args.force and all(p.exists() for p in files.values()):
             if not args.quiet:
                 print(
-                    f"{track}: skipped, {', '.join(p.name for p in outputs.values())} already in "
-                    f"{outputs[name].parent} (--force redoes it)"
+                    f"{track}: skipped, {', '.join(p.name for p in files.values())} already in "
+                    f"{folder} (--force redoes it)"
                 )
             continue
-        bar = _ProgressBar(track, passes=1 + args.refine, enabled=not args.quiet)
+        bar = _ProgressBar(track, passes=1 + args.refine * len(outputs), enabled=not args.quiet)
         began = time.perf_counter()
         try:
-            if base is None:
-                r = args.query_range
-                latent = sep.range_latent(path, r.start, r.end)
-            else:
-                latent = base
-            if other is not None:
-                latent = sep.blend(latent, other, args.blend.alpha)
-            if args.refine:
-                latent = sep.refine(path, latent, args.refine, progress=bar)
+            latents = {}
+            for out in outputs:
+                if out.kind == "range":
+                    r = args.query_range
+                    latent = sep.range_latent(path, r.start, r.end)
+                else:
+                    latent = fixed[out.name]
+                if other is not None:
+                    latent = sep.blend(latent, other, args.blend.alpha)
+                if args.refine:
+                    latent = sep.refine(path, latent, args.refine, progress=bar)
+                latents[out.name] = latent
             result = sep.separate_file(
                 path,
                 args.out,
-                latent,
-                name=name,
+                latents,
                 residual=args.residual,
+                masks=masks,
                 ext=ext,
                 bits=args.bits,
                 force=True,
@@ -400,7 +520,7 @@ def run(args: argparse.Namespace) -> int:
             clipped = f"; {result.clipped} samples clipped to [-1, 1]" if result.clipped else ""
             written = ", ".join(p.name for p in result.outputs.values())
             print(
-                f"{track}: {written} -> {outputs[name].parent} "
+                f"{track}: {written} -> {folder} "
                 f"({bar.seconds:.1f} s of audio in {elapsed:.1f} s{speed}){clipped}"
             )
     if failed:
