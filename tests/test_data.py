@@ -117,8 +117,9 @@ def test_resampled_excerpts_match_the_whole_file(tmp_path: Path) -> None:
 def test_reads_are_lazy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_track(tmp_path / "t", {"a": tone(20.0, 440), "b": tone(20.0, 220)})
     track = open_track(tmp_path / "t")
-    from aqsep.audio import AudioReader
+    from aqsep.data import stems
 
+    AudioReader = stems.AudioReader  # the class the reader uses (aqsep.audio may be reloaded)
     asked: list[int] = []
     real = AudioReader.read
     monkeypatch.setattr(
