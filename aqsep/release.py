@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -43,9 +43,15 @@ class ClassLatent:
     count: int = 0
 
 
+N = TypeVar("N")
+
+
 @dataclass
-class ReleasedModel:
-    model: QuerySeparator
+class ReleasedModel(Generic[N]):
+    """A loaded model: its network (a :class:`~aqsep.model.QuerySeparator`, or a runtime of its
+    exported graphs such as :class:`aqsep.onnx.OnnxNetwork`) and the class latents."""
+
+    model: N
     classes: dict[str, ClassLatent] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -198,19 +204,10 @@ def _check_not_pickle(path: Path) -> None:
     )
 
 
-def load_model(
-    name_or_path: str | Path | None = None, device: str | torch.device = "cpu"
-) -> ReleasedModel:
-    """Load a released model strictly. Raises :class:`ModelError` with a specific message."""
-    folder = resolve_model_path(name_or_path)
-    if not folder.is_dir():
-        raise ModelError(f"model folder {folder} does not exist")
-    weights, config_path, classes_path = folder / WEIGHTS, folder / CONFIG, folder / CLASSES
-    for p in (weights, config_path):
-        if not p.is_file():
-            raise ModelError(
-                f"model folder {folder} has no {p.name}; a released model needs {WEIGHTS} and {CONFIG}"
-            )
+def read_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The model configuration and metadata in ``folder/config.json`` (a released model's, or
+    its export's). Raises :class:`ModelError` with a specific message."""
+    config_path = folder / CONFIG
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -228,7 +225,44 @@ def load_model(
             f"{config_path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
         )
     try:
-        model_config = ModelConfig.from_dict(config["model"])
+        return ModelConfig.from_dict(config["model"]), config.get("metadata", {})
+    except (ValueError, TypeError) as err:
+        raise ModelError(f"{config_path}: inconsistent model config: {err}") from None
+
+
+def read_classes(folder: Path, latent_dim: int) -> dict[str, ClassLatent]:
+    """The class latents in ``folder/classes.json`` (none if there is no such file)."""
+    classes_path = folder / CLASSES
+    classes: dict[str, ClassLatent] = {}
+    if classes_path.is_file():
+        try:
+            raw = json.loads(classes_path.read_text())
+            classes = {k.lower(): ClassLatent(**v) for k, v in raw.items()}
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ModelError(f"{classes_path} is malformed: {err}") from None
+        for name, c in classes.items():
+            if len(c.latent) != latent_dim:
+                raise ModelError(
+                    f"{classes_path}: class {name!r} has a {len(c.latent)}-dim latent, model uses {latent_dim}"
+                )
+    return classes
+
+
+def load_model(
+    name_or_path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> ReleasedModel[QuerySeparator]:
+    """Load a released model strictly. Raises :class:`ModelError` with a specific message."""
+    folder = resolve_model_path(name_or_path)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist")
+    weights, config_path = folder / WEIGHTS, folder / CONFIG
+    for p in (weights, config_path):
+        if not p.is_file():
+            raise ModelError(
+                f"model folder {folder} has no {p.name}; a released model needs {WEIGHTS} and {CONFIG}"
+            )
+    model_config, metadata = read_config(folder)
+    try:
         model = QuerySeparator(model_config)
     except (ValueError, TypeError, AssertionError) as err:
         raise ModelError(f"{config_path}: inconsistent model config: {err}") from None
@@ -252,18 +286,5 @@ def load_model(
             )
     model.load_state_dict(state, strict=True)
     model.eval().to(device)
-    classes: dict[str, ClassLatent] = {}
-    if classes_path.is_file():
-        try:
-            raw = json.loads(classes_path.read_text())
-            classes = {k.lower(): ClassLatent(**v) for k, v in raw.items()}
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ModelError(f"{classes_path} is malformed: {err}") from None
-        for name, c in classes.items():
-            if len(c.latent) != model.latent_dim:
-                raise ModelError(
-                    f"{classes_path}: class {name!r} has a {len(c.latent)}-dim latent, model uses {model.latent_dim}"
-                )
-    return ReleasedModel(
-        model=model, classes=classes, metadata=config.get("metadata", {}), path=folder
-    )
+    classes = read_classes(folder, model.latent_dim)
+    return ReleasedModel(model=model, classes=classes, metadata=metadata, path=folder)
