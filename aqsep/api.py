@@ -28,6 +28,7 @@ from aqsep.audio import (
 )
 from aqsep.errors import AudioError, OutputError, QueryError, SettingError
 from aqsep.inference import MASK_RULES, ChunkPlan, Latent, Progress, separate_stream
+from aqsep.onnx import load_onnx_model
 from aqsep.query import encode_blocks, encode_reader, slerp
 from aqsep.release import ReleasedModel, load_model
 
@@ -42,6 +43,9 @@ Targets = Latent | Mapping[str, Latent]
 MAX_SEGMENT_SECONDS = 30.0
 MIN_SEGMENT_SECONDS = 0.1
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# What runs the networks: PyTorch, or onnxruntime on the CPU with an ONNX export of the model
+# (aqsep.onnx; the optional extra aqsep[onnx]). Both separate through the same core.
+BACKENDS = ("torch", "onnx")
 # The mask rule (aqsep.inference.combine_masks) when several outputs are separated together and no
 # rule is given: normalised ratio masks, so that the outputs sum to the input. Chosen from
 # docs/results.md ("Several targets in one pass"), which measures both rules per class.
@@ -145,12 +149,14 @@ class Separator:
 
     Args:
         model: a released model folder, a bundled model name, an already loaded
-            :class:`~aqsep.release.ReleasedModel`, or None for the bundled default.
-        device: "auto", "cpu", "cuda" or "mps".
+            :class:`~aqsep.release.ReleasedModel`, or None for the bundled default; with the
+            ``"onnx"`` backend, an ONNX export's folder (:func:`aqsep.onnx.export_onnx`).
+        device: "auto", "cpu", "cuda" or "mps" (the ``"onnx"`` backend: "auto" or "cpu").
         segment: chunk length in seconds (default: the model's excerpt length), from 0.1 to
             :data:`MAX_SEGMENT_SECONDS`; never longer than the input (or the model's excerpt).
         overlap: fraction of each chunk shared with the next, in [0, 1).
         batch_size: chunks per forward pass (a whole number >= 1).
+        backend: ``"torch"`` (PyTorch) or ``"onnx"`` (onnxruntime on the CPU).
 
     Raises:
         SettingError: a setting out of range or of the wrong type, or an unavailable device.
@@ -165,7 +171,10 @@ class Separator:
         segment: float | None = None,
         overlap: float = 0.25,
         batch_size: int = 4,
+        backend: str = "torch",
     ) -> None:
+        if backend not in BACKENDS:
+            raise SettingError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if segment is not None:
             segment = _number("segment", segment)
             if not MIN_SEGMENT_SECONDS <= segment <= MAX_SEGMENT_SECONDS:
@@ -177,8 +186,13 @@ class Separator:
         if not 0.0 <= overlap < 1.0:
             raise SettingError(f"overlap must be in [0, 1), got {overlap:g}")
         batch_size = _whole_number("batch size", batch_size, 1)
-        self.device = pick_device(device)
-        self.released = model if isinstance(model, ReleasedModel) else load_model(model)
+        self.device = pick_device("cpu" if backend == "onnx" and device == "auto" else device)
+        if isinstance(model, ReleasedModel):
+            self.released = model
+        elif backend == "onnx":
+            self.released = load_onnx_model(model)
+        else:
+            self.released = load_model(model)
         self.model = self.released.model.to(self.device).eval()
         self.segment, self.overlap, self.batch_size = segment, overlap, batch_size
 

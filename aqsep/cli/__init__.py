@@ -15,7 +15,8 @@ from typing import NoReturn
 from aqsep import __version__
 from aqsep.errors import AqsepError
 
-SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment", "serve")
+# modules of this package; each one's command is its name with "-" for "_"
+SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment", "serve", "export_onnx")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a subcommand this build does not include
         module.add_parser(sub)
-        _add_debug(sub.choices[name])
+        _add_debug(sub.choices[name.replace("_", "-")])
     return parser
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aqsep.api import DEFAULT_MASKS, Separator, track_outputs
+from aqsep.api import BACKENDS, DEFAULT_MASKS, Separator, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
 from aqsep.errors import AqsepError, AudioError, ModelError, OutputError, QueryError
@@ -257,7 +257,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model",
         metavar="PATH",
-        help="released model folder or bundled model name (default: the bundled model)",
+        help="released model folder or bundled model name (default: the bundled model); with "
+        "--backend onnx, the folder written by `aqsep export-onnx`",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="what runs the networks: PyTorch, or onnxruntime on the CPU with an ONNX export of "
+        "the model (pip install 'aqsep[onnx]') (default torch)",
     )
     parser.add_argument(
         "--blend",
@@ -443,7 +451,7 @@ def run(args: argparse.Namespace) -> int:
         plan_outputs(args, [])  # says what is missing, before the model loads
 
     try:
-        sep = Separator(args.model, **chunk_options(args))
+        sep = Separator(args.model, backend=args.backend, **chunk_options(args))
     except ModelError as err:
         if args.model is None:  # the bundled model: say how to give another
             raise ModelError(f"{err} (--model PATH)") from None

@@ -1,0 +1,400 @@
+"""ONNX export of a released model, and an onnxruntime network for the one separation core.
+
+The networks consume and return spectrograms, so the STFT stays outside the graphs (in
+:mod:`aqsep.inference` and :mod:`aqsep.query`, shared with the PyTorch backend). An export is a
+folder of four files:
+
+* ``query.onnx``, the Query-net (:meth:`~aqsep.model.QuerySeparator.encode`): linear magnitude
+  ``magnitude (batch, n_fft // 2 + 1, frames)`` -> ``mu``, ``logvar`` ``(batch, latent_dim)``;
+  batch and frames dynamic.
+* ``separator.onnx``, the Separator (:meth:`~aqsep.model.QuerySeparator.mask`): ``magnitude
+  (batch, n_fft // 2 + 1, frames)`` and ``z (batch, latent_dim)`` -> ``mask`` of the magnitude's
+  shape; batch dynamic, frames dynamic in multiples of 64 (the U-Net halves them six times).
+  :class:`OnnxNetwork` zero-pads other lengths and crops the mask, as the model itself does
+  (``log1p(0) = 0``: padding the magnitude or its features is the same).
+* ``config.json`` and ``classes.json``, copied unchanged from the model.
+
+:class:`OnnxNetwork` provides what the core asks of a network (:class:`aqsep.inference.Network`),
+so ``Separator(..., backend="onnx")`` and ``aqsep separate --backend onnx`` separate through the
+same chunking, STFT and mask mapping as the PyTorch backend.
+
+**Exporter.** torch.onnx's TorchScript-based exporter (``dynamo=False``), checked with torch
+2.13.0: it exports both graphs in about a second and needs only the ``onnx`` package. The
+``torch.export``-based exporter (the default since torch 2.9, which needs ``onnxscript`` too)
+exports the Separator, fast forms included, but takes about 15 s on 2 cores, and fails on the
+Query-net's GRU when frames are dynamic. The Separator's fast exact forms
+(:func:`~aqsep.model.phase_conv2d`, :func:`~aqsep.model.phase_conv_transpose2d` and the first
+convolution without the tiled latent) export as they are, and run 2.3x faster in onnxruntime than
+the plain convolutions (one thread, the shipped model, a batch of 4 excerpts). Only AdaIN is
+exported in its plain form (:class:`_InstanceAdaIN`): its one-pass batch normalisation of
+``(1, batch * channels, ...)`` cannot be exported with a dynamic batch by this exporter.
+
+**Parity.** :func:`export_onnx` runs both graphs on shapes other than the traced ones and compares
+them with the model (:data:`VERIFY_TOLERANCE`); ``tests/test_onnx.py`` states the tolerances of
+masks, latents and separated audio.
+
+**Start-up.** This path still imports PyTorch: the core's STFT, mask mapping and latents are
+torch tensors. See docs/benchmarks.md ("ONNX runtime") for what importing torch costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aqsep.config import UNET_DEPTH, ModelConfig
+from aqsep.errors import ModelError, OutputError, SettingError
+from aqsep.model import AdaIN, Posterior, QuerySeparator
+from aqsep.release import (
+    CLASSES,
+    CONFIG,
+    ReleasedModel,
+    load_model,
+    read_classes,
+    read_config,
+    resolve_model_path,
+)
+
+QUERY_GRAPH = "query.onnx"
+SEPARATOR_GRAPH = "separator.onnx"
+GRAPHS = (QUERY_GRAPH, SEPARATOR_GRAPH)
+EXPORT_FILES = (*GRAPHS, CONFIG, CLASSES)  # everything export_onnx writes, and all it may replace
+OPSET = 17  # InstanceNormalization, GRU and every other operator used are older than this
+FRAME_STEP = 2**UNET_DEPTH  # the Separator graph's frames are a multiple of this
+# The largest difference export_onnx accepts between a graph and the model (masks in [0, 1],
+# latents of order 1). Measured: about 6e-5 (masks) and 1e-6 (latents) on the shipped model.
+VERIFY_TOLERANCE = 1e-3
+INSTALL_HINT = "pip install 'aqsep[onnx]'"
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SettingError(
+            f"the ONNX backend needs onnxruntime, an optional extra: {INSTALL_HINT}"
+        ) from None
+    return onnxruntime
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+
+class _InstanceAdaIN(nn.Module):
+    """:class:`~aqsep.model.AdaIN` in its plain form: instance normalisation, then each example's
+    scale and bias from ``to_scale_bias(z)`` (the same parameters, the same values)."""
+
+    def __init__(self, adain: AdaIN) -> None:
+        super().__init__()
+        self.to_scale_bias = adain.to_scale_bias
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.to_scale_bias(z).to(h.dtype).chunk(2, dim=-1)
+        return F.instance_norm(h, eps=AdaIN.eps) * gamma[:, :, None, None] + beta[:, :, None, None]
+
+
+class _QueryGraph(nn.Module):
+    def __init__(self, model: QuerySeparator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.model.encode(magnitude)
+        return posterior.mu, posterior.logvar
+
+
+class _SeparatorGraph(nn.Module):
+    def __init__(self, model: QuerySeparator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.model.mask(magnitude, z)
+
+
+def exportable(model: QuerySeparator) -> QuerySeparator:
+    """A copy of ``model`` in eval mode whose AdaIN blocks are :class:`_InstanceAdaIN` (the caller's
+    model is left as it is)."""
+    model = copy.deepcopy(model).cpu().float().eval()
+    sep = model.separator
+    sep.adains = nn.ModuleList(_InstanceAdaIN(a) for a in sep.adains)  # type: ignore[arg-type]
+    return model
+
+
+def export_graphs(model: QuerySeparator, folder: Path) -> None:
+    """Write ``query.onnx`` and ``separator.onnx`` of ``model`` into ``folder``."""
+    try:
+        import onnx  # noqa: F401  (the TorchScript-based exporter writes through it)
+    except ImportError:
+        raise SettingError(
+            f"exporting to ONNX needs the onnx package, an optional extra: {INSTALL_HINT}"
+        ) from None
+    net = exportable(model)
+    bins = net.config.audio.n_fft // 2 + 1
+    generator = torch.Generator().manual_seed(0)
+    # batch 2 and 2 * FRAME_STEP frames: no size of 1 for the tracer to take for a constant
+    magnitude = torch.rand(2, bins, 2 * FRAME_STEP, generator=generator)
+    z = torch.randn(2, net.config.query.latent_dim, generator=generator)
+    with warnings.catch_warnings(), torch.no_grad(), _export_errors(model):
+        # The exporter's own deprecation notice, and tracer notes on the shape tests of
+        # QuerySeparator.mask (padding frames, the Nyquist bin): the graph takes frames in
+        # multiples of FRAME_STEP and a fixed number of bins, which OnnxNetwork respects.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _QueryGraph(net).eval(),
+            (magnitude,),
+            str(folder / QUERY_GRAPH),
+            dynamo=False,
+            input_names=["magnitude"],
+            output_names=["mu", "logvar"],
+            dynamic_axes={"magnitude": {0: "batch", 2: "frames"}, "mu": {0: "batch"}},
+            opset_version=OPSET,
+        )
+        torch.onnx.export(
+            _SeparatorGraph(net).eval(),
+            (magnitude, z),
+            str(folder / SEPARATOR_GRAPH),
+            dynamo=False,
+            input_names=["magnitude", "z"],
+            output_names=["mask"],
+            dynamic_axes={
+                "magnitude": {0: "batch", 2: "frames"},
+                "z": {0: "batch"},
+                "mask": {0: "batch", 2: "frames"},
+            },
+            opset_version=OPSET,
+        )
+
+
+@contextlib.contextmanager
+def _export_errors(model: QuerySeparator) -> Iterator[None]:
+    """An exporter failure as a :class:`ModelError` (the exporter raises many kinds)."""
+    try:
+        yield
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"the model cannot be exported to ONNX: {reason}") from err
+
+
+def graph_difference(model: QuerySeparator, network: OnnxNetwork, *, seed: int = 1) -> float:
+    """The largest absolute difference between ``network``'s outputs (mask, mu, logvar) and
+    ``model``'s, on random magnitudes of shapes other than the traced ones (3 examples; 3 * 64 - 5
+    frames: padded by the network)."""
+    generator = torch.Generator().manual_seed(seed)
+    bins = model.config.audio.n_fft // 2 + 1
+    magnitude = 3 * torch.rand(3, bins, 3 * FRAME_STEP - 5, generator=generator)
+    z = torch.randn(3, model.config.query.latent_dim, generator=generator)
+    with torch.inference_mode():
+        want_mask, want = model.mask(magnitude, z), model.encode(magnitude)
+    got_mask, got = network.mask(magnitude, z), network.encode(magnitude)
+    return max(
+        float((got_mask - want_mask).abs().max()),
+        float((got.mu - want.mu).abs().max()),
+        float((got.logvar - want.logvar).abs().max()),
+    )
+
+
+def check_export_destination(out_dir: str | Path, source: Path | None = None) -> Path:
+    """Where :func:`export_onnx` may write: a new or empty folder, an earlier export (its files are
+    replaced), or the model's own folder ``source`` (the graphs are added beside its weights)."""
+    out_dir = Path(out_dir)
+    blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"cannot export to {out_dir}: {blocker} is a file, not a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return out_dir
+    if source is not None and out_dir.resolve() == source.resolve():
+        return out_dir
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if others:
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OutputError(
+            f"{out_dir} is not empty and holds no ONNX export ({listed}); export to a new or "
+            "empty folder, over an earlier export, or into the model's own folder"
+        )
+    return out_dir
+
+
+def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool = True) -> Path:
+    """Export a released model (a folder or a bundled name; None: the bundled default) to
+    ``out_dir``: ``query.onnx``, ``separator.onnx``, ``config.json`` and ``classes.json``.
+
+    The files are written to a temporary folder beside ``out_dir`` and moved into place only once
+    all of them are written (and, with ``verify``, the graphs reproduce the model within
+    :data:`VERIFY_TOLERANCE`); nothing is left behind on an error.
+
+    Raises:
+        ModelError: the model cannot be loaded, or its graphs do not reproduce it.
+        OutputError: ``out_dir`` cannot be written, or holds other files.
+        SettingError: onnx or onnxruntime is not installed.
+    """
+    released = load_model(model)
+    source = released.path
+    assert source is not None  # load_model always says where the model came from
+    out_dir = check_export_destination(out_dir, source)
+    if verify:
+        _onnxruntime()  # before the export, not after it
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as err:
+        raise OutputError(f"cannot export to {out_dir}: {err.strerror or err}") from None
+    try:
+        export_graphs(released.model, tmp)
+        for name in (CONFIG, CLASSES):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+        if verify:
+            network = OnnxNetwork(tmp, released.model.config, threads=1)
+            worst = graph_difference(released.model, network)
+            if not worst <= VERIFY_TOLERANCE:
+                raise ModelError(
+                    f"the ONNX graphs of {source} differ from the model by up to {worst:.3g} "
+                    f"(more than {VERIFY_TOLERANCE:g}): the export is not usable"
+                )
+        tmp.chmod(0o755)  # mkdtemp makes the folder private; an export is for everyone
+        for child in tmp.iterdir():
+            child.chmod(0o644)
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            in_place = out_dir.resolve() == source.resolve()  # config and classes are there
+            for name in GRAPHS if in_place else EXPORT_FILES:
+                if (tmp / name).exists():
+                    os.replace(tmp / name, out_dir / name)
+                else:  # classes.json of an earlier export, for a model that has none
+                    (out_dir / name).unlink(missing_ok=True)
+        else:
+            os.replace(tmp, out_dir)
+    except OSError as err:
+        raise OutputError(f"exporting to {out_dir} failed: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+# ---- runtime -----------------------------------------------------------------------------------
+
+
+class OnnxNetwork:
+    """The exported Query-net and Separator run by onnxruntime on the CPU: the network calls of
+    the separation core (:class:`aqsep.inference.Network`) and of query encoding.
+
+    Args:
+        folder: an export (:func:`export_onnx`).
+        config: the model's configuration (its ``config.json``).
+        threads: threads of each graph's operators (default: ``torch.get_num_threads()``, the
+            number the PyTorch backend uses).
+
+    Raises:
+        ModelError: a graph is missing, not ONNX, or does not fit ``config``.
+        SettingError: onnxruntime is not installed.
+    """
+
+    def __init__(self, folder: Path, config: ModelConfig, *, threads: int | None = None) -> None:
+        ort = _onnxruntime()
+        self.config = config
+        self.folder = folder
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: no notes on stderr
+        self.query = self._session(ort, options, QUERY_GRAPH)
+        self.separator = self._session(ort, options, SEPARATOR_GRAPH)
+        self._check_inputs()
+
+    def _session(self, ort: Any, options: Any, name: str) -> Any:
+        path = self.folder / name
+        if not path.is_file():
+            raise ModelError(
+                f"{self.folder} has no {name}: export the model first (aqsep export-onnx MODEL "
+                "OUT_DIR)"
+            )
+        try:
+            return ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime's own exception types, one per failure
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"{path} is not a usable ONNX graph: {reason}") from None
+
+    def _check_inputs(self) -> None:
+        """Each graph's inputs have the sizes that ``config`` gives."""
+        bins, dim = self.config.audio.n_fft // 2 + 1, self.config.query.latent_dim
+        want = {
+            QUERY_GRAPH: {"magnitude": bins},
+            SEPARATOR_GRAPH: {"magnitude": bins, "z": dim},
+        }
+        for name, session in ((QUERY_GRAPH, self.query), (SEPARATOR_GRAPH, self.separator)):
+            inputs = {i.name: i.shape for i in session.get_inputs()}
+            for input_name, size in want[name].items():
+                shape = inputs.get(input_name)
+                if shape is None or len(shape) < 2 or shape[1] != size:
+                    raise ModelError(
+                        f"{self.folder / name} does not fit {self.folder / CONFIG}: input "
+                        f"{input_name!r} should have {size} rows, the graph has shape {shape}"
+                    )
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.query.latent_dim
+
+    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Separator mask ``(batch, bins, frames)`` for a magnitude of that shape and latents
+        ``(batch, latent_dim)`` (:meth:`~aqsep.model.QuerySeparator.mask`)."""
+        frames = magnitude.shape[-1]
+        x = _array(magnitude)
+        pad = (-frames) % FRAME_STEP
+        if pad:
+            x = np.pad(x, ((0, 0), (0, 0), (0, pad)))
+        (mask,) = self.separator.run(None, {"magnitude": x, "z": _array(z)})
+        return torch.from_numpy(np.ascontiguousarray(mask[..., :frames]))
+
+    def encode(self, magnitude: torch.Tensor) -> Posterior:
+        """Query-net posterior of a magnitude ``(batch, bins, frames)``
+        (:meth:`~aqsep.model.QuerySeparator.encode`)."""
+        mu, logvar = self.query.run(None, {"magnitude": _array(magnitude)})
+        return Posterior(torch.from_numpy(mu), torch.from_numpy(logvar))
+
+    # A loaded network is used as a torch module would be: on the CPU, in eval mode.
+    def to(self, device: torch.device | str) -> OnnxNetwork:
+        if torch.device(device).type != "cpu":
+            raise SettingError(f"the ONNX backend runs on the CPU, not on {device}")
+        return self
+
+    def eval(self) -> OnnxNetwork:
+        return self
+
+
+def _array(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+
+
+def load_onnx_model(
+    name_or_path: str | Path | None = None, *, threads: int | None = None
+) -> ReleasedModel[OnnxNetwork]:
+    """Load an ONNX export (:func:`export_onnx`) for the onnxruntime backend.
+
+    Raises:
+        ModelError: the folder is missing, has no graphs, or they do not fit its config.
+        SettingError: onnxruntime is not installed.
+    """
+    folder = resolve_model_path(name_or_path)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist")
+    if not (folder / CONFIG).is_file():
+        raise ModelError(f"model folder {folder} has no {CONFIG}")
+    config, metadata = read_config(folder)
+    network = OnnxNetwork(folder, config, threads=threads)
+    classes = read_classes(folder, config.query.latent_dim)
+    return ReleasedModel(model=network, classes=classes, metadata=metadata, path=folder)
