@@ -294,7 +294,8 @@ class OnnxNetwork:
         folder: an export (:func:`export_onnx`).
         config: the model's configuration (its ``config.json``).
         threads: threads of each graph's operators (default: ``torch.get_num_threads()``, the
-            number the PyTorch backend uses).
+            number the PyTorch backend uses); idle ones sleep unless ``OMP_WAIT_POLICY`` is
+            ``ACTIVE``, as torch's do.
 
     Raises:
         ModelError: a graph is missing, not ONNX, or does not fit ``config``.
@@ -308,7 +309,13 @@ class OnnxNetwork:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # The waiting policy of torch's threads (aqsep sets OMP_WAIT_POLICY=PASSIVE unless it is
+        # set): spinning threads slow separation down whenever anything else runs on the machine.
+        spin = os.environ.get("OMP_WAIT_POLICY", "").upper() == "ACTIVE"
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.log_severity_level = 3  # errors only: no notes on stderr
+        # no memory arena: about 45 MB less peak memory separating 96 s in memory, and no slower
+        options.enable_cpu_mem_arena = False
         self.query = self._session(ort, options, QUERY_GRAPH)
         self.separator = self._session(ort, options, SEPARATOR_GRAPH)
         self._check_inputs()
