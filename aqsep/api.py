@@ -388,8 +388,10 @@ class Separator:
 
         ``masks`` says how the targets' masks are combined (:func:`aqsep.inference.combine_masks`):
         ``"ratio"`` scales them to add up to one in every bin, so that the estimates (with the
-        rest, under ``residual``) sum to the input; ``"independent"`` keeps each as predicted.
-        None: :data:`DEFAULT_MASKS` for several targets, ``"independent"`` for one.
+        rest, under ``residual``) sum to the input; ``"wiener"`` refines those estimates with a
+        multichannel Wiener filter (:func:`aqsep.inference.wiener_filter`), still summing to the
+        input; ``"independent"`` keeps each as predicted. None: :data:`DEFAULT_MASKS` for several
+        targets, ``"independent"`` for one.
 
         The estimates have the input's shape and sample rate; the caller's array is not modified.
         Integer arrays are PCM (int16 full scale is 32768); the estimates are float32.
@@ -399,8 +401,8 @@ class Separator:
         Raises:
             QueryError: a latent that does not fit the model, or no target.
             OutputError: a bad output name, or ``rest`` beside ``residual``.
-            SettingError: an unknown mask rule, or ``"ratio"`` for one target without the rest
-                (its estimate would be the whole input).
+            SettingError: an unknown mask rule, or ``"ratio"`` or ``"wiener"`` for one target
+                without the rest (its estimate would be the whole input).
         """
         targets = self._targets(latent, "target", residual)
         rule = self._mask_rule(masks, len(targets), residual)
@@ -490,9 +492,9 @@ class Separator:
             raise SettingError(
                 f"unknown mask rule {masks!r}; choose one of {', '.join(MASK_RULES)}"
             )
-        if masks == "ratio" and targets == 1 and not residual:
+        if masks != "independent" and targets == 1 and not residual:
             raise SettingError(
-                "ratio masks of one target without the rest would give the whole input back: "
+                f"{masks} masks of one target without the rest would give the whole input back: "
                 "separate several targets, add the residual, or use independent masks"
             )
         return masks

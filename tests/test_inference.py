@@ -23,6 +23,7 @@ from aqsep.inference import (
     native_grid,
     separate_array,
     separate_stream,
+    wiener_filter,
 )
 from aqsep.model import QuerySeparator
 from aqsep.query import encode_blocks, encode_clip, slerp
@@ -252,6 +253,40 @@ def test_ratio_masks_with_a_rest_only_scale_down_what_claims_more_than_the_whole
     assert float(r.sum(dim=0).max()) <= 1.0 + 1e-6
 
 
+def _mixture_and_masks(channels: int, sources: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    spec = torch.randn(2, channels, 33, 20, dtype=torch.complex64, generator=g)
+    return spec, combine_masks(torch.rand(2, sources, 33, 20, generator=g), "ratio")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_wiener_estimates_sum_to_the_mixture(channels):
+    spec, masks = _mixture_and_masks(channels)
+    y = wiener_filter(spec, masks, iterations=2)
+    assert y.shape == (2, 3, channels, 33, 20)
+    torch.testing.assert_close(y.sum(dim=1), spec, rtol=0, atol=1e-5)
+    # with a rest, the targets are returned alone and leave it what they do not claim
+    y = wiener_filter(spec, masks * 0.5, rest=True)
+    assert y.shape == (2, 3, channels, 33, 20)
+    assert float((y.sum(dim=1) - spec).abs().max()) > 0.1
+
+
+def test_wiener_with_one_channel_is_ratio_masking_by_power():
+    spec, masks = _mixture_and_masks(1)
+    expected = masks.square() / masks.square().sum(dim=1, keepdim=True)
+    torch.testing.assert_close(
+        wiener_filter(spec, masks)[:, :, 0], expected * spec, rtol=0, atol=1e-5
+    )
+
+
+def test_wiener_stereo_algebra_equals_the_matrix_form():
+    from aqsep.inference import _wiener_step_any, _wiener_step_stereo
+
+    spec, masks = _mixture_and_masks(2, sources=4, seed=3)
+    y = masks[:, :, None] * spec[:, None]
+    torch.testing.assert_close(_wiener_step_stereo(y, spec), _wiener_step_any(y, spec))
+
+
 def test_every_class_sums_to_the_input(tiny_model_dir):
     # the check of the feature: a generated song into every class of a tiny model; the stems
     # add up to the song (error below 1e-4 of full scale) with normalised masks
@@ -269,6 +304,10 @@ def test_every_class_sums_to_the_input(tiny_model_dir):
             song, sr, {c: sep.class_latent(c) for c in sep.coarse_classes}, masks="independent"
         )
         assert np.abs(sum(free.values()) - song).max() > 1e-2
+        wiener = sep.separate(
+            song, sr, {c: sep.class_latent(c) for c in sep.coarse_classes}, masks="wiener"
+        )
+        assert np.abs(sum(wiener.values()) - song).max() < 1e-4
 
 
 def test_one_pass_of_several_targets_equals_separate_passes(model, monkeypatch):

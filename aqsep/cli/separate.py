@@ -45,6 +45,9 @@ masks (--masks), when a run has several outputs:
                the rest shares the bins too, taking what the outputs leave (masks are only
                scaled down where they claim more than the whole). Default for several
                outputs; give every source of the song (--targets all) or add --residual.
+  wiener       the ratio masks' estimates refined by a multichannel Wiener filter (one
+               EM iteration, as Open-Unmix's --niter 1): the input's channels tell the
+               outputs apart too; the outputs still sum to the input. Slower.
   independent  each output as if separated alone (the default for one output and for
                --each, whose clips are alternatives to compare, not parts of the song)
 
@@ -459,9 +462,9 @@ def run(args: argparse.Namespace) -> int:
     outputs = plan_outputs(args, sep.coarse_classes)
     names = [o.name for o in outputs]
     masks = args.masks or ("independent" if args.each or len(outputs) == 1 else DEFAULT_MASKS)
-    if masks == "ratio" and len(outputs) == 1 and not args.residual:
+    if masks != "independent" and len(outputs) == 1 and not args.residual:
         raise QueryError(
-            "--masks ratio with one output and no --residual would give the whole input back: "
+            f"--masks {masks} with one output and no --residual would give the whole input back: "
             "ask for several outputs, add --residual, or use --masks independent"
         )
     fixed: dict[str, torch.Tensor] = {}
