@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO, command_line, cpu_model, current_rss_mb, write_test_file
+from bench_common import REPO, command_line, cpu_model, current_rss_mb
 from process_speed import median, run_once
 
 SECTION = "benchmarks/onnx_speed.py"
@@ -239,9 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     neighbour_counts = [0] + ([args.neighbours] if args.neighbours > 0 else [])
     with tempfile.TemporaryDirectory(prefix="aqsep-onnx-speed-") as tmp_name:
         tmp = Path(tmp_name)
-        song = write_test_file(tmp / "song.wav", args.seconds)
-        # in processes of their own: this one stays small, since a child's peak RSS (wait4)
-        # starts from its parent's
+        # the input, the export and the thread count in processes of their own: this one stays
+        # small, since a child's peak RSS (wait4) is never below its parent's size when it starts
+        song = tmp / "song.wav"
+        write = f"from bench_common import write_test_file as w; w({str(song)!r}, {args.seconds})"
+        subprocess.run([sys.executable, "-c", write], cwd=Path(__file__).parent, check=True)
         export = tmp / "export"
         model = args.model or "default"
         subprocess.run([*AQSEP, "export-onnx", model, str(export), "-q"], check=True)

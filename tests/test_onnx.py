@@ -8,6 +8,7 @@ Measured: about 1e-6 (tiny) and 6e-5 / 5e-6 / 3e-5 (shipped: masks, latents, aud
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -236,3 +237,17 @@ def test_export_destinations(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert all((model / g).is_file() for g in GRAPHS)
     assert load_onnx_model(model).model.latent_dim == load_model(model).model.latent_dim
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_benchmark_section_renders_from_its_json() -> None:
+    """docs/benchmarks.md's ONNX section is what benchmarks/onnx_speed.py renders from
+    docs/onnx_speed.json, so its figures are traceable to the measured runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import onnx_speed
+
+    data = json.loads(onnx_speed.JSON_OUT.read_text())
+    doc = onnx_speed.DOC.read_text()
+    begin = f"<!-- {onnx_speed.SECTION}: generated section, begin -->\n"
+    end = f"<!-- {onnx_speed.SECTION}: generated section, end -->"
+    assert onnx_speed.markdown(data["rows"], data["meta"]) == doc.split(begin, 1)[1].split(end)[0]
+    assert {r["backend"] for r in data["rows"]} == {"torch", "onnx", ""}
