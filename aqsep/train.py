@@ -345,7 +345,14 @@ class RunSpec:
             raise AqsepError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
         train_config = replace(TRAIN_PRESETS[preset], **(train_overrides or {}))
         model = (model_config or model_preset(preset)).to_dict()
-        items = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+        given = [data] if isinstance(data, (str, Path)) else list(data)
+        musdb, is_wav = bool(kwargs.get("musdb")), bool(kwargs.get("is_wav"))
+        # each data set with its kind and an absolute path: the run (and the model's metadata,
+        # which evaluation checks for training tracks) means the same folders from anywhere
+        items = [
+            str(replace(parsed, path=str(Path(parsed.path).resolve())))
+            for parsed in (DataSource.parse(str(d), musdb=musdb, is_wav=is_wav) for d in given)
+        ]
         return cls(
             data=items[0] if len(items) == 1 else items,
             preset=preset,
