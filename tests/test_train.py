@@ -415,6 +415,23 @@ def test_a_run_over_two_data_sets(corpus: Path, tmp_path: Path, cli) -> None:  #
     model = load_model(run_dir / "model")
     assert {"vocals", "accompaniment", "drums", "bass"} <= set(model.classes)
     assert model.metadata["data"] == [f"stems:{corpus}", f"mir1k:{karaoke}@2"]
+    small = tmp_path / "small"
+    assert (
+        cli(
+            "train",
+            "--export-only",
+            "--out",
+            run_dir,
+            "--export",
+            small,
+            "--class-windows",
+            1,
+            "--quiet",
+        ).code
+        == 0
+    )
+    counts = {name: c.count for name, c in load_model(small).classes.items()}
+    assert set(counts.values()) == {1}  # one window per class and data set (no class in both)
     error = cli("train", *common, "--resume", "--steps", 3, "--lowpass", 0.2).one_line_error()
     assert "--lowpass cannot change" in error
     assert cli("train", *common, "--resume", "--steps", 3).code == 0

@@ -341,6 +341,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="do not train: export RUN_DIR's last checkpoint to --export (class latents "
         "computed on --data, by default the run's data)",
     )
+    parser.add_argument(
+        "--class-windows",
+        type=positive_int,
+        metavar="N",
+        default=2000,
+        help="with --export-only: at most N training windows per class and data set for the class "
+        "mean latents (default: 2000; fewer is faster)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(func=run)
 
@@ -438,7 +446,14 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             raise AqsepError("--export-only and --resume do not go together")
         model_dir = Path(args.export) if args.export else Path(args.out) / "model"
-        export_model(args.out, model_dir, args.data, musdb=args.musdb, is_wav=args.is_wav)
+        export_model(
+            args.out,
+            model_dir,
+            args.data,
+            musdb=args.musdb,
+            is_wav=args.is_wav,
+            max_windows=args.class_windows,
+        )
         if not args.quiet:
             print(f"exported {args.out} to {model_dir}")
         return 0
