@@ -20,6 +20,9 @@ the two outputs in 16-bit steps. Run from the repository root:
 
 from __future__ import annotations
 
+import aqsep  # noqa: F401  (before torch, as `aqsep separate` does: idle threads sleep)
+
+# isort: split
 import argparse
 import statistics
 import sys

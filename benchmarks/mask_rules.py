@@ -7,7 +7,9 @@ Separates held-out tracks into every coarse class of a model in one pass
 
 * ``independent``: each class's mask as predicted (what one-target runs give);
 * ``ratio``: the classes' masks normalised to add up to one in every bin, so the stems sum to
-  the mixture.
+  the mixture;
+* ``wiener``: the ratio masks' estimates refined by one EM iteration of a multichannel Wiener
+  filter (``aqsep.inference.wiener_filter``); the stems still sum to the mixture.
 
 Tracks: the MUSDB18 preview clip that ships in ``stempeg`` (real music, 6 s) and the first
 ``--tracks`` tracks of a synthetic corpus' test split (refused if the model trained on them).
@@ -35,7 +37,7 @@ import numpy as np
 from bench_common import REPO, command_line, cpu_model, shown
 
 SECTION = "benchmarks/mask_rules.py"
-RULES = ("independent", "ratio")
+RULES = ("independent", "ratio", "wiener")
 
 
 def musdb_clip() -> tuple[str, int, dict[str, np.ndarray]]:
@@ -110,20 +112,23 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "## Several targets in one pass: normalised or independent masks",
         "",
         f"`aqsep separate --targets all` (here `Separator.separate` with every coarse class's "
-        f"mean latent) on held-out tracks, with model `{meta['model']}`, under the two mask rules "
+        f"mean latent) on held-out tracks, with model `{meta['model']}`, under the mask rules "
         "of `aqsep.inference.combine_masks`: *independent* (each class's mask as predicted: "
-        "what one-target runs give) and *ratio* (normalised ratio masks: the four masks scaled "
-        "to add up to one in every time-frequency bin, so that the stems sum to the mixture). "
-        f"Scores: {metric}, per class and track; *change* is ratio minus independent, per "
-        "track, then the median (and the range) over tracks. Produced by:",
+        "what one-target runs give), *ratio* (normalised ratio masks: the four masks scaled "
+        "to add up to one in every time-frequency bin, so that the stems sum to the mixture) "
+        "and *wiener* (the ratio masks' estimates refined by one EM iteration of a multichannel "
+        f"Wiener filter; they sum to the mixture too). Scores: {metric}, per class and track; "
+        "the differences are taken per track, then the median (and the range) over tracks. "
+        "Produced by:",
         "",
         f"    {meta['command']}",
         "",
         f"Machine: {meta['cpu']}, shared with other jobs (speed does not enter these figures); "
         f"{meta['date']}, commit {meta['commit']}; {meta['minutes']:.1f} min.",
         "",
-        "| tracks | class | mixture | independent | ratio | change (median) | change (min / max) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| tracks | class | mixture | independent | ratio | wiener | ratio - independent "
+        "(median; min / max) | wiener - independent (median; min / max) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     groups = [
         ("MUSDB18 preview clip (real, 6 s)", [r for r in results if r["name"].startswith("MUSDB")]),
@@ -139,21 +144,28 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             have = [r for r in rows if c in r["figures"]["ratio"]]
             if not have:
                 continue
-            ind = [r["figures"]["independent"][c] for r in have]
-            rat = [r["figures"]["ratio"][c] for r in have]
-            mix = [r["figures"]["mixture"][c] for r in have]
-            change = [b - a for a, b in zip(ind, rat, strict=True)]
+            med = {
+                rule: statistics.median(r["figures"][rule][c] for r in have)
+                for rule in ("mixture", *RULES)
+            }
+            cells = []
+            for rule in ("ratio", "wiener"):
+                change = [r["figures"][rule][c] - r["figures"]["independent"][c] for r in have]
+                cells.append(
+                    f"{_f(statistics.median(change))}"
+                    + (f" ({_f(min(change))} / {_f(max(change))})" if len(have) > 1 else "")
+                )
             n = f" ({len(have)})" if len(rows) > 1 else ""
             lines.append(
-                f"| {label} | {c}{n} | {_f(statistics.median(mix))} | "
-                f"{_f(statistics.median(ind))} | {_f(statistics.median(rat))} | "
-                f"{_f(statistics.median(change))} | {_f(min(change))} / {_f(max(change))} |"
+                f"| {label} | {c}{n} | {_f(med['mixture'])} | {_f(med['independent'])} | "
+                f"{_f(med['ratio'])} | {_f(med['wiener'])} | {cells[0]} | {cells[1]} |"
             )
     worst = {rule: max(r["figures"][rule]["sum error"] for r in results) for rule in RULES}
     lines += [
         "",
-        "Largest |sum of the four stems - mixture| over all tracks (full scale 1): independent "
-        f"{worst['independent']:.3g}, ratio {worst['ratio']:.2g}. Medians over tracks of the "
+        "Largest |sum of the four stems - mixture| over all tracks (full scale 1): "
+        + ", ".join(f"{rule} {worst[rule]:.2g}" for rule in RULES)
+        + ". Medians over tracks of the "
         "medians over frames; a class absent from a track is not scored there (the count is in "
         "brackets).",
         "",
