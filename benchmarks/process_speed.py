@@ -247,7 +247,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"## Whole-process speed of `aqsep separate` (`{SECTION}`)",
         "",
         f"Command: `{meta['command']}` (from the repository root; {meta['date']}, commit "
-        f"{meta['commit']}; {meta['rounds']} rounds, every case once per round in a shuffled "
+        f"{meta['commit']}, aqsep imported from {meta['package']}; {meta['rounds']} rounds, "
+        "every case once per round in a shuffled "
         f"order; the whole run took {meta['elapsed_min']:.1f} min).",
         "",
         f"Machine: {meta['cpu']}, {meta['cores']} cores; load average "
@@ -353,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(result), flush=True)
         return 0
     began = time.perf_counter()
+    commit = git_commit()  # of the code measured: the working tree may change during the run
+    package = subprocess.run(
+        [sys.executable, "-c", "import aqsep; print(aqsep.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout.strip()
     load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     neighbour_counts = [0] if args.quiet_only else [0, args.neighbours]
     rng = random.Random(args.seed)
@@ -387,7 +395,12 @@ def main(argv: list[str] | None = None) -> int:
             "benchmarks/process_speed.py", sys.argv[1:] if argv is None else argv
         ),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "commit": git_commit(),
+        "commit": commit,
+        "package": "the repository's aqsep/"
+        if package.startswith(str(REPO))
+        else "a copy of aqsep/ on PYTHONPATH"
+        if os.environ.get("PYTHONPATH")
+        else "the installed aqsep",
         "rounds": args.rounds,
         "audio_s": args.seconds,
         "cpu": cpu_model(),
