@@ -16,6 +16,7 @@ priority is raised):
 
 * ``aqsep``: ``python -m aqsep separate FILE --target vocals -o OUT --force -q`` with the shipped
   model, one target of a generated stereo 44.1 kHz 16-bit WAV: what a user types;
+* ``aqsep --targets all``: the same with the model's four coarse classes, one pass;
 * ``in-process``: the same separation from a Python process that times its parts: ``import
   aqsep`` (torch included), loading the model, ``Separator.separate_file`` (read, separate,
   write). The last is the figure an in-process benchmark reports (``benchmarks/separate.py``);
@@ -190,7 +191,12 @@ def build_cases(args: argparse.Namespace, song: Path, out: Path) -> list[Case]:
     cli += ["-o", str(out / "cli"), "--force", "-q", *model]
     worker = [sys.executable, script, "--worker", "aqsep", str(song), str(out / "inproc")]
     worker += [args.model or ""]
-    cases = [Case("aqsep", "default", {}, cli), Case("in-process", "default", {}, worker)]
+    every = [*cli[:5], "--targets", "all", *cli[7:]]  # the four stems in one pass
+    cases = [
+        Case("aqsep", "default", {}, cli),
+        Case("in-process", "default", {}, worker),
+        Case("aqsep --targets all", "default", {}, every),
+    ]
     cases += [Case("aqsep", variant, env, cli) for variant, env in args.variant]
     cases.append(Case("import torch", "default", {}, [sys.executable, "-c", "import torch"]))
     if args.spleeter:
