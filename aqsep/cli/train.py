@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -459,7 +460,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.export:
         check_model_destination(args.export)  # a bad destination fails now, not after training
-    if not args.resume and (Path(args.out) / "run.json").is_file():
+    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes run.json
+    if not args.resume and first_rank and (Path(args.out) / "run.json").is_file():
         raise AqsepError(
             f"{args.out} already holds a training run: add --resume to continue it, or use "
             "another --out"
