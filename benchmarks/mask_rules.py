@@ -112,7 +112,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "## Several targets in one pass: normalised or independent masks",
         "",
         f"`aqsep separate --targets all` (here `Separator.separate` with every coarse class's "
-        f"mean latent) on held-out tracks, with model `{meta['model']}`, under the mask rules "
+        f"mean latent) on held-out tracks, with model `{meta['model']}` (weights fingerprint "
+        f"`{meta['fingerprint']}`), under the mask rules "
         "of `aqsep.inference.combine_masks`: *independent* (each class's mask as predicted: "
         "what one-target runs give), *ratio* (normalised ratio masks: the four masks scaled "
         "to add up to one in every time-frequency bin, so that the stems sum to the mixture) "
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from aqsep.api import Separator
+    from aqsep.evaluate import model_fingerprint
 
     began = time.perf_counter()
     sep = Separator(args.model, device="cpu")
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": command_line(SECTION, sys.argv[1:] if argv is None else argv),
         "model": shown(Path(args.model).resolve()),
+        "fingerprint": model_fingerprint(sep),
         "classes": sep.coarse_classes,
         "cpu": cpu_model(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
