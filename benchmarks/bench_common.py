@@ -100,20 +100,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def find_tcmalloc() -> str | None:
-    return next((p for p in TCMALLOC_CANDIDATES if Path(p).exists()), None)
-
-
-def machine_info(threads: int, tcmalloc: str | None) -> dict[str, Any]:
-    import torch
-
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 2**20, 1)
-    commit = "unknown"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
+def git_commit() -> str:
+    """The repository's short commit, noting uncommitted changes under aqsep/ ("unknown" outside
+    a git checkout)."""
+    try:
         commit = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
             capture_output=True,
@@ -126,7 +116,40 @@ def machine_info(threads: int, tcmalloc: str | None) -> dict[str, Any]:
             text=True,
             check=True,
         ).stdout.strip()
-        commit += " (aqsep/ modified)" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" (aqsep/ modified)" if dirty else "")
+
+
+def replace_section(doc: Path, section: str, text: str) -> None:
+    """Put ``text`` between the markers of ``section`` in the Markdown file ``doc``: in place of the
+    previous block, or appended at the end."""
+    begin = f"<!-- {section}: generated section, begin -->"
+    end = f"<!-- {section}: generated section, end -->"
+    content = doc.read_text()
+    block = f"{begin}\n{text}{end}\n"
+    if begin in content and end in content:
+        head, _, rest = content.partition(begin)
+        _, _, tail = rest.partition(end + "\n")
+        content = head + block + tail
+    else:
+        content = content.rstrip("\n") + "\n\n" + block
+    doc.write_text(content)
+
+
+def find_tcmalloc() -> str | None:
+    return next((p for p in TCMALLOC_CANDIDATES if Path(p).exists()), None)
+
+
+def machine_info(threads: int, tcmalloc: str | None) -> dict[str, Any]:
+    import torch
+
+    mem_gb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gb = round(int(line.split()[1]) / 2**20, 1)
+    commit = git_commit()
     return {
         "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import REPO, command_line, cpu_model, shown
+from bench_common import REPO, command_line, cpu_model, replace_section, shown
 
 SECTION = "benchmarks/mask_rules.py"
 RULES = ("independent", "ratio", "wiener")
@@ -174,22 +174,6 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this script's section of docs/results.md (between its markers) or append it."""
-    doc_path = REPO / "docs" / "results.md"
-    begin = f"<!-- {SECTION}: generated section, begin -->"
-    end = f"<!-- {SECTION}: generated section, end -->"
-    doc = doc_path.read_text()
-    block = f"{begin}\n{text}{end}\n"
-    if begin in doc and end in doc:
-        head, _, rest = doc.partition(begin)
-        _, _, tail = rest.partition(end + "\n")
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block
-    doc_path.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="aqsep/models/default", help="released model folder")
@@ -241,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         (REPO / "docs" / "mask_rules.json").write_text(
             json.dumps({"meta": meta, "results": results}, indent=1) + "\n"
         )
-        write_section(text)
+        replace_section(REPO / "docs" / "results.md", SECTION, text)
         print("wrote docs/mask_rules.json and its section of docs/results.md")
     return 0
 

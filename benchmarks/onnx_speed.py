@@ -43,7 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO, command_line, cpu_model, current_rss_mb
+from bench_common import (
+    REPO,
+    command_line,
+    cpu_model,
+    current_rss_mb,
+    git_commit,
+    replace_section,
+)
 from process_speed import median, run_once
 
 SECTION = "benchmarks/onnx_speed.py"
@@ -185,33 +192,6 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace this script's section of docs/benchmarks.md (between its markers) or append it."""
-    begin = f"<!-- {SECTION}: generated section, begin -->"
-    end = f"<!-- {SECTION}: generated section, end -->"
-    doc = DOC.read_text()
-    block = f"{begin}\n{text}{end}\n"
-    if begin in doc and end in doc:
-        head, _, rest = doc.partition(begin)
-        _, _, tail = rest.partition(end + "\n")
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block
-    DOC.write_text(doc)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="input length (default 180)")
@@ -291,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     if not args.no_write:
         JSON_OUT.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-        write_section(text)
+        replace_section(DOC, SECTION, text)
         print(f"wrote {JSON_OUT.relative_to(REPO)} and its section of {DOC.relative_to(REPO)}")
     return 0
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO, command_line, cpu_model, write_test_file
+from bench_common import REPO, command_line, cpu_model, git_commit, replace_section, write_test_file
 
 SECTION = "benchmarks/process_speed.py"
 DOC = REPO / "docs" / "benchmarks.md"
@@ -294,40 +294,6 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace this script's section of docs/benchmarks.md (between its markers) or append it."""
-    begin = f"<!-- {SECTION}: generated section, begin -->"
-    end = f"<!-- {SECTION}: generated section, end -->"
-    doc = DOC.read_text()
-    block = f"{begin}\n{text}{end}\n"
-    if begin in doc and end in doc:
-        head, _, rest = doc.partition(begin)
-        _, _, tail = rest.partition(end + "\n")
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block
-    DOC.write_text(doc)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "aqsep"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return out + (" (aqsep/ modified)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=180.0, help="input length (default 180)")
@@ -427,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             {"case": c.name, "variant": c.variant, "env": c.env, **r} for c in cases for r in c.runs
         ]
         JSON_OUT.write_text(json.dumps({"meta": meta, **summary, "runs": runs}, indent=1) + "\n")
-        write_section(text)
+        replace_section(DOC, SECTION, text)
         print(f"wrote {JSON_OUT.relative_to(REPO)} and its section of {DOC.relative_to(REPO)}")
     return 0
 

@@ -30,3 +30,16 @@ def test_workers_are_the_parts() -> None:
     assert separate.WORKERS["separate"].__module__ == "speed_separation"
     assert separate.WORKERS["train"].__module__ == "speed_training"
     assert separate.WORKERS["spleeter"].__module__ == "peer_spleeter"
+
+
+def test_a_generated_section_is_replaced_in_place_or_appended(tmp_path: Path) -> None:
+    from bench_common import replace_section
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\nintro\n")
+    replace_section(doc, "x.py", "first\n")
+    replace_section(doc, "y.py", "other\n")
+    replace_section(doc, "x.py", "second\n")
+    text = doc.read_text()
+    assert "first" not in text and text.count("second") == 1 and text.count("other") == 1
+    assert text.index("second") < text.index("other")  # replaced where it stood
