@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from bench_common import command_line, cpu_model, shown  # noqa: E402
+from bench_common import command_line, cpu_model, git_commit, shown  # noqa: E402
 
 from aqsep import Separator  # noqa: E402
 from aqsep.errors import AqsepError  # noqa: E402
@@ -721,21 +721,6 @@ def machine() -> str:
     )
 
 
-def _commit() -> str:
-    import subprocess
-
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head
-
-
 # ---------------------------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------------------------
@@ -809,7 +794,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "command": command_line("benchmarks/real.py", argv),
         "machine": machine(),
         "date": f"{started:%Y-%m-%d %H:%M} UTC",
-        "commit": _commit(),
+        "commit": git_commit(),
         "quick": args.quick,
         "sets": {},
     }
