@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aqsep import fastforms
 from aqsep.config import ModelConfig, QueryNetConfig, SeparatorConfig
 from aqsep.transforms import features
 
@@ -78,9 +79,8 @@ class AdaIN(nn.Module):
     """Adaptive instance normalisation: ``gamma(z) * (h - mean) / std + beta(z)``.
 
     Each decoder block has its own linear map from z to (gamma, beta), initialised so that
-    gamma = 1 and beta = 0 (the identity after normalisation). Computed in one pass, as a batch
-    normalisation of ``(1, batch * channels, ...)`` whose per-channel affine is each example's
-    (gamma, beta): the same result as ``InstanceNorm2d`` followed by the scale and bias.
+    gamma = 1 and beta = 0 (the identity after normalisation). Computed by
+    :func:`aqsep.fastforms.adain` (one batch norm where the ``adain`` form is on).
     """
 
     eps = 1e-5  # as nn.InstanceNorm2d
@@ -94,12 +94,7 @@ class AdaIN(nn.Module):
 
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.to_scale_bias(z).to(h.dtype).chunk(2, dim=-1)
-        b, c = h.shape[:2]
-        flat = h.reshape(1, b * c, *h.shape[2:])
-        out = F.batch_norm(
-            flat, None, None, gamma.reshape(-1), beta.reshape(-1), training=True, eps=self.eps
-        )
-        return out.reshape(h.shape)
+        return fastforms.adain(h, gamma, beta, self.eps)
 
 
 class UNetSeparator(nn.Module):
@@ -138,26 +133,13 @@ class UNetSeparator(nn.Module):
         self.padding = pad  # of every (transposed) convolution
 
     def _first_conv(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The first convolution of ``concat(spec, z tiled over (freq, frames))``, computed without
-        building the tiled tensor (exact, same weights as the plain concatenation).
-
-        The spectrogram channel goes through :func:`phase_conv2d`. The latent channels are
-        constant over the plane, so their part is one convolution of a plane of ones (zero padding
-        included) with the per-example kernel ``sum_c z_c W_c``; and a plane of ones convolved with
-        a kernel is ``R @ kernel @ C.T``, where ``R`` and ``C`` mark which taps fall inside the plane
-        for each output row and column (:func:`inside_taps`).
-        """
+        """The first convolution of ``concat(spec, z tiled over (freq, frames))``
+        (:func:`aqsep.fastforms.first_conv`: without the tiled tensor where ``tiled_z`` is on)."""
         first = self.encoder[0]
         assert isinstance(first, nn.Sequential)
         conv = first[0]
         assert isinstance(conv, nn.Conv2d)
-        w_spec, w_z = conv.weight[:, :1], conv.weight[:, 1:]
-        out = phase_conv2d(spec, w_spec, conv.bias, padding=self.padding)
-        kernels = torch.einsum("bc,ocij->boij", z.to(w_z.dtype), w_z).to(out.dtype)
-        k, stride, pad = w_z.shape[-1], conv.stride[0], self.padding
-        rows = inside_taps(spec.shape[-2], k, stride, pad).to(out)
-        cols = inside_taps(spec.shape[-1], k, stride, pad).to(out)
-        return out + rows @ kernels @ cols.T
+        return fastforms.first_conv(conv, spec, z, self.padding)
 
     def forward(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mask in [0, 1].
@@ -182,10 +164,7 @@ class UNetSeparator(nn.Module):
                 h = torch.cat([h, skips.pop()], dim=1)
             h = drop(F.relu(adain(deconv(h), z)))
         h = torch.cat([h, skips.pop()], dim=1)
-        mask = self.to_mask
-        return torch.sigmoid(
-            phase_conv_transpose2d(h, mask.weight, mask.bias, padding=self.padding)
-        )
+        return torch.sigmoid(fastforms.output_conv(self.to_mask, h, self.padding))
 
 
 class QuerySeparator(nn.Module):
@@ -235,85 +214,3 @@ class QuerySeparator(nn.Module):
     def forward(self, mixture: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Estimated target magnitude: ``mask(mixture, z) * mixture``, ``(batch, bins, frames)``."""
         return self.mask(mixture, z) * mixture
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact, faster forms of three convolutions of the U-Net (same weights, same results up to
-# float rounding). On CPU, a stride-2 convolution with one input channel and a transposed
-# convolution with one output channel are slow; both become a stride-1 convolution over the
-# 2 x 2 "phases" of the plane (pixel_unshuffle / pixel_shuffle), with the kernel taps rearranged.
-# ---------------------------------------------------------------------------------------------
-
-
-def _phase_selection(kernel_size: int, padding: int, transposed: bool) -> tuple[torch.Tensor, int]:
-    """0/1 tensor ``(2, width, kernel_size)`` placing each tap of a stride-2 kernel along one axis
-    at (phase, offset), and the lowest offset.
-
-    Convolution: output ``m`` reads input ``2m + i - padding = 2(m + d) + p``, so tap ``i`` sits at
-    phase ``p`` of block ``m + d``. Transposed: output ``2m + a`` receives input ``m + d`` through
-    tap ``i = a + padding - 2d``.
-    """
-    places: list[tuple[int, int, int]] = []
-    for i in range(kernel_size):
-        if transposed:
-            places += [(a, (a + padding - i) // 2, i) for a in (0, 1) if (a + padding - i) % 2 == 0]
-        else:
-            d, p = divmod(i - padding, 2)
-            places.append((p, d, i))
-    low = min(d for _, d, _ in places)
-    width = max(d for _, d, _ in places) - low + 1
-    select = torch.zeros(2, width, kernel_size)
-    for p, d, i in places:
-        select[p, d - low, i] = 1.0
-    return select, low
-
-
-def _conv_padded(
-    x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, low: int
-) -> torch.Tensor:
-    """Stride-1 convolution whose output ``m`` reads input ``m + low .. m + low + width - 1``
-    (zero outside), with the padding inside the convolution where it is symmetric."""
-    before, after = -low, kernel.shape[-1] - 1 + low
-    if before != after:
-        x, before = F.pad(x, (before, after) * 2), 0
-    return F.conv2d(x, kernel, bias, padding=before)
-
-
-def phase_conv2d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, padding: int
-) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, stride=2, padding=padding)`` for a square odd kernel and even
-    ``x`` height and width, as a stride-1 convolution of ``pixel_unshuffle(x, 2)``."""
-    out_ch, in_ch, k, _ = weight.shape
-    select, low = _phase_selection(k, padding, transposed=False)
-    select = select.to(weight)
-    kernel = torch.einsum("pdi,qej,ocij->ocpqde", select, select, weight)
-    width = select.shape[1]
-    # contiguous: an einsum result may have channels-last-like strides, which would make the
-    # convolution convert its input to channels-last and back
-    kernel = kernel.reshape(out_ch, in_ch * 4, width, width).contiguous()
-    return _conv_padded(F.pixel_unshuffle(x, 2), kernel, bias, low)
-
-
-def phase_conv_transpose2d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, padding: int
-) -> torch.Tensor:
-    """``F.conv_transpose2d(x, weight, bias, stride=2, padding=padding, output_padding=1)`` for a
-    square odd kernel with ``padding = kernel // 2``, as a stride-1 convolution followed by
-    ``pixel_shuffle(., 2)``."""
-    in_ch, out_ch, k, _ = weight.shape
-    select, low = _phase_selection(k, padding, transposed=True)
-    select = select.to(weight)
-    kernel = torch.einsum("adi,bej,coij->oabcde", select, select, weight)
-    width = select.shape[1]
-    kernel = kernel.reshape(out_ch * 4, in_ch, width, width).contiguous()  # as in phase_conv2d
-    bias4 = None if bias is None else bias.repeat_interleave(4)
-    return F.pixel_shuffle(_conv_padded(x, kernel, bias4, low), 2)
-
-
-def inside_taps(size: int, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
-    """``(outputs, kernel_size)`` 0/1: whether tap ``i`` of output ``o`` reads inside ``0..size-1``
-    for a zero-padded convolution along one axis."""
-    outputs = (size + 2 * padding - kernel_size) // stride + 1
-    index = stride * torch.arange(outputs)[:, None] + torch.arange(kernel_size) - padding
-    return ((index >= 0) & (index < size)).float()

@@ -23,9 +23,10 @@ same chunking, STFT and mask mapping as the PyTorch backend.
 ``torch.export``-based exporter (the default since torch 2.9, which needs ``onnxscript`` too)
 exports the Separator, fast forms included, but takes about 15 s on 2 cores, and fails on the
 Query-net's GRU when frames are dynamic. The Separator's fast exact forms
-(:func:`~aqsep.model.phase_conv2d`, :func:`~aqsep.model.phase_conv_transpose2d` and the first
-convolution without the tiled latent) export as they are, and run 2.3x faster in onnxruntime than
-the plain convolutions (one thread, the shipped model, a batch of 4 excerpts). Only AdaIN is
+(:mod:`aqsep.fastforms`: the first convolution without the tiled latent and
+:func:`~aqsep.fastforms.phase_conv_transpose2d`) export as they are; with
+:func:`~aqsep.fastforms.phase_conv2d` too they ran 2.3x faster in onnxruntime than the plain
+convolutions (one thread, the shipped model, a batch of 4 excerpts). Only AdaIN is
 exported in its plain form (:class:`_InstanceAdaIN`): its one-pass batch normalisation of
 ``(1, batch * channels, ...)`` cannot be exported with a dynamic batch by this exporter.
 

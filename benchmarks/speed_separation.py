@@ -13,14 +13,12 @@ The models have random weights (``save_models``): speed and memory do not depend
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench_common import (
-    REPO,
     cpu_seconds,
     current_rss_mb,
     find_run,
@@ -163,15 +161,13 @@ def work_separate(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def textbook_forward(sep: Any, spec: Any, z: Any) -> Any:
-    """``UNetSeparator.forward`` as first written (``tests/reference.py``): z tiled and
-    concatenated, every convolution as its PyTorch module, AdaIN as instance norm then scale and
-    bias. Same weights and, up to float rounding, the same mask as aqsep's own forward, which
-    computes four of these parts in exact faster forms (aqsep/model.py)."""
-    if str(REPO / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO / "tests"))
-    from reference import textbook_forward
+    """``UNetSeparator.forward`` as first written (:func:`aqsep.fastforms.plain_forward`): z tiled
+    and concatenated, every convolution as its PyTorch module, AdaIN as instance norm then scale
+    and bias. Same weights and, up to float rounding, the same mask as aqsep's own forward, which
+    computes some of these parts in exact faster forms (aqsep/fastforms.py)."""
+    from aqsep.fastforms import plain_forward
 
-    return textbook_forward(sep, spec, z)
+    return plain_forward(sep, spec, z)
 
 
 def work_forward(spec: dict[str, Any]) -> dict[str, Any]:

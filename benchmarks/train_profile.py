@@ -6,7 +6,7 @@ per kind of operator, and the convolutions' achieved GFLOP/s (FLOPs counted with
 ``torch.utils.flop_counter``). Part 2 times forward + backward of each stride-2 layer of the
 separator (encoder convolutions and decoder transposed convolutions, batch 32 as in a training
 step) as PyTorch's own layer and as the stride-1 "phase" form that aqsep uses for the one-channel
-layers (:func:`aqsep.model.phase_conv2d`, :func:`aqsep.model.phase_conv_transpose2d`).
+layers (:func:`aqsep.fastforms.phase_conv2d`, :func:`aqsep.fastforms.phase_conv_transpose2d`).
 
 Run from the repository root, ideally with tcmalloc preloaded as in benchmarks/separate.py:
 
@@ -30,7 +30,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from aqsep.config import TRAIN_PRESETS, preset
-from aqsep.model import QuerySeparator, phase_conv2d, phase_conv_transpose2d
+from aqsep.fastforms import phase_conv2d, phase_conv_transpose2d
+from aqsep.model import QuerySeparator
 from aqsep.train import training_losses
 from aqsep.transforms import stft
 

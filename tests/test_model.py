@@ -6,18 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import textbook_forward
 
+from aqsep import fastforms
 from aqsep.config import PRESETS, preset
+from aqsep.fastforms import phase_conv2d, phase_conv_transpose2d, plain_forward
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
-from aqsep.model import (
-    AdaIN,
-    Posterior,
-    QuerySeparator,
-    UNetSeparator,
-    phase_conv2d,
-    phase_conv_transpose2d,
-)
+from aqsep.model import AdaIN, Posterior, QuerySeparator, UNetSeparator
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -124,8 +118,7 @@ def test_phase_conv_transpose2d_equals_the_transposed_convolution(
     assert_same_values_and_gradients(fast, plain, (x, w, b))
 
 
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_separator_equals_the_textbook_u_net(kernel: int) -> None:
+def _separator(kernel: int) -> UNetSeparator:
     torch.manual_seed(0)
     cfg = preset("cpu")
     sep_cfg = type(cfg.separator)(channels=(4, 4, 8, 8, 8, 8), kernel_size=kernel)
@@ -133,9 +126,73 @@ def test_separator_equals_the_textbook_u_net(kernel: int) -> None:
     with torch.no_grad():  # AdaIN maps away from their identity initialisation
         for adain in sep.adains:
             adain.to_scale_bias.weight.normal_(std=0.3)
+    return sep
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_separator_equals_the_plain_u_net(kernel: int) -> None:
+    sep = _separator(kernel)
     spec = torch.rand(3, 1, 128, 64)
     z = torch.randn(3, 6)
     with torch.no_grad():
+        torch.testing.assert_close(sep(spec, z), plain_forward(sep, spec, z), atol=1e-5, rtol=1e-4)
+    # with autograd (training: phase_deconv is off there), values and gradients; the gradient
+    # runs through the whole network, so float rounding is relative to its size
+    spec.requires_grad_(True)
+    z.requires_grad_(True)
+    fast, plain = sep(spec, z), plain_forward(sep, spec, z)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
+    weight = torch.rand_like(plain)
+    for g_fast, g_plain in zip(
+        torch.autograd.grad((fast * weight).sum(), (spec, z)),
+        torch.autograd.grad((plain * weight).sum(), (spec, z)),
+        strict=True,
+    ):
         torch.testing.assert_close(
-            sep(spec, z), textbook_forward(sep, spec, z), atol=1e-5, rtol=1e-4
+            g_fast, g_plain, atol=1e-4 * float(g_plain.abs().max()), rtol=1e-3
         )
+
+
+@pytest.mark.parametrize("form", fastforms.FORMS)
+def test_each_fast_form_equals_its_plain_operation(form: str) -> None:
+    """Each form alone, forced on and off, in values and gradients (inputs and weights)."""
+    sep = _separator(5)
+    spec = torch.rand(2, 1, 64, 32, requires_grad=True)
+    z = torch.randn(2, 6, requires_grad=True)
+    first = sep.encoder[0][0]
+    assert isinstance(first, torch.nn.Conv2d)
+    if form == "tiled_z":
+        inputs = (spec, z, first.weight, first.bias)
+        fast, plain = (fastforms.first_conv(first, spec, z, 2, fast=f) for f in (True, False))
+    elif form == "phase_conv":
+        inputs = (spec, first.weight, first.bias)
+        w = first.weight[:, :1]
+        fast = phase_conv2d(spec, w, first.bias, padding=2)
+        plain = F.conv2d(spec, w, first.bias, stride=2, padding=2)
+    elif form == "phase_deconv":
+        h = torch.randn(2, 8, 32, 16, requires_grad=True)
+        inputs = (h, sep.to_mask.weight, sep.to_mask.bias)
+        fast, plain = (fastforms.output_conv(sep.to_mask, h, 2, fast=f) for f in (True, False))
+    else:
+        h = torch.randn(2, 4, 16, 8, requires_grad=True)
+        gamma, beta = torch.randn(2, 4, requires_grad=True), torch.randn(2, 4, requires_grad=True)
+        inputs = (h, gamma, beta)
+        fast, plain = (fastforms.adain(h, gamma, beta, 1e-5, fast=f) for f in (True, False))
+    assert_same_values_and_gradients(fast, plain, inputs)
+
+
+def test_the_switch_turns_every_form_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    sep = _separator(5)
+    spec, z = torch.rand(2, 1, 128, 64), torch.randn(2, 6)
+    with torch.no_grad():
+        fast = sep(spec, z)
+        assert [f for f in fastforms.FORMS if fastforms.use(f)] == sorted(
+            fastforms.KEPT, key=fastforms.FORMS.index
+        )
+        monkeypatch.setattr(fastforms, "enabled", False)
+        assert not any(fastforms.use(f) for f in fastforms.FORMS)
+        # the plain operations, in the model's own forward: the plain network exactly
+        torch.testing.assert_close(sep(spec, z), plain_forward(sep, spec, z), atol=0, rtol=0)
+    torch.testing.assert_close(fast, plain_forward(sep, spec, z), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown fast form 'nope'"):
+        fastforms.use("nope")
