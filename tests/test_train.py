@@ -620,3 +620,9 @@ def test_a_bad_export_folder_fails_before_training(corpus: Path, tmp_path: Path,
     assert "notes.txt" in error or "not" in error
     assert not run_dir.exists()  # refused before any training
     assert (notes / "notes.txt").read_text() == "keep me"
+
+
+def test_a_file_in_the_run_folder_path_is_one_line(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "FILE").write_text("not a folder")
+    result = cli("train", *_quick_run(corpus, tmp_path / "FILE" / "run", batch_size=1))
+    assert result.code != 0 and "FILE" in result.one_line_error()
