@@ -462,6 +462,10 @@ RESUMABLE = (
 )
 
 
+class RunExists(AqsepError):
+    """A new run was asked for in a folder that already holds one."""
+
+
 class ResumeConflict(AqsepError):
     """Settings that define a run were given other values for its resumption."""
 
@@ -576,7 +580,7 @@ def train(
                 f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} yet"
             )
     elif rank == 0 and (ckpt.is_file() or (run_dir / RUN_FILE).is_file()):  # rank 0 writes run.json
-        raise AqsepError(
+        raise RunExists(
             f"{run_dir} already holds a training run: resume it, or start the new run in another folder"
         )
     model_config, tc = spec.model_config, spec.train_config

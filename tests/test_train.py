@@ -626,3 +626,11 @@ def test_a_file_in_the_run_folder_path_is_one_line(corpus: Path, tmp_path: Path,
     (tmp_path / "FILE").write_text("not a folder")
     result = cli("train", *_quick_run(corpus, tmp_path / "FILE" / "run", batch_size=1))
     assert result.code != 0 and "FILE" in result.one_line_error()
+
+
+def test_a_second_new_run_in_the_same_folder_is_refused(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    common = [*_quick_run(corpus, run_dir, batch_size=1), "--valid-excerpts", 1, "--quiet"]
+    assert cli("train", *common, "--steps", 1).code == 0
+    error = cli("train", *common, "--steps", 2).one_line_error()
+    assert "already holds a training run: add --resume to continue it" in error

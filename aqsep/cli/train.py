@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -441,7 +440,7 @@ def _new_spec(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from aqsep.release import check_model_destination
-    from aqsep.train import export_model, train
+    from aqsep.train import RunExists, export_model, train
 
     if args.export_only:
         if args.resume:
@@ -460,23 +459,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.export:
         check_model_destination(args.export)  # a bad destination fails now, not after training
-    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes run.json
-    if not args.resume and first_rank and (Path(args.out) / "run.json").is_file():
+    spec = _resume_spec(args) if args.resume else _new_spec(args)
+    try:
+        result = train(
+            spec,
+            args.out,
+            resume=args.resume,
+            export_dir=args.export,
+            accelerator=args.accelerator,
+            devices=args.devices,
+            progress=not args.quiet,
+            log_every=args.log_every,
+        )
+    except RunExists:
         raise AqsepError(
             f"{args.out} already holds a training run: add --resume to continue it, or use "
             "another --out"
-        )
-    spec = _resume_spec(args) if args.resume else _new_spec(args)
-    result = train(
-        spec,
-        args.out,
-        resume=args.resume,
-        export_dir=args.export,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        progress=not args.quiet,
-        log_every=args.log_every,
-    )
+        ) from None
     if result.model_dir is not None and not args.quiet:
         sdr = result.metrics.get("val/sdr")
         note = f", validation SDR {sdr:.2f} dB" if sdr is not None else ""
