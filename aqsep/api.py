@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,30 @@ def check_output_names(names: Sequence[str], *, residual: bool = False) -> None:
         if n.lower() in seen:  # case-insensitive file systems would write one file
             raise OutputError(f"two outputs would be named {seen[n.lower()]!r} and {n!r}")
         seen[n.lower()] = n
+
+
+def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
+    """Raise :class:`OutputError` if writing an output would replace one of ``inputs``.
+
+    An output replaces the file its own name holds (a link is replaced, not what it points to), so
+    it is refused when that file is an input's file, by whatever name (a link to it, a relative
+    path, another spelling on a case-insensitive file system).
+    """
+    files = {}
+    for given in inputs:
+        with contextlib.suppress(OSError):
+            st = os.stat(given)
+            files[(st.st_dev, st.st_ino)] = given
+    for out in outputs:
+        try:
+            st = os.lstat(out)
+        except OSError:  # not there yet: it replaces nothing
+            continue
+        if (st.st_dev, st.st_ino) in files:
+            raise OutputError(
+                f"{out} is an input ({files[(st.st_dev, st.st_ino)]}): writing the output there "
+                "would destroy it; choose another output folder"
+            )
 
 
 @dataclass
@@ -439,8 +464,9 @@ class Separator:
         ``latent`` is one latent, written as ``name``, or a mapping ``{name: latent}``, one file
         per name, all in one pass over the file; ``masks`` as in :meth:`separate`. ``ext`` is
         ``"wav"`` or ``"flac"``; ``bits`` 16 or 24 (integer) or ``"32f"`` (float). A track whose
-        outputs all exist is skipped unless ``force``. On an error nothing is left under an
-        output name, nor a folder made for it. ``progress``: as :meth:`separate`'s.
+        outputs all exist is skipped unless ``force``. An output is never written over the input
+        (:class:`OutputError`). On an error nothing is left under an output name, nor a folder
+        made for it. ``progress``: as :meth:`separate`'s.
         """
         bits = output_bits(bits)
         if ext not in FORMATS:
@@ -452,6 +478,7 @@ class Separator:
         )
         if not force and all(p.exists() for p in outputs.values()):
             return SeparatedFile(track, outputs, skipped=True)
+        check_not_inputs(outputs.values(), [path])
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(AudioReader(path))
             writers = {
@@ -574,6 +601,7 @@ __all__ = [
     "Separator",
     "SeparatedFile",
     "Targets",
+    "check_not_inputs",
     "check_output_names",
     "pick_device",
     "track_outputs",

@@ -375,6 +375,61 @@ def test_disk_full_mid_write(cli, tmp_path, tiny_model_dir, monkeypatch):
     assert files_under(tmp_path / "out") == []
 
 
+def test_force_never_writes_over_the_input(cli, tmp_path, tiny_model_dir, sep):
+    out = tmp_path / "o7"
+    song = write_file(out / "drums" / "drums.wav", make_audio(0.6, 44100, 2), 44100)
+    original = song.read_bytes()
+    line = separate_cli(cli, song, tiny_model_dir, out, "--force").one_line_error()
+    assert "is an input" in line and str(song) in line
+    # without --force too: rest.wav is missing, so the track is not skipped
+    line = separate_cli(cli, song, tiny_model_dir, out, "--residual").one_line_error()
+    assert "is an input" in line
+    # the input named through a link (track "drums" as well), and the API
+    link = tmp_path / "links" / "drums.wav"
+    link.parent.mkdir()
+    link.symlink_to(song)
+    with pytest.raises(OutputError, match="is an input"):
+        sep.separate_file(link, out, sep.class_latent("drums"), name="drums", force=True)
+    assert song.read_bytes() == original
+    assert files_under(out) == ["drums/drums.wav"]
+
+
+def test_no_track_writes_over_another_tracks_input_or_a_query(cli, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    first = write_file(out / "song" / "drums.wav", make_audio(0.6, 44100, 2), 44100)
+    song = write_file(tmp_path / "song.wav", make_audio(0.6, 44100, 2, seed=1), 44100)
+    original = first.read_bytes()
+    line = cli(
+        "separate",
+        first,
+        song,
+        "--target",
+        "drums",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+        "--force",
+    ).one_line_error()
+    assert "is an input" in line and str(first) in line
+    line = cli(
+        "separate",
+        song,
+        "--query",
+        first,
+        "--name",
+        "drums",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+        "--force",
+    ).one_line_error()
+    assert "is an input" in line
+    assert first.read_bytes() == original
+    assert files_under(out) == ["song/drums.wav"]
+
+
 # A separation slowed down to take seconds, in a real process, to kill it or run two at once.
 SLOW_RUN = """
 import sys, time

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aqsep.api import BACKENDS, DEFAULT_MASKS, Separator, track_outputs
+from aqsep.api import BACKENDS, DEFAULT_MASKS, Separator, check_not_inputs, track_outputs
 from aqsep.audio import AUDIO_EXTENSIONS
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
 from aqsep.errors import AqsepError, AudioError, ModelError, OutputError, QueryError
@@ -475,11 +475,24 @@ def run(args: argparse.Namespace) -> int:
             fixed[out.name] = sep.query_latent(list(out.source))
     other = _other_latent(sep, args.blend.other) if args.blend else None
 
-    failed = 0
+    # every file this run reads, so that no track's output replaces one (another track's input
+    # included, which may be read after that output is written)
+    read = [*tracks.values(), *(c for o in outputs if o.kind != "class" for c in o.source)]
+    if args.blend and Path(args.blend.other).is_file():
+        read.append(Path(args.blend.other))
+    planned = {}
     for track, path in tracks.items():
         _, files = track_outputs(path, args.out, name=names, residual=args.residual, ext=ext)
+        skipped = not args.force and all(p.exists() for p in files.values())
+        if not skipped:
+            check_not_inputs(files.values(), read)
+        planned[track] = files, skipped
+
+    failed = 0
+    for track, path in tracks.items():
+        files, skipped = planned[track]
         folder = files[names[0]].parent
-        if not args.force and all(p.exists() for p in files.values()):
+        if skipped:
             if not args.quiet:
                 print(
                     f"{track}: skipped, {', '.join(p.name for p in files.values())} already in "
