@@ -534,6 +534,34 @@ def test_killed_mid_write_leaves_no_final_file_and_the_next_run_cleans_up(
     assert sf.info(str(out / "song" / "drums.wav")).frames == 80000
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_terminated_like_interrupted_leaves_nothing(tmp_path, tiny_model_dir, sig):
+    song = write_file(tmp_path / "song.wav", make_audio(10.0, 8000, 1), 8000)
+    out = tmp_path / "out"
+    cmd = [c for c in _slow_cmd(0.1, song, tiny_model_dir, out, "--residual") if c != "-q"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            temps = list((out / "song").glob(".*.part")) if (out / "song").exists() else []
+            if len(temps) == 2 and all(t.stat().st_size > 1000 for t in temps):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + sig, err
+    word = "terminated" if sig == signal.SIGTERM else "interrupted"
+    assert err.rsplit("\r", 1)[-1].strip().endswith(f"aqsep: {word}"), err
+    assert files_under(out) == []  # neither temporaries nor the folder made for them
+
+
 def test_temporaries_of_a_running_writer_are_left_alone(tmp_path):
     from aqsep.audio import _HOST, remove_stale_temps
 

@@ -7,9 +7,13 @@ Each subcommand lives in its own module of this package and exposes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from types import FrameType
 from typing import NoReturn
 
 from aqsep import __version__
@@ -67,9 +71,42 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                 _add_debug(child)
 
 
+class _Signals:
+    """The signal that stopped a command, if one did (for its message and exit status)."""
+
+    received: int | None = None
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    _Signals.received = signum
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, systemd, ``docker stop``) stops a command as Ctrl+C does: the same
+    clean-up runs (no temporary file is left), instead of the process dying on the spot. The
+    previous handler is restored afterwards."""
+    _Signals.received = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _terminate_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except AqsepError as err:
@@ -83,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aqsep: error: {_os_error(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if _Signals.received == signal.SIGTERM:
+            print("aqsep: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("aqsep: interrupted", file=sys.stderr)
         return 130
 
