@@ -27,8 +27,9 @@ from aqsep.audio import (
     as_2d,
     output_bits,
 )
-from aqsep.errors import AudioError, OutputError, QueryError, SettingError
-from aqsep.inference import MASK_RULES, ChunkPlan, Latent, Progress, separate_stream
+from aqsep.errors import AudioError, ModelError, OutputError, QueryError, SettingError
+from aqsep.inference import MASK_RULES, ChunkPlan, Latent, Network, Progress, separate_stream
+from aqsep.model import Posterior
 from aqsep.onnx import load_onnx_model
 from aqsep.query import encode_blocks, encode_reader, slerp
 from aqsep.release import ReleasedModel, load_model
@@ -43,6 +44,14 @@ Targets = Latent | Mapping[str, Latent]
 # 30 s chunks peak about 0.33 GB above the loaded model with a batch of 1, 0.8 GB with 4.
 MAX_SEGMENT_SECONDS = 30.0
 MIN_SEGMENT_SECONDS = 0.1
+# The most chunks per forward pass: at 30 s chunks each one costs about 0.16 GB (the figures
+# above), so a batch of 32 stays near 5 GB; a larger one only costs memory, since one pass
+# over the input does the same work whatever its batches.
+MAX_BATCH_SIZE = 32
+# The largest overlap: every sample is separated 1 / (1 - overlap) times, so an overlap near 1
+# costs unbounded time (0.9999999 on 6 s would be 134,041 chunks); 0.9 separates each sample
+# at most 10 times (the default 0.25, 1.33 times).
+MAX_OVERLAP = 0.9
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # What runs the networks: PyTorch, or onnxruntime on the CPU with an ONNX export of the model
 # (aqsep.onnx; the optional extra aqsep[onnx]). Both separate through the same core.
@@ -161,6 +170,49 @@ def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]
             )
 
 
+# How far past [0, 1] a mask value may be and still count as a mask (float rounding of a sigmoid
+# in another runtime); anything further is a broken network, not a rounding.
+MASK_TOLERANCE = 1e-3
+
+
+class CheckedNetwork:
+    """A :class:`~aqsep.inference.Network` whose masks are checked before they are applied.
+
+    A model with NaN weights, or an exported graph that is broken, gives masks of NaN, of the
+    wrong shape or far outside [0, 1]; applied, they would write NaN or full-scale noise without
+    a word. Each mask must have the magnitude's shape and finite values in [0, 1].
+
+    Raises (from :meth:`mask`):
+        ModelError: a mask that fails the check, naming ``name`` (the model).
+    """
+
+    def __init__(self, network: Network, name: str) -> None:
+        self.network, self.name = network, name
+        self.config = network.config
+
+    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        m = self.network.mask(magnitude, z)
+        problem = None
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(magnitude.shape):
+            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            problem = f"of shape {shape} for a spectrogram of shape {tuple(magnitude.shape)}"
+        elif not torch.isfinite(m).all():
+            problem = "holding NaN or infinite values"
+        elif float(m.min()) < -MASK_TOLERANCE or float(m.max()) > 1 + MASK_TOLERANCE:
+            problem = (
+                f"with values from {float(m.min()):.3g} to {float(m.max()):.3g}, not in [0, 1]"
+            )
+        if problem is not None:
+            raise ModelError(
+                f"the model {self.name} gave a mask {problem}: its weights or graph are broken; "
+                "re-export or re-download it"
+            )
+        return m
+
+    def encode(self, magnitude: torch.Tensor) -> Posterior:
+        return self.network.encode(magnitude)
+
+
 @dataclass
 class SeparatedFile:
     track: str
@@ -179,8 +231,8 @@ class Separator:
         device: "auto", "cpu", "cuda" or "mps" (the ``"onnx"`` backend: "auto" or "cpu").
         segment: chunk length in seconds (default: the model's excerpt length), from 0.1 to
             :data:`MAX_SEGMENT_SECONDS`; never longer than the input (or the model's excerpt).
-        overlap: fraction of each chunk shared with the next, in [0, 1).
-        batch_size: chunks per forward pass (a whole number >= 1).
+        overlap: fraction of each chunk shared with the next, from 0 to :data:`MAX_OVERLAP`.
+        batch_size: chunks per forward pass, a whole number from 1 to :data:`MAX_BATCH_SIZE`.
         backend: ``"torch"`` (PyTorch) or ``"onnx"`` (onnxruntime on the CPU).
 
     Raises:
@@ -208,9 +260,17 @@ class Separator:
                     f"got {segment:g}"
                 )
         overlap = _number("overlap", overlap)
-        if not 0.0 <= overlap < 1.0:
-            raise SettingError(f"overlap must be in [0, 1), got {overlap:g}")
+        if not 0.0 <= overlap <= MAX_OVERLAP:
+            raise SettingError(
+                f"overlap must be from 0 to {MAX_OVERLAP:g} (each sample is separated "
+                f"1 / (1 - overlap) times), got {overlap}"
+            )
         batch_size = _whole_number("batch size", batch_size, 1)
+        if batch_size > MAX_BATCH_SIZE:
+            raise SettingError(
+                f"batch size must be at most {MAX_BATCH_SIZE} (memory grows with it, speed "
+                f"hardly), got {batch_size}"
+            )
         self.device = pick_device("cpu" if backend == "onnx" and device == "auto" else device)
         if isinstance(model, ReleasedModel):
             self.released = model
@@ -219,6 +279,8 @@ class Separator:
         else:
             self.released = load_model(model)
         self.model = self.released.model.to(self.device).eval()
+        where = self.released.path if self.released.path is not None else "given"
+        self._network = CheckedNetwork(self.model, str(where))
         self.segment, self.overlap, self.batch_size = segment, overlap, batch_size
 
     # ---- latents ---------------------------------------------------------------------------
@@ -293,8 +355,19 @@ class Separator:
         for q in items:
             with _reader(q) as reader:
                 self._check_long_enough(reader.frames, reader.sample_rate, f"query {reader.name}")
-                latents.append(encode_reader(self.model, reader, device=self.device))
+                z = encode_reader(self.model, reader, device=self.device)
+                latents.append(self._network_latent(z, f"query {reader.name}"))
         return torch.stack(latents).mean(dim=0)
+
+    def _network_latent(self, z: torch.Tensor, what: str) -> torch.Tensor:
+        """``z``, a latent the Query-net gave for ``what``; :class:`ModelError` if it is not finite
+        (a model with broken weights or graph)."""
+        if not torch.isfinite(z).all():
+            raise ModelError(
+                f"the model {self._network.name} gave a latent holding NaN or infinite values for "
+                f"{what}: its weights or graph are broken; re-export or re-download it"
+            )
+        return z
 
     def _check_long_enough(self, frames: int, sample_rate: int, what: str) -> None:
         """A query needs at least one STFT window of the model: less is too short to describe."""
@@ -323,14 +396,9 @@ class Separator:
             self._check_long_enough(
                 e - s, reader.sample_rate, f"range {start:g}:{end:g} s of {reader.name}"
             )
-            return encode_reader(
-                self.model,
-                reader,
-                start=s,
-                stop=e,
-                device=self.device,
-                what=f"range {start:g}:{end:g} s of {reader.name}",
-            )
+            what = f"range {start:g}:{end:g} s of {reader.name}"
+            z = encode_reader(self.model, reader, start=s, stop=e, device=self.device, what=what)
+            return self._network_latent(z, what)
 
     @staticmethod
     def blend(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -359,7 +427,7 @@ class Separator:
         for k in range(steps):
             with _reader(source) as reader:
                 chunking = self._chunking(reader, _each_pass(progress, k, steps))
-                estimate = separate_stream(self.model, reader, [latent], **chunking)
+                estimate = separate_stream(self._network, reader, [latent], **chunking)
                 latent = encode_blocks(
                     self.model,
                     (block[0] for block in estimate),
@@ -367,6 +435,7 @@ class Separator:
                     device=self.device,
                     what="the estimate to refine",
                 )
+                latent = self._network_latent(latent, "the estimate to refine")
         return latent
 
     # ---- separation ------------------------------------------------------------------------
@@ -435,7 +504,12 @@ class Separator:
         reader = AudioReader(mix, sample_rate)
         chunking = self._chunking(reader, _each_pass(progress, 0, 1))
         blocks = separate_stream(
-            self.model, reader, list(targets.values()), masks=rule, rest=residual, **chunking
+            self._network,
+            reader,
+            list(targets.values()),
+            masks=rule,
+            rest=residual,
+            **chunking,
         )
         est = np.concatenate(list(blocks), axis=-1)
         out = dict(zip(targets, est, strict=True))
@@ -483,14 +557,26 @@ class Separator:
             reader = stack.enter_context(AudioReader(path))
             writers = {
                 k: stack.enter_context(
-                    AtomicAudioWriter(p, reader.sample_rate, reader.channels, bits=bits, fmt=ext)
+                    AtomicAudioWriter(
+                        p,
+                        reader.sample_rate,
+                        reader.channels,
+                        bits=bits,
+                        fmt=ext,
+                        frames=reader.frames,
+                    )
                 )
                 for k, p in outputs.items()
             }
             pos = 0
             chunking = self._chunking(reader, _each_pass(progress, 0, 1))
             blocks = separate_stream(
-                self.model, reader, list(targets.values()), masks=rule, rest=residual, **chunking
+                self._network,
+                reader,
+                list(targets.values()),
+                masks=rule,
+                rest=residual,
+                **chunking,
             )
             for block in blocks:
                 for k, estimate in zip(targets, block, strict=True):

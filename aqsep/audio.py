@@ -41,10 +41,19 @@ AUDIO_EXTENSIONS = (
     ".aac",
 )
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+BYTES_PER_SAMPLE = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
 FORMATS = ("wav", "flac")
+# The most audio bytes a plain WAV file holds: its sizes are 32-bit (4 GiB), less room for the
+# header. Longer outputs are written as RF64, the WAV with 64-bit sizes (EBU Tech 3306), which
+# libsndfile (aqsep included) and most audio tools read.
+WAV_MAX_DATA_BYTES = 2**32 - 2**16
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
 MAX_CHANNELS = 64  # more "channels" than this means the array is (samples, channels)
+# The largest sample magnitude accepted (full scale is 1): 80 dB above full scale, which no
+# recording reaches, while sums of squares of a long STFT window of such samples stay far from
+# float32's limit (3.4e38); larger values would overflow the transform into inf and NaN.
+MAX_SAMPLE_MAGNITUDE = 1e4
 
 
 @dataclass(frozen=True)
@@ -97,12 +106,20 @@ def _check_info(path: Path, sample_rate: int, channels: int, frames: int) -> Non
         raise AudioError(f"{path}: unsupported sample rate {sample_rate} Hz")
 
 
-def check_finite(audio: np.ndarray, where: str) -> None:
-    """Refuse NaN or Inf samples: they would silently poison every chunk they touch."""
+def check_samples(audio: np.ndarray, where: str) -> None:
+    """Refuse NaN or Inf samples, and samples beyond :data:`MAX_SAMPLE_MAGNITUDE`: they would
+    silently poison every chunk they touch (huge finite ones overflow the STFT)."""
     if not np.isfinite(audio).all():
         bad = int((~np.isfinite(audio)).sum())
         raise AudioError(
             f"{where}: contains {bad} NaN or infinite samples; fix or re-export the file"
+        )
+    peak = float(np.abs(audio).max(initial=0.0))
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        bad = int((np.abs(audio) > MAX_SAMPLE_MAGNITUDE).sum())
+        raise AudioError(
+            f"{where}: {bad} samples are beyond +-{MAX_SAMPLE_MAGNITUDE:g} (the largest is "
+            f"{peak:.3g}; full scale is 1): not a recording's values; fix or re-export the file"
         )
 
 
@@ -193,7 +210,7 @@ def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[n
     _check_info(
         path, int(sr), audio.shape[0], audio.shape[1] if start == 0 else max(audio.shape[1], 1)
     )
-    check_finite(audio, str(path))
+    check_samples(audio, str(path))
     return np.ascontiguousarray(audio), int(sr)
 
 
@@ -215,7 +232,7 @@ class AudioReader:
             self.channels, self.frames = self._array.shape
             self.name = "<array>"
             _check_info(Path(self.name), self.sample_rate, self.channels, self.frames)
-            check_finite(self._array, "input audio")
+            check_samples(self._array, "input audio")
             return
         path = Path(source)
         self.name = str(path)
@@ -263,7 +280,7 @@ class AudioReader:
                     "corrupt; re-download or re-export it"
                 )
             out[:, lo - start : hi - start] = block
-        check_finite(out, f"{self.name} (samples {lo}..{hi})")
+        check_samples(out, f"{self.name} (samples {lo}..{hi})")
         return out
 
     def blocks(self, size: int) -> Iterator[np.ndarray]:
@@ -441,6 +458,10 @@ class AtomicAudioWriter:
         sample_rate, channels: of the audio to write.
         bits: ``"16"`` or ``"24"`` (integer PCM, also as ints) or ``"32f"`` (float).
         fmt: ``"wav"`` or ``"flac"``; default: from the suffix of ``path``, else wav.
+        frames: how many samples (per channel) will be written, if known. A WAV whose audio
+            will pass :data:`WAV_MAX_DATA_BYTES` (4 GiB) is written as RF64; without ``frames``
+            a WAV that grows past it is refused (:class:`OutputError`) rather than written with
+            sizes that every reader would misread.
     """
 
     def __init__(
@@ -451,6 +472,7 @@ class AtomicAudioWriter:
         *,
         bits: str | int = "16",
         fmt: str | None = None,
+        frames: int | None = None,
     ) -> None:
         self.path = Path(path)
         bits = output_bits(bits)
@@ -465,6 +487,11 @@ class AtomicAudioWriter:
             SUBTYPES[bits],
             fmt.upper(),
         )
+        self._frame_bytes = channels * BYTES_PER_SAMPLE[self.subtype]
+        if self.format == "WAV" and frames is not None:
+            if frames * self._frame_bytes > WAV_MAX_DATA_BYTES:
+                self.format = "RF64"
+        self.written = 0  # samples per channel
         self.clipped = 0
         self._tmp: Path | None = None
         self._file: sf.SoundFile | None = None
@@ -528,6 +555,14 @@ class AtomicAudioWriter:
     def write(self, block: np.ndarray) -> None:
         """Append ``(channels, samples)``; integer formats clamp to [-1, 1] and count clipped samples."""
         assert self._file is not None, "use AtomicAudioWriter as a context manager"
+        if self.format == "WAV" and (self.written + block.shape[-1]) * self._frame_bytes > (
+            WAV_MAX_DATA_BYTES
+        ):
+            raise OutputError(
+                f"{self.path}: the audio passes 4 GiB, more than a WAV file holds; write FLAC, "
+                "or give the writer the length so that it writes RF64"
+            )
+        self.written += block.shape[-1]
         if self.subtype != "FLOAT":
             over = np.abs(block) > 1.0
             if over.any():
@@ -570,6 +605,8 @@ def write_audio(
 ) -> int:
     """Write ``(channels, samples)`` atomically; returns the number of clipped samples."""
     audio = as_2d(audio)
-    with AtomicAudioWriter(path, sample_rate, audio.shape[0], bits=bits, fmt=fmt) as w:
+    with AtomicAudioWriter(
+        path, sample_rate, audio.shape[0], bits=bits, fmt=fmt, frames=audio.shape[1]
+    ) as w:
         w.write(audio)
     return w.clipped

@@ -334,6 +334,11 @@ def test_usage_errors_are_one_line(cli, song, tiny_model_dir):
         "--batch-size"
         in cli("separate", song, "--target", "a", "--batch-size", "0").one_line_error()
     )
+    # a user's number costs bounded memory and time: the bound is in the message
+    line = cli("separate", song, "--target", "a", "--batch-size", "100000").one_line_error()
+    assert "--batch-size" in line and "at most 32" in line
+    line = cli("separate", song, "--target", "a", "--overlap", "0.9999999").one_line_error()
+    assert "--overlap" in line and "from 0 to 0.9" in line
     assert "--segment" in cli("separate", song, "--target", "a", "--segment", "0").one_line_error()
     assert "--blend" in cli("separate", song, "--target", "a", "--blend", "bass:2").one_line_error()
     assert "--name" in cli("separate", song, "--target", "a", "--name", "../x").one_line_error()

@@ -274,6 +274,57 @@ def test_nan_or_inf_samples(cli, tmp_path, tiny_model_dir, sep, bad):
         sep.separate(audio, 22050, sep.class_latent("drums"))
 
 
+def test_huge_finite_samples_are_refused(cli, tmp_path, tiny_model_dir, sep):
+    audio = make_audio(1.0, 22050, 2)
+    audio[:, ::100] = 3e38 * np.sign(audio[:, ::100] + 1e-9)  # finite, but they overflow the STFT
+    path = write_file(tmp_path / "huge.wav", audio, 22050, subtype="FLOAT")
+    line = separate_cli(cli, path, tiny_model_dir, tmp_path / "out", "--residual").one_line_error()
+    assert "beyond +-10000" in line and str(path) in line and "3e+38" in line
+    assert files_under(tmp_path / "out") == []
+    with pytest.raises(AudioError, match="beyond"):
+        sep.separate(audio, 22050, sep.class_latent("drums"))
+    with pytest.raises(AudioError, match="beyond"):
+        sep.query_latent((audio, 22050))
+
+
+def test_a_network_giving_nan_is_a_model_error(tmp_path, tiny_model_dir, song):
+    released = load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in released.model.parameters():
+            p.fill_(float("nan"))
+    broken = Separator(released, device="cpu")
+    z = broken.class_latent("drums")
+    with pytest.raises(ModelError, match="gave a mask holding NaN"):
+        broken.separate_file(song, tmp_path / "out", z)
+    assert files_under(tmp_path / "out") == []
+    with pytest.raises(ModelError, match="gave a latent holding NaN"):
+        broken.query_latent([song])
+    with pytest.raises(ModelError, match="gave a latent holding NaN"):
+        broken.range_latent(song, 0.0, None)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: m * 1000, r"values from .* not in \[0, 1\]"),
+        (lambda m: m[..., :-1], "of shape"),
+        (lambda m: m.transpose(-1, -2), "of shape"),
+    ],
+)
+def test_a_mask_out_of_range_or_of_the_wrong_shape_is_a_model_error(
+    tmp_path, tiny_model_dir, song, monkeypatch, damage, message
+):
+    from aqsep.model import QuerySeparator
+
+    plain = QuerySeparator.mask
+    monkeypatch.setattr(QuerySeparator, "mask", lambda self, m, z: damage(plain(self, m, z)))
+    broken = Separator(tiny_model_dir, device="cpu")
+    z = broken.class_latent("drums")
+    with pytest.raises(ModelError, match=message):
+        broken.separate_file(song, tmp_path / "out", {"drums": z, "bass": z})
+    assert files_under(tmp_path / "out") == []
+
+
 def test_clipped_input_works(cli, tmp_path, tiny_model_dir):
     audio = np.clip(8.0 * make_audio(0.5, 22050, 2), -1.0, 1.0)  # flat tops at full scale
     path = write_file(tmp_path / "clipped.wav", audio, 22050, subtype="PCM_16")
@@ -428,6 +479,33 @@ def test_no_track_writes_over_another_tracks_input_or_a_query(cli, tmp_path, tin
     assert "is an input" in line
     assert first.read_bytes() == original
     assert files_under(out) == ["song/drums.wav"]
+
+
+@pytest.mark.parametrize("bits", ["16", "32f"])
+def test_wav_outputs_past_4_gib_are_written_as_rf64(tmp_path, sep, monkeypatch, bits):
+    import aqsep.audio
+
+    # 4 GiB of output would take minutes: the limit is lowered instead, the logic is the same
+    monkeypatch.setattr(aqsep.audio, "WAV_MAX_DATA_BYTES", 40_000)
+    song = write_file(tmp_path / "song.wav", make_audio(0.6, 44100, 2), 44100)  # 26460 frames
+    small = write_file(tmp_path / "small.wav", make_audio(0.1, 44100, 2), 44100)
+    result = sep.separate_file(
+        song, tmp_path / "out", sep.class_latent("drums"), residual=True, bits=bits
+    )
+    for path in result.outputs.values():
+        info = sf.info(str(path))
+        assert info.format == "RF64" and info.frames == 26460, info
+    info = sf.info(
+        str(sep.separate_file(small, tmp_path / "out", sep.class_latent("drums")).outputs["target"])
+    )
+    assert info.format == "WAV"  # under the limit: a plain WAV, as before
+    # a writer that does not know the length refuses to pass the limit
+    audio = make_audio(0.6, 44100, 2)
+    with pytest.raises(OutputError, match="passes 4 GiB"):
+        with aqsep.audio.AtomicAudioWriter(tmp_path / "w" / "x.wav", 44100, 2) as writer:
+            for start in range(0, audio.shape[1], 4096):
+                writer.write(audio[:, start : start + 4096])
+    assert files_under(tmp_path / "w") == []
 
 
 # A separation slowed down to take seconds, in a real process, to kill it or run two at once.

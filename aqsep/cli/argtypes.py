@@ -7,7 +7,13 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from aqsep.api import DEVICES, MAX_SEGMENT_SECONDS, MIN_SEGMENT_SECONDS
+from aqsep.api import (
+    DEVICES,
+    MAX_BATCH_SIZE,
+    MAX_OVERLAP,
+    MAX_SEGMENT_SECONDS,
+    MIN_SEGMENT_SECONDS,
+)
 
 
 def _int_at_least(text: str, minimum: int, requirement: str) -> int:
@@ -55,10 +61,24 @@ def segment_seconds(text: str) -> float:
 
 
 def overlap_fraction(text: str) -> float:
-    """The share of a chunk overlapping the next, in [0, 1)."""
+    """The share of a chunk overlapping the next, from 0 to :data:`aqsep.api.MAX_OVERLAP`."""
     return checked_float(
-        text, lambda v: 0.0 <= v < 1.0, "{text!r} is not a number", "must be in [0, 1), got {text}"
+        text,
+        lambda v: 0.0 <= v <= MAX_OVERLAP,
+        "{text!r} is not a number",
+        f"must be from 0 to {MAX_OVERLAP:g} (each sample is separated 1 / (1 - overlap) "
+        "times), got {text}",
     )
+
+
+def batch_size(text: str) -> int:
+    """Chunks per forward pass, from 1 to :data:`aqsep.api.MAX_BATCH_SIZE`."""
+    value = positive_int(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_BATCH_SIZE} (memory grows with it, speed hardly), got {value}"
+        )
+    return value
 
 
 def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,14 +95,16 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
         type=overlap_fraction,
         default=0.25,
         metavar="R",
-        help="fraction of each chunk shared with the next, in [0, 1) (default 0.25)",
+        help=f"fraction of each chunk shared with the next, from 0 to {MAX_OVERLAP:g} "
+        "(default 0.25)",
     )
     parser.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=batch_size,
         default=4,
         metavar="B",
-        help="chunks per forward pass; lower it if memory runs short (default 4)",
+        help=f"chunks per forward pass, at most {MAX_BATCH_SIZE}; lower it if memory runs short "
+        "(default 4)",
     )
     parser.add_argument(
         "--device",

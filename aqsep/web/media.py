@@ -107,7 +107,9 @@ def overview(
 def convert(src: str | Path, dst: str | Path, fmt: str, *, bits: str = "16") -> Path:
     """Copy ``src`` to ``dst`` as ``fmt`` (wav or flac) at its own rate and channels, atomically."""
     with AudioReader(src) as reader:
-        with AtomicAudioWriter(dst, reader.sample_rate, reader.channels, bits=bits, fmt=fmt) as w:
+        with AtomicAudioWriter(
+            dst, reader.sample_rate, reader.channels, bits=bits, fmt=fmt, frames=reader.frames
+        ) as w:
             for block in reader.blocks(1 << 18):
                 w.write(block)
     return Path(dst)
