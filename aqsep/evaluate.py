@@ -44,7 +44,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +53,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from aqsep.audio import write_failure
 from aqsep.data import DataSource
 from aqsep.data.track import SPLITS, Track, TrackAudio
-from aqsep.errors import DataError, QueryError
+from aqsep.errors import DataError, OutputError, QueryError
 from aqsep.inference import native_grid
 from aqsep.query import encode_clip
 from aqsep.transforms import istft, stft
@@ -133,9 +134,10 @@ def trained_on(separator: Separator, tracks: Sequence[Track]) -> list[Track]:
     A data set that is not on this machine (or a free-text description) cannot be compared and
     is passed over.
     """
-    data = (separator.released.metadata or {}).get("data") or []
+    metadata = separator.released.metadata
+    data = metadata.get("data") if isinstance(metadata, dict) else None  # edited by hand: any
     seen: set[Path] = set()
-    for text in [data] if isinstance(data, str) else list(data):
+    for text in [data] if isinstance(data, str) else data if isinstance(data, list) else []:
         try:
             source = DataSource.parse(str(text))
             if Path(source.path).exists():
@@ -421,22 +423,45 @@ def _q(x: float) -> float:
 
 
 def read_track_json(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    raw = json.loads(path.read_text())
-    out = {}
-    for t in raw.get("targets", []):
-        out[t["name"]] = {
-            m: np.array([float(f["metrics"].get(m, np.nan)) for f in t["frames"]], dtype=np.float64)
-            for m in METRICS
-        }
-    return out, raw.get("aqsep", {})
+    """The scores ``{target: {metric: per-frame values}}`` and the ``"aqsep"`` header of a
+    per-track file (:func:`track_json`).
+
+    Raises:
+        DataError: the file is not one (corrupt, cut short, edited), naming it.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        out = {}
+        for t in raw.get("targets", []):
+            out[str(t["name"])] = {
+                m: np.array(
+                    [float(f["metrics"].get(m, np.nan)) for f in t["frames"]], dtype=np.float64
+                )
+                for m in METRICS
+            }
+        header = raw.get("aqsep", {})
+        if not isinstance(header, dict):
+            raise TypeError("its 'aqsep' entry is not an object")
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # JSON and UTF-8 errors too
+        raise DataError(
+            f"{path}: not a per-track score file aqsep can read ({type(err).__name__}: "
+            f"{str(err)[:80]}); delete it to recompute the track"
+        ) from None
+    return out, header
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all, with the permissions of any new file of the process
+    (``0o666`` less the umask), as every other output."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "x", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(write_failure(path, err)) from None
 
 
 # ---- the evaluation loop --------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import museval
@@ -229,6 +231,26 @@ def test_evaluation_resumes_without_recomputing(
         evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path, data_id="another corpus")
 
 
+def test_per_track_scores_have_the_permissions_of_every_output_and_a_corrupt_one_is_named(
+    model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    tracks = list_tracks(corpus)[:1]
+    sep = Separator(model_dir, device="cpu")
+    old = os.umask(0o022)
+    try:
+        evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path)
+    finally:
+        os.umask(old)
+    (path,) = (tmp_path / "mean" / "test").glob("*.json")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # was 0o600 (mkstemp)
+    assert not list(path.parent.glob(".*.part"))
+    for damage in (b'{"targets": [1, 2', b"\xff\xfe", b'{"targets": [1]}', b'{"aqsep": []}'):
+        path.write_bytes(damage)
+        with pytest.raises(DataError, match="not a per-track score file") as err:
+            evaluate_tracks(sep, tracks, ["bass"], ["mean"], out_dir=tmp_path)
+        assert str(path) in str(err.value) and "delete it" in str(err.value)
+
+
 def test_gt_mode_queries_each_chunk_with_its_true_target(model_dir: Path, corpus: Path) -> None:
     sep = Separator(model_dir, device="cpu", segment=0.5, overlap=0.0)
     track = list_tracks(corpus)[0].load()
@@ -405,6 +427,12 @@ def test_tracks_a_model_was_trained_on_are_refused(corpus: Path, tmp_path: Path)
     assert len(trained_on(sep, list_tracks(data / "train", split="train"))) == 2
     # a copy of a training track elsewhere is another track: paths identify tracks
     assert trained_on(sep, list_tracks(corpus)) == []
+    # metadata edited by hand into something else names no data set (was an AttributeError)
+    kept = sep.released.metadata
+    for odd in (["stems:x"], "stems:x", None, {"data": 3}, {"data": {"a": 1}}):
+        sep.released.metadata = odd  # type: ignore[assignment]
+        assert trained_on(sep, list_tracks(data, split="train")) == []
+    sep.released.metadata = kept
     args = ["--model", str(model), "--data", str(data), "--split", "train", "--fast", "-q"]
     args += ["--targets", "bass", "--max-tracks", "1"]
     with pytest.raises(DataError, match="1 of the 1 tracks .* are training tracks of this model"):
