@@ -52,6 +52,9 @@ MAX_BATCH_SIZE = 32
 # costs unbounded time (0.9999999 on 6 s would be 134,041 chunks); 0.9 separates each sample
 # at most 10 times (the default 0.25, 1.33 times).
 MAX_OVERLAP = 0.9
+# The longest output name, in bytes: file names hold 255 bytes, and the temporary that an output
+# is written to adds a dot, the extension, the host (24 at most), the process id and a suffix.
+MAX_NAME_BYTES = 180
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # What runs the networks: PyTorch, or onnxruntime on the CPU with an ONNX export of the model
 # (aqsep.onnx; the optional extra aqsep[onnx]). Both separate through the same core.
@@ -137,6 +140,13 @@ def check_output_names(names: Sequence[str], *, residual: bool = False) -> None:
     for n in names:
         if not isinstance(n, str) or not n.strip() or n.startswith(".") or "/" in n or "\\" in n:
             raise OutputError(f"bad output name {n!r}: a plain file name without extension")
+        if "\0" in n or not n.isprintable():
+            raise OutputError(f"bad output name {n!r}: it holds control characters")
+        if len(n.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise OutputError(
+                f"output name {n[:40]!r}... is too long: at most {MAX_NAME_BYTES} bytes (a file "
+                "name, its extension and its temporary's suffix must fit in 255)"
+            )
         if residual and n == "rest":
             raise OutputError(
                 "the output name 'rest' is taken by the residual; choose another name"
@@ -265,6 +275,11 @@ class Separator:
                 f"overlap must be from 0 to {MAX_OVERLAP:g} (each sample is separated "
                 f"1 / (1 - overlap) times), got {overlap}"
             )
+        if model is not None and not isinstance(model, str | Path | ReleasedModel):
+            raise ModelError(
+                "model must be a model folder, a bundled model's name, a loaded ReleasedModel or "
+                f"None (the bundled default), got {type(model).__name__}"
+            )
         batch_size = _whole_number("batch size", batch_size, 1)
         if batch_size > MAX_BATCH_SIZE:
             raise SettingError(
@@ -344,11 +359,22 @@ class Separator:
         """
         if isinstance(queries, np.ndarray):
             raise QueryError("give an audio array with its sample rate: (array, sample_rate)")
+        if queries is None or isinstance(queries, bytes | bytearray):
+            raise QueryError(
+                "a query is a file path (str or Path) or an (array, sample_rate) pair, or a list "
+                f"of them; got {type(queries).__name__}"
+            )
         items: list[QuerySource]
         if isinstance(queries, str | Path) or _is_array_pair(queries):
             items = [queries]  # type: ignore[list-item]
         else:
-            items = list(queries)  # type: ignore[arg-type]
+            try:
+                items = list(queries)  # type: ignore[arg-type]
+            except TypeError:
+                raise QueryError(
+                    "a query is a file path (str or Path) or an (array, sample_rate) pair, or a "
+                    f"list of them; got {type(queries).__name__}"
+                ) from None
         if not items:
             raise QueryError("no query given")
         latents = []
@@ -381,6 +407,8 @@ class Separator:
 
     def range_latent(self, source: QuerySource, start: float, end: float | None) -> torch.Tensor:
         """Latent of a time range (seconds) of a file or array, e.g. where an instrument plays alone."""
+        start = _number("query range start", start)
+        end = None if end is None else _number("query range end", end)
         with _reader(source) as reader:
             duration = reader.frames / reader.sample_rate
             end = duration if end is None else end
@@ -400,9 +428,14 @@ class Separator:
             z = encode_reader(self.model, reader, start=s, stop=e, device=self.device, what=what)
             return self._network_latent(z, what)
 
-    @staticmethod
-    def blend(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
-        """Spherical interpolation between two latents (alpha 0 -> z0, 1 -> z1)."""
+    def blend(self, z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
+        """Spherical interpolation between two latents of this model (alpha 0 -> z0, 1 -> z1).
+
+        Raises:
+            QueryError: a latent that does not fit the model (:meth:`check_latent`), or a weight
+                outside [0, 1].
+        """
+        z0, z1 = self.check_latent(z0), self.check_latent(z1)
         alpha = _number("blend weight", alpha)
         if not 0.0 <= alpha <= 1.0:
             raise QueryError(f"blend weight must be in [0, 1], got {alpha:g}")

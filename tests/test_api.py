@@ -10,7 +10,7 @@ from conftest import make_audio, write_file
 
 import aqsep.api
 from aqsep.api import MAX_SEGMENT_SECONDS, Separator, pick_device, track_outputs
-from aqsep.errors import AqsepError, OutputError, QueryError, SettingError
+from aqsep.errors import AqsepError, ModelError, OutputError, QueryError, SettingError
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,9 @@ def test_one_query_may_be_given_alone(sep, tmp_path):
     torch.testing.assert_close(sep.query_latent((audio, sr)), reference, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("bad", [[], (), [(np.zeros(100), 8000, 1)], [3.5], np.zeros(100)])
+@pytest.mark.parametrize(
+    "bad", [[], (), [(np.zeros(100), 8000, 1)], [3.5], np.zeros(100), None, b"clip.wav", 3]
+)
 def test_malformed_queries_are_query_errors(sep, bad):
     with pytest.raises(QueryError) as err:
         sep.query_latent(bad)
@@ -83,6 +85,34 @@ def test_a_query_shorter_than_one_stft_window_is_too_short_not_silent(sep, tmp_p
     song = write_file(tmp_path / "song.wav", make_audio(0.5, 22050, 1), 22050)
     with pytest.raises(QueryError, match="too short"):
         sep.range_latent(song, 0.1, 0.1 + samples / 22050)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(float("nan"), 2.0), (0.0, float("nan")), (float("inf"), None), ("0", 1)]
+)
+def test_a_range_that_is_not_numbers_is_a_setting_error(sep, tmp_path, start, end):
+    song = write_file(tmp_path / "song.wav", make_audio(0.5, 22050, 1), 22050)
+    with pytest.raises(SettingError, match="query range") as err:
+        sep.range_latent(song, start, end)
+    no_flags(err)
+
+
+def test_blend_checks_both_latents(sep):
+    z = sep.class_latent("bass")
+    for bad in (torch.zeros(3), "drums", torch.full((8,), float("nan"))):
+        with pytest.raises(QueryError) as err:
+            sep.blend(z, bad, 0.5)
+        no_flags(err)
+        with pytest.raises(QueryError):
+            sep.blend(bad, z, 0.5)
+    assert torch.equal(sep.blend(z, sep.class_latent("drums"), 0.0), z)
+
+
+@pytest.mark.parametrize("model", [3, 2.5, b"tiny", ["tiny"]])
+def test_a_model_of_the_wrong_type_is_a_model_error(model):
+    with pytest.raises(ModelError, match="model must be a model folder") as err:
+        Separator(model)
+    no_flags(err)
 
 
 def test_empty_class_name(sep):
@@ -244,6 +274,12 @@ def test_bad_named_latents_are_clear_errors(sep, tmp_path):
         sep.separate(audio, 22050, {"rest": z}, residual=True)
     with pytest.raises(OutputError, match="bad output name '../x'"):
         sep.separate(audio, 22050, {"../x": z})
+    with pytest.raises(OutputError, match="control characters"):
+        sep.separate(audio, 22050, {"a\0b": z})
+    with pytest.raises(OutputError, match="too long: at most 180 bytes"):
+        sep.separate(audio, 22050, {"x" * 300: z})
+    with pytest.raises(OutputError, match="too long"):
+        track_outputs("song.wav", tmp_path, name="é" * 100)  # 200 bytes
     with pytest.raises(OutputError, match="two outputs would be named"):
         sep.separate(audio, 22050, {"Bass": z, "bass": z})
     with pytest.raises(QueryError, match="does not fit this model"):

@@ -342,6 +342,8 @@ def test_usage_errors_are_one_line(cli, song, tiny_model_dir):
     assert "--segment" in cli("separate", song, "--target", "a", "--segment", "0").one_line_error()
     assert "--blend" in cli("separate", song, "--target", "a", "--blend", "bass:2").one_line_error()
     assert "--name" in cli("separate", song, "--target", "a", "--name", "../x").one_line_error()
+    line = cli("separate", song, "--target", "a", "--name", "x" * 300).one_line_error()
+    assert "--name" in line and "too long" in line  # the library's check, worded by the CLI
     assert (
         "'rest'"
         in cli("separate", song, "--target", "a", "--name", "rest", "--residual").one_line_error()

@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aqsep.api import BACKENDS, DEFAULT_MASKS, Separator, check_not_inputs, track_outputs
+from aqsep.api import (
+    BACKENDS,
+    DEFAULT_MASKS,
+    Separator,
+    check_not_inputs,
+    check_output_names,
+    track_outputs,
+)
 from aqsep.audio import AUDIO_EXTENSIONS
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
 from aqsep.errors import AqsepError, AudioError, ModelError, OutputError, QueryError
@@ -205,10 +212,10 @@ def class_names(text: str) -> list[str]:
 
 
 def _name(text: str) -> str:
-    if not text or text.startswith(".") or "/" in text or "\\" in text:
-        raise argparse.ArgumentTypeError(
-            f"bad output name {text!r}: a plain file name without extension"
-        )
+    try:
+        check_output_names([text])
+    except OutputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text
 
 
