@@ -43,6 +43,7 @@ AUDIO_EXTENSIONS = (
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 BYTES_PER_SAMPLE = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
 FORMATS = ("wav", "flac")
+FLAC_MAX_CHANNELS = 8  # the FLAC format's own limit
 # The most audio bytes a plain WAV file holds: its sizes are 32-bit (4 GiB), less room for the
 # header. Longer outputs are written as RF64, the WAV with 64-bit sizes (EBU Tech 3306), which
 # libsndfile (aqsep included) and most audio tools read.
@@ -93,6 +94,11 @@ def _check_exists(path: Path) -> None:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
+    if not path.is_file():
+        raise AudioError(
+            f"{path}: not a regular file (a pipe or a device?): aqsep reads audio from files, "
+            "which it seeks in; save the stream to a file first"
+        )
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
@@ -481,6 +487,11 @@ class AtomicAudioWriter:
             raise OutputError(f"unsupported output format {fmt!r}; choose wav or flac")
         if fmt == "flac" and bits == "32f":
             raise OutputError("FLAC cannot store float samples; use 16 or 24 bits, or wav")
+        if fmt == "flac" and channels > FLAC_MAX_CHANNELS:
+            raise OutputError(
+                f"{self.path}: FLAC holds at most {FLAC_MAX_CHANNELS} channels and this audio has "
+                f"{channels}; write wav"
+            )
         self.sample_rate, self.channels, self.subtype, self.format = (
             sample_rate,
             channels,

@@ -572,6 +572,24 @@ def test_mixed_query_kinds_each_name_an_output(cli, tmp_path, song, clip, tiny_m
     assert sorted(p.name for p in (named / "song").iterdir()) == ["bass.wav", "guitar.wav"]
 
 
+def test_messages_say_what_is_wrong(cli, tmp_path, song, tiny_model_dir):
+    model = ["--model", tiny_model_dir, "-o", tmp_path / "out"]
+    line = cli("separate", song, "--query-range=-1:3", *model).one_line_error()
+    assert "cannot be negative" in line and "bad time" not in line
+    folder = tmp_path / "in"
+    folder.mkdir()
+    line = cli("separate", song, "--target", "bass", "--blend", f"{folder}:0.5", *model)
+    assert "is a folder" in line.one_line_error()
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    line = cli("separate", fifo, "--target", "bass", *model).one_line_error()
+    assert "not a regular file" in line and "empty" not in line
+    ten = write_file(tmp_path / "ten.wav", make_audio(0.3, 22050, 10), 22050)
+    line = cli("separate", ten, "--target", "bass", "--format", "flac", *model).one_line_error()
+    assert "at most 8 channels" in line and ".part" not in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_names_that_clash_are_refused_before_any_work(cli, tmp_path, song, tiny_model_dir):
     a = write_file(tmp_path / "a" / "kick.wav", make_audio(0.6, 22050, 1, seed=1), 22050)
     b = write_file(tmp_path / "b" / "kick.wav", make_audio(0.6, 22050, 1, seed=2), 22050)
@@ -580,6 +598,7 @@ def test_output_names_that_clash_are_refused_before_any_work(cli, tmp_path, song
         "separate", song, "--query", a, b, "--each", "--model", tiny_model_dir, "-o", out
     ).one_line_error()
     assert "two outputs would be written to kick.<ext>" in line
+    assert "rename one of the clips" in line and "--name" not in line  # --each refuses --name
     rest = write_file(tmp_path / "rest.wav", make_audio(0.6, 22050, 1, seed=3), 22050)
     line = cli(
         "separate",

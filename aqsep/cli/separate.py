@@ -130,6 +130,15 @@ def parse_range(text: str) -> TimeRange:
         )
     if not parts[0].strip() and not parts[1].strip():
         raise argparse.ArgumentTypeError(f"bad range {text!r}: give a START, an END or both")
+    if (
+        clock
+        and not parts[0].strip()
+        and ":" in parts[1]
+        and not _CLOCK.fullmatch(parts[1].strip())
+    ):
+        raise argparse.ArgumentTypeError(  # "-1:3": a START:END range with a negative start
+            f"bad range {text!r}: times cannot be negative (a range starts at 0 at the earliest)"
+        )
     start = parse_time(parts[0], clock=clock) if parts[0].strip() else 0.0
     end = parse_time(parts[1], clock=clock) if parts[1].strip() else None
     if end is not None and end <= start:
@@ -370,6 +379,8 @@ def _other_latent(sep: Separator, other: str) -> torch.Tensor:
     path = Path(other)
     if path.is_file():
         return sep.query_latent([path])
+    if path.is_dir():
+        raise AudioError(f"--blend: {other} is a folder: give an audio file or a class name")
     if path.suffix.lower() in AUDIO_EXTENSIONS or "/" in other or "\\" in other:
         raise AudioError(f"--blend: {other}: no such file")
     return sep.class_latent(other)
@@ -422,9 +433,10 @@ def plan_outputs(args: argparse.Namespace, coarse: Sequence[str]) -> list[Output
     for out in outputs:
         if out.name.lower() in seen:
             first = seen[out.name.lower()]
+            how = "rename one of the clips" if args.each else "rename a clip, or use --name"
             raise OutputError(
                 f"two outputs would be written to {out.name}.<ext> ({_what(first)} and "
-                f"{_what(out)}); rename a clip, or use --name"
+                f"{_what(out)}); {how}"
             )
         seen[out.name.lower()] = out
     if args.residual and "rest" in seen:
