@@ -10,6 +10,7 @@ import pytest
 from test_evaluate import make_corpus, make_model
 
 from aqsep.cli import experiment as experiment_cli
+from aqsep.errors import QueryError
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,27 @@ def test_iterative_then_compare_share_scores(setup: tuple[Path, Path, Path]) -> 
     assert {"TAK1 (SiSEC18)", "Paper, GT"} <= {r["row"] for r in quoted}
     md = (out / "compare.md").read_text()
     assert "Quoted from the paper (MUSDB18 test set" in md and "oracle IRM" in md
+
+
+@pytest.mark.parametrize(
+    ("module", "options", "message"),
+    [
+        ("interpolate", {"alphas": "abc"}, "alphas must be numbers in"),
+        ("interpolate", {"alphas": "0,nan"}, "alphas must be numbers in"),
+        ("interpolate", {"dest": ""}, "empty class name"),
+        ("interpolate", {"source": " "}, "empty class name"),
+        ("tsne", {"windows": -1}, "whole number >= 1, got -1"),
+        ("tsne", {"windows": 0}, "whole number >= 1, got 0"),  # was taken as the default
+        ("zeroshot", {"pairs": "::"}, "bad pair '::'"),
+        ("zeroshot", {"pairs": "hi-hat"}, "bad pair 'hi-hat'"),
+        ("zeroshot", {"pairs": "hi-hat:kick,:bass"}, "bad pair ':bass'"),
+    ],
+)
+def test_bad_experiment_options_are_query_errors_before_any_work(module, options, message):
+    import importlib
+    from types import SimpleNamespace
+
+    run = importlib.import_module(f"aqsep.experiments.{module}").run
+    ctx = SimpleNamespace(separator=None, tracks=[], options=options)  # no work can be done
+    with pytest.raises(QueryError, match=message):
+        run(ctx)

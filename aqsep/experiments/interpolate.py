@@ -45,8 +45,11 @@ TOLERANCE = 0.02  # gain steps smaller than this are not counted against monoton
 def parse_alphas(text: str | None) -> tuple[float, ...]:
     if not text:
         return ALPHAS
-    alphas = tuple(sorted(float(a) for a in text.split(",") if a.strip()))
-    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+    try:
+        alphas = tuple(sorted(float(a) for a in text.split(",") if a.strip()))
+    except ValueError:
+        raise QueryError(f"alphas must be numbers in [0, 1], got {text!r}") from None
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):  # NaN fails too
         raise QueryError(f"alphas must be numbers in [0, 1], got {text!r}")
     return alphas
 
@@ -97,9 +100,19 @@ def trend(values: list[float], increasing: bool) -> str:
     )
 
 
+def _class_option(ctx: Context, key: str, default: str) -> str:
+    """A class named by an option: ``default`` when it is not given, never when it is empty."""
+    value = ctx.options.get(key)
+    if value is None:
+        return default
+    if not str(value).strip():
+        raise QueryError(f"an empty class name was given as the {key} class; give a class name")
+    return str(value).strip()
+
+
 def run(ctx: Context) -> list[Path]:
     sep = ctx.separator
-    a, b = str(ctx.options.get("source") or "vocals"), str(ctx.options.get("dest") or "drums")
+    a, b = _class_option(ctx, "source", "vocals"), _class_option(ctx, "dest", "drums")
     alphas = parse_alphas(ctx.options.get("alphas"))
     za, zb = sep.class_latent(a), sep.class_latent(b)
     tracks = [e for e in ctx.tracks if e.members(a) and e.members(b)]

@@ -165,7 +165,10 @@ def scatter(
 
 
 def run(ctx: Context) -> list[Path]:
-    windows = int(ctx.options.get("windows") or DEFAULT_WINDOWS)
+    given = ctx.options.get("windows")
+    windows = DEFAULT_WINDOWS if given is None else given
+    if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+        raise QueryError(f"windows (excerpts per stem) must be a whole number >= 1, got {given!r}")
     x, rows = collect_latents(ctx, windows)
     coarse = [r["coarse"] for r in rows]
     fine = [r["fine"] for r in rows]

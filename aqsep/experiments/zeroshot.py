@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from aqsep.data.track import StemLabel, Track, TrackAudio, norm_label
+from aqsep.errors import QueryError
 from aqsep.evaluate import score
 from aqsep.experiments.common import (
     Context,
@@ -67,8 +68,13 @@ def parse_pairs(text: str | None) -> tuple[Pair, ...]:
         return PAIRS
     pairs = []
     for item in text.split(","):
-        query, _, others = item.partition(":")
-        pairs.append(Pair(query.strip(), tuple(o.strip() for o in others.split("+") if o.strip())))
+        query, sep, others = item.partition(":")
+        stems = tuple(o.strip() for o in others.split("+") if o.strip())
+        if not sep or not query.strip() or not stems or ":" in others:
+            raise QueryError(
+                f"bad pair {item!r} in {text!r}: write QUERY:OTHER+OTHER, e.g. hi-hat:kick+bass"
+            )
+        pairs.append(Pair(query.strip(), stems))
     return tuple(pairs)
 
 
