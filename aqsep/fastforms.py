@@ -1,146 +1,165 @@
-"""Exact, faster forms of parts of the U-Net, the switch that selects them, and the plain network.
+"""Exact, faster forms of layers of the U-Net, and :func:`accelerate`, which puts them in place.
 
-Each form computes the same thing as a plain PyTorch operation, with the same weights, up to float
-rounding (``tests/test_model.py`` compares values and gradients):
+The network of :mod:`aqsep.model` is written with plain operations. Each class here replaces one of
+its layers, holds that layer's parameters under the same names (so a state dict and a released
+``model.safetensors`` are the same either way) and computes the same thing up to float rounding
+(``tests/test_model.py`` compares values and gradients):
 
-* ``tiled_z``: the first convolution of ``concat(spec, z tiled over the plane)`` without building
-  the tiled tensor (the latent part is ``R @ (sum_c z_c W_c) @ C.T``, see :func:`inside_taps`);
-* ``phase_conv``: the stride-2 convolution of the one-channel spectrogram as a stride-1
-  convolution of its 2 x 2 phases (:func:`phase_conv2d`);
-* ``phase_deconv``: the one-channel transposed output convolution as a stride-1 convolution
-  followed by ``pixel_shuffle`` (:func:`phase_conv_transpose2d`);
-* ``adain``: instance norm then the per-example scale and bias, as one batch norm of
-  ``(1, batch * channels, ...)``.
+* :class:`TiledZConv2d` (``tiled_z``) replaces :class:`~aqsep.model.LatentConv2d`: the first
+  convolution of ``concat(spec, z tiled over the plane)`` without building the tiled tensor (the
+  latent part is ``R @ (sum_c z_c W_c) @ C.T``, see :func:`inside_taps`);
+* :class:`PhaseConvTranspose2d` (``phase_deconv``) replaces the one-channel transposed output
+  convolution, as a stride-1 convolution followed by ``pixel_shuffle``
+  (:func:`phase_conv_transpose2d`), where no gradient is taken;
+* :class:`BatchNormAdaIN` (``adain``) replaces :class:`~aqsep.model.AdaIN`: instance norm then
+  the per-example scale and bias, as one batch norm of ``(1, batch * channels, ...)``.
 
-``benchmarks/fast_forms.py`` measures each one alone against its plain operation (forward and
-backward, the ``cpu`` preset's shapes, batch 16); :data:`KEPT` lists the forms that won on the
-2-core AVX2 machine (docs/benchmarks.md). :data:`enabled` (``AQSEP_PLAIN_FORMS=1`` in the
-environment sets it False) turns every form off: the plain operations then run everywhere, as
-in :func:`plain_forward`, the network as first written.
+``benchmarks/fast_forms.py`` measures each one alone against the plain layer (forward and
+backward, the ``cpu`` preset's shapes, batch 16; docs/benchmarks.md). On the 2-core AVX2 machine
+(median of 25 alternating rounds, plain / fast) ``tiled_z`` won 34x forward and 19x backward,
+``adain`` 1.9x and 2.2x; ``phase_deconv`` won forward (1.7x) but lost backward (0.17x), so its
+layer runs the plain operation whenever autograd is on. A fourth form, :func:`phase_conv2d` (the
+stride-2 one-channel convolution of the spectrogram as phases), lost both ways (0.62x, 0.64x): no
+layer uses it; it stays for the benchmark and other machines.
+
+Loading a released model (:func:`aqsep.release.load_model`) and the ONNX export
+(:func:`aqsep.onnx.exportable`) apply :func:`accelerate`; a model built with
+``QuerySeparator(config)`` is the plain network until it is passed to :func:`accelerate`.
 """
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from aqsep.model import UNetSeparator
+from aqsep.model import AdaIN, LatentConv2d, UNetSeparator
 
-FORMS = ("tiled_z", "phase_conv", "phase_deconv", "adain")
-KEPT: frozenset[str] = frozenset({"tiled_z", "phase_deconv", "adain"})
-"""The forms used when :data:`enabled`: those that won alone in ``benchmarks/fast_forms.py`` on
-the 2-core AVX2 machine (median of 25 alternating rounds, batch 16, plain / fast): ``tiled_z``
-34x forward and 19x backward, ``adain`` 1.9x and 2.2x. ``phase_deconv`` won forward (1.7x) but
-lost backward (0.17x), so it runs only where no gradient is taken (:func:`output_conv`);
-``phase_conv`` lost both ways (0.62x, 0.64x) and is not used."""
-
-enabled: bool = os.environ.get("AQSEP_PLAIN_FORMS", "").strip() in ("", "0")
-"""False: the plain operations everywhere (``AQSEP_PLAIN_FORMS=1``, or set at run time)."""
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def use(form: str) -> bool:
-    """Whether ``form`` (one of :data:`FORMS`) runs in its fast form now."""
-    if form not in FORMS:
-        raise ValueError(f"unknown fast form {form!r}; known: {', '.join(FORMS)}")
-    return enabled and form in KEPT
+def accelerate(model: ModuleT) -> ModuleT:
+    """Replace, in place, the layers of every :class:`~aqsep.model.UNetSeparator` in ``model`` by
+    their exact fast forms, and return ``model``.
 
-
-# --- the forms, each beside the plain operation it replaces ----------------------------------
-
-
-def first_conv(
-    conv: nn.Conv2d, spec: torch.Tensor, z: torch.Tensor, padding: int, *, fast: bool | None = None
-) -> torch.Tensor:
-    """``conv(concat(spec, z tiled over (freq, frames)))`` for a one-channel ``spec``.
-
-    Fast (``tiled_z``): the spectrogram channel alone through the convolution (itself
-    :func:`phase_conv2d` when ``phase_conv`` is on); the latent channels are constant over the
-    plane, so their part is a plane of ones (zero padding included) convolved with the
-    per-example kernel ``sum_c z_c W_c``, which is ``R @ kernel @ C.T`` where ``R`` and ``C``
-    mark the taps that fall inside the plane for each output row and column.
+    The parameters stay the same objects (an optimizer made before still updates them), under the
+    same names; no random numbers are drawn. Layers already fast are left as they are.
     """
-    if not (use("tiled_z") if fast is None else fast):
-        tiled = z[:, :, None, None].expand(-1, -1, *spec.shape[-2:]).to(spec.dtype)
-        return conv(torch.cat([spec, tiled], dim=1))
-    w_spec, w_z = conv.weight[:, :1], conv.weight[:, 1:]
-    stride = conv.stride[0]
-    if use("phase_conv") and stride == 2:
-        out = phase_conv2d(spec, w_spec, conv.bias, padding=padding)
-    else:
-        out = F.conv2d(spec, w_spec, conv.bias, stride=stride, padding=padding)
-    kernels = torch.einsum("bc,ocij->boij", z.to(w_z.dtype), w_z).to(out.dtype)
-    k = w_z.shape[-1]
-    rows = inside_taps(spec.shape[-2], k, stride, padding).to(out)
-    cols = inside_taps(spec.shape[-1], k, stride, padding).to(out)
-    return out + rows @ kernels @ cols.T
+    for sep in [m for m in model.modules() if isinstance(m, UNetSeparator)]:
+        first = sep.encoder[0]
+        assert isinstance(first, nn.Sequential)
+        if type(first[0]) is LatentConv2d:
+            first[0] = TiledZConv2d.replacing(first[0])
+        for i, adain in enumerate(sep.adains):
+            if type(adain) is AdaIN:
+                sep.adains[i] = BatchNormAdaIN.replacing(adain)
+        if type(sep.to_mask) is nn.ConvTranspose2d:
+            sep.to_mask = PhaseConvTranspose2d.replacing(sep.to_mask)
+    return model
 
 
-def output_conv(
-    deconv: nn.ConvTranspose2d, h: torch.Tensor, padding: int, *, fast: bool | None = None
-) -> torch.Tensor:
-    """``deconv(h)``, a stride-2 transposed convolution (``output_padding=1``); fast
-    (``phase_deconv``, and only while autograd is off: its backward pass is the slower one):
-    :func:`phase_conv_transpose2d`."""
-    if fast is None:
-        fast = use("phase_deconv") and not torch.is_grad_enabled()
-    if fast:
-        return phase_conv_transpose2d(h, deconv.weight, deconv.bias, padding=padding)
-    return deconv(h)
+def _holding(fast: ModuleT, plain: nn.Module) -> ModuleT:
+    """``fast`` (made on the meta device: no memory, no random draws) given ``plain``'s own
+    parameters and submodules, and its training mode."""
+    for name, param in plain.named_parameters(recurse=False):
+        setattr(fast, name, param)
+    for name, child in plain.named_children():
+        setattr(fast, name, child)
+    return fast.train(plain.training)
 
 
-def adain(
-    h: torch.Tensor,
-    gamma: torch.Tensor,
-    beta: torch.Tensor,
-    eps: float,
-    *,
-    fast: bool | None = None,
-) -> torch.Tensor:
-    """``gamma * instance_norm(h) + beta`` with per-example ``(batch, channels)`` gamma and beta;
-    fast (``adain``): one batch norm of ``(1, batch * channels, ...)`` whose affine is each
-    example's (gamma, beta)."""
-    if not (use("adain") if fast is None else fast):
-        normed = F.instance_norm(h, eps=eps)
-        return gamma[..., None, None] * normed + beta[..., None, None]
-    b, c = h.shape[:2]
-    flat = h.reshape(1, b * c, *h.shape[2:])
-    out = F.batch_norm(
-        flat, None, None, gamma.reshape(-1), beta.reshape(-1), training=True, eps=eps
-    )
-    return out.reshape(h.shape)
+# --- the layers, each beside the plain layer it replaces ------------------------------------------
 
 
-# --- the plain network -------------------------------------------------------------------------
+class TiledZConv2d(LatentConv2d):
+    """:class:`~aqsep.model.LatentConv2d` without the tiled tensor.
+
+    The spectrogram channels alone go through the convolution; the latent channels are constant
+    over the plane, so their part is a plane of ones (zero padding included) convolved with the
+    per-example kernel ``sum_c z_c W_c``, which is ``R @ kernel @ C.T`` where ``R`` and ``C`` mark
+    the taps that fall inside the plane for each output row and column.
+    """
+
+    @classmethod
+    def replacing(cls, plain: LatentConv2d) -> TiledZConv2d:
+        with torch.device("meta"):
+            fast = cls(
+                plain.in_channels,
+                plain.latent_dim,
+                plain.out_channels,
+                plain.kernel_size,
+                stride=plain.stride,
+                padding=plain.padding,
+            )
+        return _holding(fast, plain)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        w_x, w_z = self.weight[:, : self.in_channels], self.weight[:, self.in_channels :]
+        out = F.conv2d(x, w_x, self.bias, stride=self.stride, padding=self.padding)
+        kernels = torch.einsum("bc,ocij->boij", z.to(w_z.dtype), w_z).to(out.dtype)
+        rows = inside_taps(x.shape[-2], self.kernel_size, self.stride, self.padding).to(out)
+        cols = inside_taps(x.shape[-1], self.kernel_size, self.stride, self.padding).to(out)
+        return out + rows @ kernels @ cols.T
 
 
-def plain_forward(sep: UNetSeparator, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """What ``sep(spec, z)`` returns (up to float rounding), with the same weights, computed with
-    the textbook operations whatever the switch says: z tiled over the plane and concatenated to
-    the input channels, every (transposed) convolution as its PyTorch module, AdaIN as instance
-    norm followed by the z-dependent scale and bias."""
-    from aqsep.model import AdaIN  # here: aqsep.model imports this module
+class PhaseConvTranspose2d(nn.ConvTranspose2d):
+    """A stride-2 transposed convolution (square odd kernel, ``padding = kernel // 2``,
+    ``output_padding=1``) as :func:`phase_conv_transpose2d` while autograd is off (its backward
+    pass is the slower one: with autograd on, the plain operation runs)."""
 
-    tiled = z[:, :, None, None].expand(-1, -1, *spec.shape[-2:]).to(spec.dtype)
-    skips = [sep.encoder[0](torch.cat([spec, tiled], dim=1))]
-    for block in sep.encoder[1:]:
-        skips.append(block(skips[-1]))
-    h = skips.pop()
-    for i, (deconv, norm, drop) in enumerate(
-        zip(sep.deconvs, sep.adains, sep.dropouts, strict=True)
-    ):
-        if i > 0:
-            h = torch.cat([h, skips.pop()], dim=1)
-        assert isinstance(norm, AdaIN)
-        gamma, beta = norm.to_scale_bias(z).chunk(2, dim=-1)
-        normed = F.instance_norm(deconv(h), eps=norm.eps)
-        h = drop(F.relu(gamma[..., None, None] * normed + beta[..., None, None]))
-    h = torch.cat([h, skips.pop()], dim=1)
-    return torch.sigmoid(sep.to_mask(h))
+    @classmethod
+    def replacing(cls, plain: nn.ConvTranspose2d) -> PhaseConvTranspose2d:
+        k = plain.kernel_size[0]
+        assert plain.kernel_size == (k, k) and k % 2 == 1, "a square odd kernel"
+        assert plain.stride == (2, 2) and plain.output_padding == (1, 1)
+        assert plain.padding == (k // 2, k // 2) and plain.dilation == (1, 1) and plain.groups == 1
+        with torch.device("meta"):
+            fast = cls(
+                plain.in_channels,
+                plain.out_channels,
+                k,
+                stride=2,
+                padding=k // 2,
+                output_padding=1,
+                bias=plain.bias is not None,
+            )
+        return _holding(fast, plain)
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None or torch.is_grad_enabled():
+            return super().forward(input, output_size)
+        padding = self.padding
+        assert isinstance(padding, tuple)  # numbers, as replacing() made it
+        return phase_conv_transpose2d(input, self.weight, self.bias, padding=padding[0])
+
+
+class BatchNormAdaIN(AdaIN):
+    """:class:`~aqsep.model.AdaIN` as one batch norm of ``(1, batch * channels, ...)`` whose
+    affine is each example's (gamma, beta).
+
+    Under a tracer (the ONNX export, :mod:`aqsep.onnx`) the plain form runs: a trace would record
+    the batch size of the reshape as a constant.
+    """
+
+    @classmethod
+    def replacing(cls, plain: AdaIN) -> BatchNormAdaIN:
+        linear = plain.to_scale_bias
+        with torch.device("meta"):
+            fast = cls(linear.out_features // 2, linear.in_features)
+        return _holding(fast, plain)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            return super().forward(h, z)
+        gamma, beta = self.to_scale_bias(z).to(h.dtype).chunk(2, dim=-1)
+        b, c = h.shape[:2]
+        flat = h.reshape(1, b * c, *h.shape[2:])
+        out = F.batch_norm(
+            flat, None, None, gamma.reshape(-1), beta.reshape(-1), training=True, eps=self.eps
+        )
+        return out.reshape(h.shape)
 
 
 # --- the phase convolutions ----------------------------------------------------------------------

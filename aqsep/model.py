@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aqsep import fastforms
 from aqsep.config import ModelConfig, QueryNetConfig, SeparatorConfig
 from aqsep.transforms import features
 
@@ -79,8 +78,7 @@ class AdaIN(nn.Module):
     """Adaptive instance normalisation: ``gamma(z) * (h - mean) / std + beta(z)``.
 
     Each decoder block has its own linear map from z to (gamma, beta), initialised so that
-    gamma = 1 and beta = 0 (the identity after normalisation). Computed by
-    :func:`aqsep.fastforms.adain` (one batch norm where the ``adain`` form is on).
+    gamma = 1 and beta = 0 (the identity after normalisation).
     """
 
     eps = 1e-5  # as nn.InstanceNorm2d
@@ -93,14 +91,65 @@ class AdaIN(nn.Module):
             self.to_scale_bias.bias.copy_(torch.cat([torch.ones(channels), torch.zeros(channels)]))
 
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``(batch, channels, freq, frames)`` and z ``(batch, latent_dim)`` -> the shape of ``h``."""
         gamma, beta = self.to_scale_bias(z).to(h.dtype).chunk(2, dim=-1)
-        return fastforms.adain(h, gamma, beta, self.eps)
+        normed = F.instance_norm(h, eps=self.eps)
+        return gamma[..., None, None] * normed + beta[..., None, None]
+
+
+class LatentConv2d(nn.Module):
+    """The convolution of ``concat(x, z tiled over (freq, frames))``: the latent enters the
+    U-Net as ``latent_dim`` constant input channels [paper].
+
+    Its weight ``(out_channels, in_channels + latent_dim, k, k)`` and bias are those of the
+    ``nn.Conv2d`` over the concatenation, initialised as that layer is.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int,
+        padding: int,
+    ) -> None:
+        super().__init__()
+        conv = nn.Conv2d(
+            in_channels + latent_dim, out_channels, kernel_size, stride=stride, padding=padding
+        )
+        self.weight, self.bias = conv.weight, conv.bias
+        self.in_channels, self.latent_dim, self.out_channels = in_channels, latent_dim, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``(batch, in_channels, freq, frames)`` and z ``(batch, latent_dim)`` ->
+        ``(batch, out_channels, freq / stride, frames / stride)``."""
+        tiled = z[:, :, None, None].expand(-1, -1, *x.shape[-2:]).to(x.dtype)
+        return F.conv2d(
+            torch.cat([x, tiled], dim=1),
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels} + {self.latent_dim} latent, {self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        )
 
 
 class UNetSeparator(nn.Module):
     """U-Net that predicts a sigmoid mask for the mixture, conditioned on z in two ways:
     z tiled over (freq, frames) and concatenated to the input channels, and AdaIN in every
     decoder block [paper].
+
+    The first layer of ``encoder[0]`` is a :class:`LatentConv2d` (it takes z too); the layers
+    are PyTorch's own elsewhere. :func:`aqsep.fastforms.accelerate` replaces some of them by
+    exact faster forms with the same parameters.
     """
 
     def __init__(self, config: SeparatorConfig, *, latent_dim: int) -> None:
@@ -108,9 +157,14 @@ class UNetSeparator(nn.Module):
         assert len(config.channels) == 6, "six encoder blocks, as in Jansson et al. 2017"
         k, pad = config.kernel_size, config.kernel_size // 2
         self.encoder = nn.ModuleList()
-        in_ch = 1 + latent_dim
+        in_ch = 1
         for i, out_ch in enumerate(config.channels):
-            layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, k, stride=2, padding=pad)]
+            conv: nn.Module = (
+                LatentConv2d(in_ch, latent_dim, out_ch, k, stride=2, padding=pad)
+                if i == 0
+                else nn.Conv2d(in_ch, out_ch, k, stride=2, padding=pad)
+            )
+            layers: list[nn.Module] = [conv]
             if i > 0:  # no normalisation on the first layer
                 layers.append(nn.InstanceNorm2d(out_ch, affine=True))
             layers.append(nn.LeakyReLU(0.2))
@@ -132,15 +186,6 @@ class UNetSeparator(nn.Module):
         self.stride_product = 2 ** len(enc)
         self.padding = pad  # of every (transposed) convolution
 
-    def _first_conv(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The first convolution of ``concat(spec, z tiled over (freq, frames))``
-        (:func:`aqsep.fastforms.first_conv`: without the tiled tensor where ``tiled_z`` is on)."""
-        first = self.encoder[0]
-        assert isinstance(first, nn.Sequential)
-        conv = first[0]
-        assert isinstance(conv, nn.Conv2d)
-        return fastforms.first_conv(conv, spec, z, self.padding)
-
     def forward(self, spec: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mask in [0, 1].
 
@@ -153,7 +198,7 @@ class UNetSeparator(nn.Module):
         """
         first = self.encoder[0]
         assert isinstance(first, nn.Sequential)
-        skips = [first[1:](self._first_conv(spec, z))]
+        skips = [first[1:](first[0](spec, z))]  # the first convolution takes z as well
         for block in self.encoder[1:]:
             skips.append(block(skips[-1]))
         h = skips.pop()
@@ -164,7 +209,7 @@ class UNetSeparator(nn.Module):
                 h = torch.cat([h, skips.pop()], dim=1)
             h = drop(F.relu(adain(deconv(h), z)))
         h = torch.cat([h, skips.pop()], dim=1)
-        return torch.sigmoid(fastforms.output_conv(self.to_mask, h, self.padding))
+        return torch.sigmoid(self.to_mask(h))
 
 
 class QuerySeparator(nn.Module):

@@ -22,13 +22,13 @@ same chunking, STFT and mask mapping as the PyTorch backend.
 2.13.0: it exports both graphs in about a second and needs only the ``onnx`` package. The
 ``torch.export``-based exporter (the default since torch 2.9, which needs ``onnxscript`` too)
 exports the Separator, fast forms included, but takes about 15 s on 2 cores, and fails on the
-Query-net's GRU when frames are dynamic. The Separator's fast exact forms
-(:mod:`aqsep.fastforms`: the first convolution without the tiled latent and
-:func:`~aqsep.fastforms.phase_conv_transpose2d`) export as they are; with
-:func:`~aqsep.fastforms.phase_conv2d` too they ran 2.3x faster in onnxruntime than the plain
-convolutions (one thread, the shipped model, a batch of 4 excerpts). Only AdaIN is
-exported in its plain form (:class:`_InstanceAdaIN`): its one-pass batch normalisation of
-``(1, batch * channels, ...)`` cannot be exported with a dynamic batch by this exporter.
+Query-net's GRU when frames are dynamic. The model is exported with the exact fast layers of
+:func:`aqsep.fastforms.accelerate` (the first convolution without the tiled latent,
+:class:`~aqsep.fastforms.PhaseConvTranspose2d`); with :func:`~aqsep.fastforms.phase_conv2d` too
+they ran 2.3x faster in onnxruntime than the plain convolutions (one thread, the shipped model, a
+batch of 4 excerpts). AdaIN is exported in its plain form (:class:`~aqsep.fastforms.BatchNormAdaIN`
+runs it under the tracer): its one-pass batch normalisation of ``(1, batch * channels, ...)``
+cannot be exported with a dynamic batch by this exporter.
 
 **Parity.** :func:`export_onnx` runs both graphs on shapes other than the traced ones and compares
 them with the model (:data:`VERIFY_TOLERANCE`); ``tests/test_onnx.py`` states the tolerances of
@@ -52,12 +52,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aqsep.config import UNET_DEPTH, ModelConfig
 from aqsep.errors import ModelError, OutputError, SettingError
-from aqsep.model import AdaIN, Posterior, QuerySeparator
+from aqsep.fastforms import accelerate
+from aqsep.model import Posterior, QuerySeparator
 from aqsep.release import (
     CLASSES,
     CONFIG,
@@ -93,19 +93,6 @@ def _onnxruntime() -> Any:
 # ---- export ------------------------------------------------------------------------------------
 
 
-class _InstanceAdaIN(nn.Module):
-    """:class:`~aqsep.model.AdaIN` in its plain form: instance normalisation, then each example's
-    scale and bias from ``to_scale_bias(z)`` (the same parameters, the same values)."""
-
-    def __init__(self, adain: AdaIN) -> None:
-        super().__init__()
-        self.to_scale_bias = adain.to_scale_bias
-
-    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.to_scale_bias(z).to(h.dtype).chunk(2, dim=-1)
-        return F.instance_norm(h, eps=AdaIN.eps) * gamma[:, :, None, None] + beta[:, :, None, None]
-
-
 class _QueryGraph(nn.Module):
     def __init__(self, model: QuerySeparator) -> None:
         super().__init__()
@@ -126,12 +113,9 @@ class _SeparatorGraph(nn.Module):
 
 
 def exportable(model: QuerySeparator) -> QuerySeparator:
-    """A copy of ``model`` in eval mode whose AdaIN blocks are :class:`_InstanceAdaIN` (the caller's
+    """A float32 CPU copy of ``model`` in eval mode with the exact fast layers (the caller's
     model is left as it is)."""
-    model = copy.deepcopy(model).cpu().float().eval()
-    sep = model.separator
-    sep.adains = nn.ModuleList(_InstanceAdaIN(a) for a in sep.adains)  # type: ignore[arg-type]
-    return model
+    return accelerate(copy.deepcopy(model).cpu().float().eval())
 
 
 def export_graphs(model: QuerySeparator, folder: Path) -> None:

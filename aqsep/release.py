@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from aqsep.config import ModelConfig
 from aqsep.errors import ModelError, OutputError
+from aqsep.fastforms import accelerate
 from aqsep.model import QuerySeparator
 
 FORMAT_VERSION = 1
@@ -285,6 +286,6 @@ def load_model(
                 f"{weights}: weight {key} has shape {tuple(tensor.shape)}, config expects {tuple(expected[key].shape)}"
             )
     model.load_state_dict(state, strict=True)
-    model.eval().to(device)
+    accelerate(model).eval().to(device)  # exact fast layers, the same parameters
     classes = read_classes(folder, model.latent_dim)
     return ReleasedModel(model=model, classes=classes, metadata=metadata, path=folder)

@@ -1,11 +1,13 @@
-"""Each exact fast form of the U-Net (``aqsep/fastforms.py``) alone against its plain operation.
+"""Each exact fast form of the U-Net (``aqsep/fastforms.py``) alone against the plain layer.
 
 For every form, on the shipped ``cpu`` preset's shapes at batch 16 (512 bins x 256 frames, 32
 latent dimensions, separator channels 8..256, kernel 5), the script times the forward pass
 (no autograd) and the backward pass (``.backward()`` after a forward with autograd) of the fast
-and the plain operation, alternating fast and plain in every round (``--rounds``), and reports
+and the plain layer, alternating fast and plain in every round (``--rounds``), and reports
 the medians and the plain / fast ratio (above 1: the fast form wins). ``adain`` is timed on the
-five decoder levels in one call. Run from the repository root:
+five decoder levels in one call; ``phase_deconv`` as the phase operation itself (its layer runs
+the plain one whenever autograd is on), ``phase_conv`` as the function no layer uses. Run from the
+repository root:
 
     nice -n 10 python benchmarks/fast_forms.py --rounds 7
 """
@@ -21,11 +23,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch import nn
+import torch.nn.functional as F
 
 from aqsep import fastforms
 from aqsep.config import preset
-from aqsep.model import UNetSeparator
+from aqsep.model import AdaIN, LatentConv2d, UNetSeparator
 
 Case = tuple[Callable[[bool], torch.Tensor], list[torch.Tensor]]
 
@@ -40,42 +42,43 @@ def cases(batch: int) -> dict[str, Case]:
     spec = torch.rand(batch, 1, bins, frames, requires_grad=True)
     z = torch.randn(batch, cfg.query.latent_dim, requires_grad=True)
     first = sep.encoder[0][0]
-    assert isinstance(first, nn.Conv2d)
+    assert isinstance(first, LatentConv2d)
+    first_fast = fastforms.TiledZConv2d.replacing(first)
     params = [first.weight, first.bias]
     enc = cfg.separator.channels
     h_out = torch.randn(batch, 2 * enc[0], bins // 2, frames // 2, requires_grad=True)
     levels = []  # decoder outputs: channels enc[-2]..enc[0], from 1/32 to 1/2 of the plane
     for depth, ch in zip(range(5, 0, -1), reversed(enc[:-1]), strict=True):
-        levels.append(
-            (
-                torch.randn(batch, ch, bins >> depth, frames >> depth, requires_grad=True),
-                torch.randn(batch, ch, requires_grad=True),
-                torch.randn(batch, ch, requires_grad=True),
-            )
-        )
+        levels.append(torch.randn(batch, ch, bins >> depth, frames >> depth, requires_grad=True))
+    adains = [a for a in sep.adains if isinstance(a, AdaIN)]
+    adains_fast = [fastforms.BatchNormAdaIN.replacing(a) for a in adains]
+    adain_params = [p for a in adains for p in a.parameters()]
 
     def tiled_z(fast: bool) -> torch.Tensor:
-        fastforms.KEPT = frozenset() if not fast else frozenset({"tiled_z"})
-        return fastforms.first_conv(first, spec, z, pad, fast=fast)
+        return (first_fast if fast else first)(spec, z)
 
     def phase_conv(fast: bool) -> torch.Tensor:  # the spectrogram channel alone, stride 2
         w = first.weight[:, :1]
         if fast:
             return fastforms.phase_conv2d(spec, w, first.bias, padding=pad)
-        return torch.nn.functional.conv2d(spec, w, first.bias, stride=2, padding=pad)
+        return F.conv2d(spec, w, first.bias, stride=2, padding=pad)
 
     def phase_deconv(fast: bool) -> torch.Tensor:
-        return fastforms.output_conv(sep.to_mask, h_out, pad, fast=fast)
+        if fast:
+            w, b = sep.to_mask.weight, sep.to_mask.bias
+            return fastforms.phase_conv_transpose2d(h_out, w, b, padding=pad)
+        return sep.to_mask(h_out)
 
     def adain(fast: bool) -> torch.Tensor:
-        outs = [fastforms.adain(h, g, b, 1e-5, fast=fast) for h, g, b in levels]
+        layers = adains_fast if fast else adains
+        outs = [layer(h, z) for layer, h in zip(layers, levels, strict=True)]
         return torch.cat([o.flatten() for o in outs])
 
     return {
         "tiled_z": (tiled_z, [spec, z, *params]),
         "phase_conv": (phase_conv, [spec, *params]),
         "phase_deconv": (phase_deconv, [h_out, sep.to_mask.weight, sep.to_mask.bias]),
-        "adain": (adain, [t for level in levels for t in level]),
+        "adain": (adain, [*levels, z, *adain_params]),
     }
 
 
@@ -102,18 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
-    kept = fastforms.KEPT
-    try:
-        all_cases = cases(args.batch)
-        times: dict[tuple[str, bool], list[tuple[float, float]]] = {}
-        for fn, inputs in all_cases.values():  # one warm-up each
-            timed(fn, True, inputs), timed(fn, False, inputs)
-        for r in range(args.rounds):
-            for name, (fn, inputs) in all_cases.items():
-                for fast in (True, False) if r % 2 == 0 else (False, True):
-                    times.setdefault((name, fast), []).append(timed(fn, fast, inputs))
-    finally:
-        fastforms.KEPT = kept
+    all_cases = cases(args.batch)
+    times: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+    for fn, inputs in all_cases.values():  # one warm-up each
+        timed(fn, True, inputs), timed(fn, False, inputs)
+    for r in range(args.rounds):
+        for name, (fn, inputs) in all_cases.items():
+            for fast in (True, False) if r % 2 == 0 else (False, True):
+                times.setdefault((name, fast), []).append(timed(fn, fast, inputs))
     print(
         f"batch {args.batch}, cpu preset shapes, {args.rounds} rounds, "
         f"{torch.get_num_threads()} threads; median ms (plain / fast)"

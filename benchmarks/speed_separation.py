@@ -67,10 +67,13 @@ class StageTimer:
 
 
 def use_textbook_unet() -> None:
-    """Route ``UNetSeparator.forward`` through :func:`textbook_forward` (the reference)."""
-    from aqsep.model import UNetSeparator
+    """Run every exact fast layer of :mod:`aqsep.fastforms` as the plain layer of
+    :mod:`aqsep.model` it replaces (each is a subclass of it): the U-Net as first written, even in
+    a model that :func:`aqsep.fastforms.accelerate` went through (a loaded one)."""
+    from aqsep import fastforms
 
-    UNetSeparator.forward = textbook_forward  # type: ignore[method-assign,assignment]
+    for fast in (fastforms.TiledZConv2d, fastforms.PhaseConvTranspose2d, fastforms.BatchNormAdaIN):
+        fast.forward = fast.__bases__[0].forward  # type: ignore[method-assign]
 
 
 def work_separate(spec: dict[str, Any]) -> dict[str, Any]:
@@ -160,27 +163,23 @@ def work_separate(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def textbook_forward(sep: Any, spec: Any, z: Any) -> Any:
-    """``UNetSeparator.forward`` as first written (:func:`aqsep.fastforms.plain_forward`): z tiled
-    and concatenated, every convolution as its PyTorch module, AdaIN as instance norm then scale
-    and bias. Same weights and, up to float rounding, the same mask as aqsep's own forward, which
-    computes some of these parts in exact faster forms (aqsep/fastforms.py)."""
-    from aqsep.fastforms import plain_forward
-
-    return plain_forward(sep, spec, z)
-
-
 def work_forward(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time one U-Net forward pass on a chunk batch: aqsep's, the textbook one, bfloat16 autocast."""
+    """Time one U-Net forward pass on a chunk batch: aqsep's (the exact fast layers, as a loaded
+    model has them), the textbook one (the plain network of aqsep/model.py, same weights), bfloat16
+    autocast."""
+    import copy
+
     import torch
 
     set_threads(spec["threads"])
     from aqsep.config import preset
+    from aqsep.fastforms import accelerate
     from aqsep.model import QuerySeparator
 
     torch.manual_seed(0)
-    model = QuerySeparator(preset(spec["preset"])).eval()
-    sep, a = model.separator, model.config.audio
+    plain = QuerySeparator(preset(spec["preset"])).eval()
+    model = accelerate(copy.deepcopy(plain))
+    sep, textbook, a = model.separator, plain.separator, model.config.audio
     frames = a.segment_frames + (-a.segment_frames) % sep.stride_product
     x = torch.log1p(torch.rand(spec["batch"], 1, a.n_bins, frames))
     z = torch.randn(spec["batch"], model.latent_dim)
@@ -189,7 +188,7 @@ def work_forward(spec: dict[str, Any]) -> dict[str, Any]:
         reference = sep(x, z)
         variants = {
             "fp32": lambda: sep(x, z),
-            "fp32, textbook": lambda: textbook_forward(sep, x, z),
+            "fp32, textbook": lambda: textbook(x, z),
         }
         if spec.get("bf16"):
             variants["bf16 autocast"] = lambda: _autocast(lambda: sep(x, z))
@@ -348,7 +347,7 @@ def markdown_settings(res: dict[str, Any]) -> list[str]:
             "Applied from the benchmark without changing aqsep: `batch_size`/`overlap` through `Separator`; "
             "channels_last converts the model's weights; *textbook U-Net* runs the U-Net as first written "
             "(z tiled and concatenated, every convolution as its PyTorch module, AdaIN as instance norm then "
-            "scale and bias): same weights and output as aqsep's exact faster forms (aqsep/model.py).",
+            "scale and bias): same weights and output as aqsep's exact faster forms (aqsep/fastforms.py).",
             "",
             "| preset | setting | wall (s) | speed (x real time) | peak RSS (MB) | other load |",
             "|---|---|---:|---:|---:|---:|",

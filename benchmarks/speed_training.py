@@ -117,13 +117,14 @@ def _train_equivalent(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from aqsep.config import TRAIN_PRESETS, preset
+    from aqsep.fastforms import accelerate
     from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
     from aqsep.model import QuerySeparator
     from aqsep.transforms import stft
 
     torch.manual_seed(0)
     cfg, tcfg = preset(spec["preset"]), TRAIN_PRESETS[spec["preset"]]
-    model = QuerySeparator(cfg).train()
+    model = accelerate(QuerySeparator(cfg).train())
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tcfg.betas)
     batch, a = spec["batch"], cfg.audio
     gen = torch.Generator().manual_seed(0)

@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from aqsep.config import TRAIN_PRESETS, preset
-from aqsep.fastforms import phase_conv2d, phase_conv_transpose2d
+from aqsep.fastforms import accelerate, phase_conv2d, phase_conv_transpose2d
 from aqsep.model import QuerySeparator
 from aqsep.train import training_losses
 from aqsep.transforms import stft
@@ -65,7 +65,7 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
 def profile_step(preset_name: str, batch: int, steps: int) -> dict[str, Any]:
     cfg, tc = preset(preset_name), TRAIN_PRESETS[preset_name]
     torch.manual_seed(0)
-    model = QuerySeparator(cfg).train()
+    model = accelerate(QuerySeparator(cfg).train())  # as training runs it
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas)
     audio = cfg.audio
     gen = torch.Generator().manual_seed(0)

@@ -1,17 +1,25 @@
-"""The networks: shapes for both presets, AdaIN, the losses, and the exact fast forms of the
-U-Net's convolutions checked against the plain PyTorch operations they replace."""
+"""The networks: shapes for both presets, AdaIN, the losses, and the exact fast layers of the
+U-Net checked against the plain layers they replace."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from aqsep import fastforms
 from aqsep.config import PRESETS, preset
-from aqsep.fastforms import phase_conv2d, phase_conv_transpose2d, plain_forward
+from aqsep.fastforms import (
+    BatchNormAdaIN,
+    PhaseConvTranspose2d,
+    TiledZConv2d,
+    accelerate,
+    phase_conv2d,
+    phase_conv_transpose2d,
+)
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
-from aqsep.model import AdaIN, Posterior, QuerySeparator, UNetSeparator
+from aqsep.model import AdaIN, LatentConv2d, Posterior, QuerySeparator, UNetSeparator
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -119,33 +127,40 @@ def test_phase_conv_transpose2d_equals_the_transposed_convolution(
 
 
 def _separator(kernel: int) -> UNetSeparator:
+    """A plain U-Net with small random weights."""
     torch.manual_seed(0)
     cfg = preset("cpu")
     sep_cfg = type(cfg.separator)(channels=(4, 4, 8, 8, 8, 8), kernel_size=kernel)
     sep = UNetSeparator(sep_cfg, latent_dim=6).eval()
     with torch.no_grad():  # AdaIN maps away from their identity initialisation
         for adain in sep.adains:
+            assert isinstance(adain, AdaIN)
             adain.to_scale_bias.weight.normal_(std=0.3)
     return sep
 
 
+def _plain_and_fast(kernel: int) -> tuple[UNetSeparator, UNetSeparator]:
+    plain = _separator(kernel)
+    return plain, accelerate(copy.deepcopy(plain))
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_separator_equals_the_plain_u_net(kernel: int) -> None:
-    sep = _separator(kernel)
+    plain, sep = _plain_and_fast(kernel)
     spec = torch.rand(3, 1, 128, 64)
     z = torch.randn(3, 6)
     with torch.no_grad():
-        torch.testing.assert_close(sep(spec, z), plain_forward(sep, spec, z), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(sep(spec, z), plain(spec, z), atol=1e-5, rtol=1e-4)
     # with autograd (training: phase_deconv is off there), values and gradients; the gradient
     # runs through the whole network, so float rounding is relative to its size
     spec.requires_grad_(True)
     z.requires_grad_(True)
-    fast, plain = sep(spec, z), plain_forward(sep, spec, z)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
-    weight = torch.rand_like(plain)
+    fast, plain_out = sep(spec, z), plain(spec, z)
+    torch.testing.assert_close(fast, plain_out, atol=1e-5, rtol=1e-4)
+    weight = torch.rand_like(plain_out)
     for g_fast, g_plain in zip(
         torch.autograd.grad((fast * weight).sum(), (spec, z)),
-        torch.autograd.grad((plain * weight).sum(), (spec, z)),
+        torch.autograd.grad((plain_out * weight).sum(), (spec, z)),
         strict=True,
     ):
         torch.testing.assert_close(
@@ -153,46 +168,75 @@ def test_separator_equals_the_plain_u_net(kernel: int) -> None:
         )
 
 
-@pytest.mark.parametrize("form", fastforms.FORMS)
+@pytest.mark.parametrize("form", ["tiled_z", "phase_conv", "phase_deconv", "adain"])
 def test_each_fast_form_equals_its_plain_operation(form: str) -> None:
-    """Each form alone, forced on and off, in values and gradients (inputs and weights)."""
+    """Each form alone against the plain layer, in values and gradients (inputs and weights)."""
     sep = _separator(5)
     spec = torch.rand(2, 1, 64, 32, requires_grad=True)
     z = torch.randn(2, 6, requires_grad=True)
     first = sep.encoder[0][0]
-    assert isinstance(first, torch.nn.Conv2d)
+    assert isinstance(first, LatentConv2d)
     if form == "tiled_z":
         inputs = (spec, z, first.weight, first.bias)
-        fast, plain = (fastforms.first_conv(first, spec, z, 2, fast=f) for f in (True, False))
+        fast, plain = TiledZConv2d.replacing(first)(spec, z), first(spec, z)
     elif form == "phase_conv":
         inputs = (spec, first.weight, first.bias)
         w = first.weight[:, :1]
         fast = phase_conv2d(spec, w, first.bias, padding=2)
         plain = F.conv2d(spec, w, first.bias, stride=2, padding=2)
     elif form == "phase_deconv":
+        # the operation PhaseConvTranspose2d runs without autograd, here with it
         h = torch.randn(2, 8, 32, 16, requires_grad=True)
         inputs = (h, sep.to_mask.weight, sep.to_mask.bias)
-        fast, plain = (fastforms.output_conv(sep.to_mask, h, 2, fast=f) for f in (True, False))
+        fast = phase_conv_transpose2d(h, sep.to_mask.weight, sep.to_mask.bias, padding=2)
+        plain = sep.to_mask(h)
+        with torch.no_grad():
+            layer = PhaseConvTranspose2d.replacing(sep.to_mask)
+            torch.testing.assert_close(layer(h), fast.detach(), atol=0, rtol=0)
     else:
         h = torch.randn(2, 4, 16, 8, requires_grad=True)
-        gamma, beta = torch.randn(2, 4, requires_grad=True), torch.randn(2, 4, requires_grad=True)
-        inputs = (h, gamma, beta)
-        fast, plain = (fastforms.adain(h, gamma, beta, 1e-5, fast=f) for f in (True, False))
+        adain = sep.adains[-1]
+        assert isinstance(adain, AdaIN)
+        inputs = (h, z, *adain.parameters())
+        fast, plain = BatchNormAdaIN.replacing(adain)(h, z), adain(h, z)
     assert_same_values_and_gradients(fast, plain, inputs)
 
 
-def test_the_switch_turns_every_form_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    sep = _separator(5)
+def test_accelerate_replaces_the_plain_layers_and_keeps_the_parameters() -> None:
+    torch.manual_seed(0)
+    model = QuerySeparator(preset("cpu"))
+    params = dict(model.named_parameters())
+    keys = list(model.state_dict())
+    draw = torch.get_rng_state()
+    assert accelerate(model) is model
+    assert torch.equal(torch.get_rng_state(), draw)  # no random numbers taken
+    sep = model.separator
+    assert type(sep.encoder[0][0]) is TiledZConv2d
+    assert type(sep.to_mask) is PhaseConvTranspose2d
+    assert all(type(a) is BatchNormAdaIN for a in sep.adains)
+    # the same names, keys and parameter objects (an optimizer made before still works)
+    assert list(model.state_dict()) == keys
+    assert dict(model.named_parameters()).keys() == params.keys()
+    assert all(p is params[name] for name, p in model.named_parameters())
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert model.training and all(m.training for m in model.modules())
+    # a second call changes nothing
+    layers = list(model.modules())
+    accelerate(model)
+    assert all(a is b for a, b in zip(layers, model.modules(), strict=True))
+
+
+def test_the_fast_layers_follow_eval_and_the_plain_model_is_the_network() -> None:
+    plain, sep = _plain_and_fast(5)
     spec, z = torch.rand(2, 1, 128, 64), torch.randn(2, 6)
+    assert not any(
+        isinstance(m, (TiledZConv2d, PhaseConvTranspose2d, BatchNormAdaIN)) for m in plain.modules()
+    )
+    assert not any(m.training for m in sep.modules())
     with torch.no_grad():
         fast = sep(spec, z)
-        assert [f for f in fastforms.FORMS if fastforms.use(f)] == sorted(
-            fastforms.KEPT, key=fastforms.FORMS.index
-        )
-        monkeypatch.setattr(fastforms, "enabled", False)
-        assert not any(fastforms.use(f) for f in fastforms.FORMS)
-        # the plain operations, in the model's own forward: the plain network exactly
-        torch.testing.assert_close(sep(spec, z), plain_forward(sep, spec, z), atol=0, rtol=0)
-    torch.testing.assert_close(fast, plain_forward(sep, spec, z), atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="unknown fast form 'nope'"):
-        fastforms.use("nope")
+        # the plain model, rebuilt from the fast one's state dict: the plain network exactly
+        rebuilt = _separator(5)
+        rebuilt.load_state_dict(sep.state_dict(), strict=True)
+        torch.testing.assert_close(rebuilt(spec, z), plain(spec, z), atol=0, rtol=0)
+    torch.testing.assert_close(fast, plain(spec, z), atol=1e-5, rtol=1e-4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,11 @@ from conftest import make_audio
 
 from aqsep.api import Separator
 from aqsep.errors import ModelError, OutputError, SettingError
+from aqsep.fastforms import BatchNormAdaIN
 from aqsep.model import AdaIN
 from aqsep.onnx import (
     FRAME_STEP,
     GRAPHS,
-    _InstanceAdaIN,
     export_onnx,
     graph_difference,
     load_onnx_model,
@@ -71,12 +72,19 @@ def _differences(model_dir: Path | None, export: Path, batch: int, frames: int) 
     ]
 
 
-def test_plain_adain_equals_the_one_pass_form() -> None:
+def test_plain_adain_equals_the_one_pass_form_which_the_tracer_sees_plain() -> None:
     torch.manual_seed(0)
     adain = AdaIN(6, 5)
     torch.nn.init.normal_(adain.to_scale_bias.weight)  # not the identity it starts as
+    fast = BatchNormAdaIN.replacing(adain)
     h, z = 3 * torch.randn(4, 6, 8, 10) + 1, torch.randn(4, 5)
-    torch.testing.assert_close(_InstanceAdaIN(adain)(h, z), adain(h, z), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(adain(h, z), fast(h, z), atol=1e-5, rtol=1e-5)
+    # what the exporter records: the plain operations (instance norm, no batch reshape)
+    with warnings.catch_warnings():  # the tracer's deprecation notice and notes
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(fast, (h, z))
+    assert "instance_norm" in str(traced.graph) and "batch_norm(" not in str(traced.graph)
+    torch.testing.assert_close(traced(h, z), adain(h, z), atol=0, rtol=0)
 
 
 def test_export_writes_the_graphs_beside_the_same_config_and_classes(
