@@ -1,7 +1,8 @@
 """`aqsep` command line: parse, call the library, print. Nothing else.
 
 Each subcommand lives in its own module of this package and exposes
-``add_parser(subparsers)`` and ``run(args) -> int``.
+``add_parser(subparsers)`` and ``run(args) -> int``. :func:`main` imports only the module of the
+command it runs: ``aqsep --help`` and ``aqsep --version`` import none (and so no PyTorch).
 """
 
 from __future__ import annotations
@@ -12,15 +13,24 @@ import importlib
 import signal
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import FrameType
 from typing import NoReturn
 
 from aqsep import __version__
 from aqsep.errors import AqsepError
 
-# modules of this package; each one's command is its name with "-" for "_"
-SUBCOMMANDS = ("separate", "train", "synth", "evaluate", "experiment", "serve", "export_onnx")
+# modules of this package, each with the line `aqsep --help` shows for it (the help its
+# add_parser gives, which tests/test_cli.py checks); each one's command is its name with "-" for "_"
+SUBCOMMANDS = {
+    "separate": "separate one source out of songs (by query clip, time range or class)",
+    "train": "train a model on stems or MUSDB18, resume a run, or export a run's model",
+    "synth": "render the offline multitrack training corpus from soundfonts",
+    "evaluate": "score separations of a data set with museval",
+    "experiment": "run one of the paper's experiments (figures + tables)",
+    "serve": "a local web page: pick the query by ear and by eye, hear the result",
+    "export_onnx": "export a model as ONNX graphs, for `aqsep separate --backend onnx`",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +40,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"aqsep: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``aqsep`` parser, with the full parsers of the subcommands in ``modules`` (all of
+    :data:`SUBCOMMANDS` by default) and a one-line entry for each of the others.
+
+    A module of :data:`SUBCOMMANDS` that cannot be imported is an error, never a command left out.
+    """
+    wanted = set(SUBCOMMANDS if modules is None else modules)
+    unknown = wanted - set(SUBCOMMANDS)
+    assert not unknown, f"not a subcommand module: {sorted(unknown)}"
     parser = _Parser(
         prog="aqsep",
         description=(
@@ -41,16 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aqsep {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"aqsep.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"aqsep.cli.{name}":
-                raise
-            continue  # a subcommand this build does not include
-        module.add_parser(sub)
-        _add_debug(sub.choices[name.replace("_", "-")])
+    for name, line in SUBCOMMANDS.items():
+        if name in wanted:
+            importlib.import_module(f"aqsep.cli.{name}").add_parser(sub)
+            _add_debug(sub.choices[name.replace("_", "-")])
+        else:
+            sub.add_parser(name.replace("_", "-"), help=line)  # listed, not parsed
     return parser
+
+
+def _command_module(argv: Sequence[str]) -> list[str]:
+    """The module of the command ``argv`` names (its first word that is not an option: the
+    top-level options take no value), or none."""
+    for word in argv:
+        if not word.startswith("-"):
+            module = word.replace("-", "_")
+            return [module] if module in SUBCOMMANDS and "_" not in word else []
+    return []
 
 
 def _add_debug(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +125,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_module(words)).parse_args(words)
     with _terminate_as_interrupt():
         return _run(args)
 
