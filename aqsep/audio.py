@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import soundfile as sf
@@ -305,9 +306,17 @@ class AudioReader:
         self.close()
 
 
-def rms_db(x: np.ndarray) -> float:
-    """RMS level in dBFS (a floor of -200 dB for digital silence)."""
-    return 10.0 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
+@overload
+def rms_db(x: np.ndarray, axis: None = None) -> float: ...
+@overload
+def rms_db(x: np.ndarray, axis: int) -> np.ndarray: ...
+def rms_db(x: np.ndarray, axis: int | None = None) -> float | np.ndarray:
+    """RMS level in dBFS (a floor of -200 dB for digital silence): of all the samples of ``x``,
+    or along ``axis`` (``axis=-1``: one level per window of ``(..., samples)``)."""
+    power = np.mean(np.square(x, dtype=np.float64), axis=axis)
+    if axis is None:
+        return 10.0 * math.log10(float(power) + 1e-20)
+    return 10.0 * np.log10(power + 1e-20)
 
 
 def to_float(audio: np.ndarray) -> np.ndarray:

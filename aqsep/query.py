@@ -8,7 +8,7 @@ a released model) goes through :class:`LatentMeans`:
    (``segment_samples`` at the model's rate; a last, shorter window is zero-padded), mixed to
    mono and resampled to the model's rate.
 2. **The silence rule.** A window whose RMS level is below :data:`SILENCE_DB` (dBFS) is not
-   query material and is left out (:func:`level_db`); the same threshold rejects silent training
+   query material and is left out (:func:`aqsep.audio.rms_db`); the same threshold rejects silent training
    targets (:class:`~aqsep.config.TrainConfig`).
 3. **Means.** mu of the Query-net (:func:`encode_windows`) is averaged over the windows kept, per
    key (one key for a query; one per class for class means). Audio without a single window
@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import torch
 
-from aqsep.audio import AudioReader, resample, to_mono
+from aqsep.audio import AudioReader, resample, rms_db, to_mono
 from aqsep.config import SILENCE_DB
 from aqsep.errors import QueryError
 from aqsep.model import Posterior, QuerySeparator
@@ -39,16 +39,9 @@ __all__ = [
     "encode_frozen",
     "encode_reader",
     "encode_windows",
-    "level_db",
     "slerp",
     "window_length",
 ]
-
-
-def level_db(audio: np.ndarray) -> np.ndarray:
-    """RMS level (dBFS) of ``(..., samples)`` over the last axis; digital silence is -200 dB."""
-    power = np.mean(np.square(audio, dtype=np.float64), axis=-1)
-    return 10.0 * np.log10(power + 1e-20)
 
 
 def window_length(model: QuerySeparator, sample_rate: int) -> int:
@@ -101,7 +94,7 @@ class LatentMeans(Generic[K]):
     def add(self, key: K, window: np.ndarray) -> bool:
         """Queue one mono window ``(samples,)`` at the model's rate; False if it is silent."""
         entry = self._sums[key]
-        level = float(level_db(window))
+        level = rms_db(window)
         entry.loudest_db = max(entry.loudest_db, level)
         if level < self.silence_db:
             return False

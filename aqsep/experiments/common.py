@@ -19,11 +19,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from aqsep.api import Separator
-from aqsep.audio import resample, to_mono
+from aqsep.audio import resample, rms_db, to_mono
 from aqsep.data.track import Track
 from aqsep.errors import QueryError
 from aqsep.evaluate import Progress, Scores, coarse_targets, evaluate_tracks
-from aqsep.query import SILENCE_DB, level_db, window_length
+from aqsep.query import SILENCE_DB, window_length
 from aqsep.transforms import stft
 
 DPI = 100
@@ -240,7 +240,7 @@ def active_windows(audio: np.ndarray, win: int, silence_db: float = SILENCE_DB) 
     ``silence_db`` (the silence rule of :mod:`aqsep.query`)."""
     full = audio.shape[-1] // win
     mono = to_mono(np.atleast_2d(audio))[: full * win].reshape(full, win)
-    levels = level_db(mono)
+    levels = rms_db(mono, axis=-1)
     return [i * win for i in range(full) if levels[i] >= silence_db]
 
 
