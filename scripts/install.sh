@@ -2,9 +2,10 @@
 # Installs aqsep and everything it needs on a fresh Debian/Ubuntu machine with Python >= 3.11.
 #   bash scripts/install.sh                        # into the interpreter python3 runs
 #   PYTHON=/path/to/venv/bin/python bash scripts/install.sh   # into a virtual environment
-# The package, its tools and the test dependencies. torch is pinned to 2.13.0 (a CPU build; a
-# bare `torch` requirement would pull a CUDA build). PyAV (`av`) comes as a dependency of aqsep:
-# it decodes what libsndfile does not (mp4, m4a, aac, MUSDB18 stems).
+# The package, its tools and the test dependencies. torch is pinned to 2.13.0 here, the version
+# tested, and installed before the package (whose requirement is a range) from the CPU wheel: a
+# bare `torch` requirement resolved by pip would pull a CUDA build. PyAV (`av`) comes as a
+# dependency of aqsep: it decodes what libsndfile does not (mp4, m4a, aac, MUSDB18 stems).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

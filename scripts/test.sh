@@ -33,4 +33,4 @@ echo "+ installed in $(($(date +%s) - start)) s"
 $PY -m ruff check aqsep tests benchmarks scripts
 $PY -m ruff format --check aqsep tests benchmarks scripts
 $PY -m mypy aqsep
-$PY -m pytest -q "$@"
+$PY -m pytest "$@"  # -q comes from pyproject.toml; a second one would hide the pass count
