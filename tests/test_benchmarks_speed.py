@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -25,11 +27,16 @@ def test_report_renders_from_its_json() -> None:
     assert kinds <= set(separate.WORKERS)
 
 
-def test_workers_are_the_parts() -> None:
-    """Each worker lives in the module named after what it measures."""
-    assert separate.WORKERS["separate"].__module__ == "speed_separation"
-    assert separate.WORKERS["train"].__module__ == "speed_training"
-    assert separate.WORKERS["spleeter"].__module__ == "peer_spleeter"
+def test_a_worker_prints_only_its_result_line(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``separate.py --worker KIND SPEC`` (how the driver runs each measurement in a process of its
+    own) calls that worker with the spec and prints its figures as a RESULT line."""
+    monkeypatch.setitem(separate.WORKERS, "echo", lambda spec: {"seen": spec["x"]})
+    assert separate.main(["--worker", "echo", json.dumps({"x": 3})]) == 0
+    (line,) = capfd.readouterr().out.splitlines()
+    assert line.startswith("RESULT ")
+    assert json.loads(line.removeprefix("RESULT ")) == {"seen": 3, "priority_raised": False}
 
 
 def test_a_generated_section_is_replaced_in_place_or_appended(tmp_path: Path) -> None:
