@@ -231,6 +231,10 @@ class SeparatedFile:
     clipped: int = 0
 
 
+#: The MUSDB18 stems: the coarse classes that partition a song, where a model has all four.
+MUSDB_CLASSES = ("bass", "drums", "other", "vocals")
+
+
 class Separator:
     """A loaded model and the settings of chunked inference.
 
@@ -305,9 +309,13 @@ class Separator:
 
     @property
     def coarse_classes(self) -> list[str]:
-        """The model's coarse classes (vocals, drums, bass, other for a MUSDB-style model):
-        together they make up a whole song."""
-        return sorted(k for k, c in self.released.classes.items() if c.level == "coarse")
+        """The model's coarse classes that partition a song (vocals, drums, bass, other for a
+        MUSDB-style model): together they make up a whole song. A data set's own coarse name
+        that covers several of them (MIR-1K's "accompaniment": everything but the voice) stays a
+        class to ask for, but is not one of these where the model has the four."""
+        coarse = sorted(k for k, c in self.released.classes.items() if c.level == "coarse")
+        four = [k for k in coarse if k in MUSDB_CLASSES]
+        return four if len(four) == len(MUSDB_CLASSES) else coarse
 
     @property
     def latent_dim(self) -> int:

@@ -871,3 +871,26 @@ def test_decoder_notes_add_no_line_to_an_error(tmp_path, tiny_model_dir, capfd):
     err = capfd.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"aqsep: error: {cut}: ")
+
+
+def test_targets_all_leaves_a_data_sets_accompaniment_out(cli, tmp_path, song, tiny_model_dir):
+    """MIR-1K's "accompaniment" (everything but the voice) is a class to ask for, not a fifth
+    stem: with it among the coarse classes, "all" still writes the four that sum to the song."""
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    classes = json.loads((model / "classes.json").read_text())
+    table = classes["classes"] if "classes" in classes else classes
+    table["accompaniment"] = dict(table["drums"], level="coarse")
+    (model / "classes.json").write_text(json.dumps(classes))
+    out = tmp_path / "out"
+    res = cli("separate", song, "--targets", "all", "--bits", "32f", "--model", model, "-o", out)
+    assert res.code == 0, res.err
+    written = sorted(p.stem for p in (out / "song").iterdir())
+    assert written == ["bass", "drums", "other", "vocals"]
+    stems = [_read(out / "song" / f"{n}.wav") for n in written]
+    assert np.abs(sum(stems) - _read(song)).max() < 1e-4
+    res = cli("separate", song, "--target", "accompaniment", "--model", model, "-o", out)
+    assert res.code == 0, res.err
