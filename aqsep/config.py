@@ -231,6 +231,8 @@ class TrainConfig:
     # learning-rate factor of the conditioning a pretrained separator adds to Spleeter's layers
     # (the z taps, the FiLM maps and the gate), which start at zero
     conditioning_lr_scale: float = 1.0
+    # train the conditioning alone: the pretrained layers keep the weights they were imported with
+    freeze_pretrained: bool = False
     # share of each batch's mixtures that also take the L_latent path (a separator pass with
     # z ~ N(0, I) and a re-encoding). 1 = every mixture. Less is faster (0.5: about 1.3x per step
     # for `cpu`) but was less stable in a small trial (docs/benchmarks.md), so it is opt-in.

@@ -113,6 +113,8 @@ def save_model(
         raise OutputError(f"cannot write the model to {out_dir}: {err.strerror or err}") from None
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if model.config.pretrained:  # 20 M parameters: float16 in the file, float32 once loaded
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         config = {
             "format_version": FORMAT_VERSION,
@@ -281,6 +283,8 @@ def load_model(
             f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}"
         )
     for key, tensor in state.items():
+        if tensor.dtype not in (torch.float32, torch.float16, torch.int64):
+            raise ModelError(f"{weights}: weight {key} is {tensor.dtype}, not float32 or float16")
         if tensor.shape != expected[key].shape:
             raise ModelError(
                 f"{weights}: weight {key} has shape {tuple(tensor.shape)}, config expects {tuple(expected[key].shape)}"

@@ -150,6 +150,9 @@ class QueryTraining(L.LightningModule):
         self.model = QuerySeparator(self.model_config)
         if self.train_config.freeze_query:
             self.model.query_net.requires_grad_(False)
+        if self.train_config.freeze_pretrained:
+            for name, p in self.model.separator.named_parameters():
+                p.requires_grad_(is_conditioning(f"separator.{name}"))
         self.wall_time_before = 0.0  # seconds trained before this process (resumed runs)
         self._started: float | None = None
 
@@ -491,6 +494,8 @@ class RunSpec:
             "latent_fraction": tc.latent_fraction,
             "remix_prob": tc.remix_prob,
             "lowpass_prob": tc.lowpass_prob,
+            "freeze_pretrained": tc.freeze_pretrained,
+            "conditioning_lr_scale": tc.conditioning_lr_scale,
             "channels": tuple(mc.separator.channels),
             "kernel_size": getattr(mc.separator, "kernel_size", None),
             "latent_dim": mc.query.latent_dim,
@@ -922,9 +927,28 @@ def export_from_module(
     wall_time: float,
     metrics: dict[str, float] | None = None,
     max_windows: int | None = 2000,
+    classes_from: str | Path | None = None,
 ) -> Path:
-    """Release ``model`` with the class latents of ``spec``'s training data and the run's facts."""
+    """Release ``model`` with the class latents of ``spec``'s training data and the run's facts.
+
+    With ``classes_from`` (a released model whose Query-net has the very weights of ``model``'s,
+    as a run with ``freeze_query`` keeps them), that model's class latents are taken instead of
+    being computed again: the same encoder gives the same means.
+    """
     tc = spec.train_config
+    if classes_from is not None:
+        source = load_model(classes_from)
+        theirs, ours = source.model.query_net.state_dict(), model.query_net.state_dict()
+        if theirs.keys() != ours.keys() or not all(
+            torch.equal(theirs[k].cpu(), ours[k].cpu()) for k in ours
+        ):
+            raise ModelError(
+                f"--classes-from {classes_from}: its Query-net differs from this model's, so its "
+                "class means do not apply"
+            )
+        metadata = _export_metadata(spec, steps, wall_time, metrics)
+        metadata["class_latents"] = f"those of {classes_from} (the same, frozen Query-net)"
+        return save_model(out_dir, model.cpu(), source.classes, metadata)
     groups = _open_data(spec, "train", model.config.audio.sample_rate, level="stems")
     if not any(groups):
         raise DataError(f"no training tracks in {spec.data_label} to compute class latents from")
@@ -940,7 +964,16 @@ def export_from_module(
             f"no class latent could be computed from {spec.data_label}: every track is shorter "
             f"than one excerpt ({model.config.audio.segment_seconds:.2f} s) or silent"
         )
-    metadata = {
+    return save_model(
+        out_dir, model.cpu(), classes, _export_metadata(spec, steps, wall_time, metrics)
+    )
+
+
+def _export_metadata(
+    spec: RunSpec, steps: int, wall_time: float, metrics: dict[str, float] | None
+) -> dict[str, Any]:
+    tc = spec.train_config
+    return {
         "steps": steps,
         "wall_time_s": round(wall_time, 1),
         "data": [str(s) for s in spec.sources],
@@ -954,7 +987,6 @@ def export_from_module(
         "metrics": {k: round(v, 4) for k, v in (metrics or {}).items() if k.startswith("val/")},
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return save_model(out_dir, model.cpu(), classes, metadata)
 
 
 def export_model(
@@ -965,6 +997,7 @@ def export_model(
     musdb: bool | None = None,
     is_wav: bool | None = None,
     max_windows: int | None = 2000,
+    classes_from: str | Path | None = None,
 ) -> Path:
     """Export a released model from a run folder (its last checkpoint) or a checkpoint file.
 
@@ -992,4 +1025,5 @@ def export_model(
         steps=extras["steps"],
         wall_time=extras["wall_time"],
         max_windows=max_windows,
+        classes_from=classes_from,
     )

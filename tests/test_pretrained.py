@@ -227,3 +227,22 @@ def test_stereo_masks_follow_each_channel_and_any_channel_count_separates() -> N
         x = np.repeat(stereo[:1], channels, axis=0)
         out = separate_array(model, x, 16000, z)
         assert out.shape == x.shape and np.isfinite(out).all()
+
+
+def test_a_released_pretrained_model_is_float16_in_the_file_and_float32_loaded(
+    tmp_path: Path,
+) -> None:
+    from safetensors.torch import load_file
+
+    from aqsep.release import ClassLatent, load_model, save_model
+
+    model = tiny_model()
+    classes = {"vocals": ClassLatent(latent=[0.5] * LATENT)}
+    folder = save_model(tmp_path / "m", model, classes, metadata={})
+    stored = load_file(str(folder / "model.safetensors"))
+    assert {t.dtype for t in stored.values()} <= {torch.float16, torch.int64}
+    loaded = load_model(folder).model
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    spec, z = torch.rand(1, 2, 129, 64), torch.randn(1, LATENT)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.mask(spec, z), model.mask(spec, z), atol=2e-3, rtol=0)

@@ -204,6 +204,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "written is our own safetensors file",
     )
     run_opts.add_argument(
+        "--freeze-pretrained",
+        action="store_true",
+        help="with --init-separator: train only the conditioning (z taps, FiLM maps, gate); "
+        "Spleeter's layers keep their weights",
+    )
+    run_opts.add_argument(
+        "--conditioning-lr-scale",
+        type=float,
+        metavar="K",
+        help="learning-rate factor of the conditioning a pretrained separator adds "
+        f"(default: {_preset_defaults('conditioning_lr_scale')})",
+    )
+    run_opts.add_argument(
         "--steps",
         type=positive_int,
         metavar="N",
@@ -358,6 +371,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="with --export-only: at most N training windows per class and data set for the class "
         "mean latents (default: 2000; fewer is faster)",
     )
+    parser.add_argument(
+        "--classes-from",
+        metavar="MODEL",
+        help="with --export-only: take the class mean latents of MODEL, whose Query-net must be "
+        "this run's (a run that kept its --init model's Query-net frozen), instead of computing them",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(func=run)
 
@@ -379,6 +398,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "latent_fraction": args.latent_fraction,
         "remix_prob": args.remix,
         "lowpass_prob": args.lowpass,
+        "freeze_pretrained": True if args.freeze_pretrained else None,
+        "conditioning_lr_scale": args.conditioning_lr_scale,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -482,6 +503,7 @@ def run(args: argparse.Namespace) -> int:
             musdb=args.musdb,
             is_wav=args.is_wav,
             max_windows=args.class_windows,
+            classes_from=args.classes_from,
         )
         if not args.quiet:
             print(f"exported {args.out} to {model_dir}")
