@@ -201,11 +201,20 @@ class CheckedNetwork:
         self.config = network.config
 
     def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        m = self.network.mask(magnitude, z)
+        return self._checked(self.network.mask(magnitude, z), tuple(magnitude.shape), "mask")
+
+    def stage_share(self, magnitude: torch.Tensor) -> torch.Tensor:
+        share = self.network.stage_share(magnitude)
+        return self._checked(share, tuple(magnitude.shape), "vocal-stage mask")
+
+    def side(self, z: torch.Tensor) -> torch.Tensor:
+        return self._checked(self.network.side(z), (z.shape[0],), "gate")
+
+    def _checked(self, m: object, shape: tuple[int, ...], what: str) -> torch.Tensor:
         problem = None
-        if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(magnitude.shape):
-            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-            problem = f"of shape {shape} for a spectrogram of shape {tuple(magnitude.shape)}"
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != shape:
+            got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            problem = f"of shape {got} for an input of shape {shape}"
         elif not torch.isfinite(m).all():
             problem = "holding NaN or infinite values"
         elif float(m.min()) < -MASK_TOLERANCE or float(m.max()) > 1 + MASK_TOLERANCE:
@@ -214,9 +223,10 @@ class CheckedNetwork:
             )
         if problem is not None:
             raise ModelError(
-                f"the model {self.name} gave a mask {problem}: its weights or graph are broken; "
+                f"the model {self.name} gave a {what} {problem}: its weights or graph are broken; "
                 "re-export or re-download it"
             )
+        assert isinstance(m, torch.Tensor)
         return m
 
     def encode(self, magnitude: torch.Tensor) -> Posterior:
@@ -487,12 +497,13 @@ class Separator:
             self.model, frames, sample_rate, self._segment(frames, sample_rate), self.overlap
         )
 
-    def _segment(self, frames: int, sample_rate: int) -> float | None:
-        segment = self.segment
-        if segment is not None:  # no chunk longer than what it separates
-            longest = max(frames / sample_rate, self.model.config.audio.segment_seconds)
-            segment = min(segment, longest)
-        return segment
+    def _segment(self, frames: int, sample_rate: int) -> float:
+        config = self.model.config
+        segment = self.segment if self.segment is not None else config.output_audio.segment_seconds
+        # no chunk longer than what it separates (the zeros it would be padded with change what
+        # a separator that normalises over its patch predicts)
+        longest = max(frames / sample_rate, min(config.audio.segment_seconds, segment))
+        return min(segment, longest)
 
     def _chunking(self, reader: AudioReader, progress: Progress | None) -> dict:
         return {

@@ -143,6 +143,10 @@ class PretrainedSeparatorConfig:
     branches: int = 2  # 2: Spleeter's vocal and accompaniment networks; 1: the vocal one alone
     encoder_film: bool = True  # a z-driven affine after every encoder BatchNorm too
     dropout: float = 0.5
+    # false: Spleeter's networks alone, without z (as the vocal stage of the cascade preset)
+    conditioned: bool = True
+    # a vocal stage's gate votes with this many class latents (aqsep.pretrained.ClassVoteGate)
+    gate_classes: int = 0
 
     def __post_init__(self) -> None:
         owner = "separator"
@@ -158,6 +162,14 @@ class PretrainedSeparatorConfig:
             )
         if self.branches not in (1, 2):
             raise ValueError(f"separator.branches must be 1 or 2, got {self.branches!r}")
+        if isinstance(self.gate_classes, bool) or not isinstance(self.gate_classes, int):
+            raise ValueError(f"separator.gate_classes must be a whole number, got {self.gate_classes!r}")
+        if not 0 <= self.gate_classes <= 4096:
+            raise ValueError(f"separator.gate_classes must be in [0, 4096], got {self.gate_classes}")
+        if not isinstance(self.conditioned, bool):
+            raise ValueError(
+                f"separator.conditioned must be true or false, got {self.conditioned!r}"
+            )
         if not isinstance(self.encoder_film, bool):
             raise ValueError(
                 f"separator.encoder_film must be true or false, got {self.encoder_film!r}"
@@ -173,6 +185,9 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     query: QueryNetConfig = field(default_factory=QueryNetConfig)
     separator: SeparatorConfig | PretrainedSeparatorConfig = field(default_factory=SeparatorConfig)
+    # Spleeter 2-stems in front of the separator (the cascade preset): a gate on z takes its
+    # vocals, or its accompaniment narrowed by the separator's mask (aqsep.model.QuerySeparator)
+    vocal_stage: PretrainedSeparatorConfig | None = None
 
     def __post_init__(self) -> None:
         a = self.audio
@@ -181,6 +196,14 @@ class ModelConfig:
                 f"audio.n_bins must be n_fft // 2 = {a.n_fft // 2} (the bins below Nyquist), "
                 f"got n_bins {a.n_bins} with n_fft {a.n_fft}"
             )
+        stage = self.vocal_stage
+        if stage is not None:
+            if not isinstance(stage, PretrainedSeparatorConfig) or stage.conditioned:
+                raise ValueError("vocal_stage must be an unconditioned Spleeter separator")
+            if stage.gate_classes < 2:
+                raise ValueError("vocal_stage.gate_classes must be at least 2 (a vocal class and another)")
+            if self.pretrained:
+                raise ValueError("vocal_stage needs the paper's U-Net as the separator")
 
     @property
     def pretrained(self) -> bool:
@@ -199,21 +222,36 @@ class ModelConfig:
         sep = self.separator
         return sep.audio_channels if isinstance(sep, PretrainedSeparatorConfig) else 1
 
+    @property
+    def output_audio(self) -> AudioConfig:
+        """The front-end whose STFT grid the masks are applied on and whose patch length the
+        chunks take: the vocal stage's where there is one, else the separator's."""
+        return self.vocal_stage.audio if self.vocal_stage is not None else self.separator_audio
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.vocal_stage is None:
+            del data["vocal_stage"]  # the files of the models without one stay as they were
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild from :meth:`to_dict`'s output; raises ValueError naming the first bad value."""
         if not isinstance(data, dict):
             raise ValueError(f"the model config must be an object, got {_json_type(data)}")
-        unknown = set(data) - {"audio", "query", "separator"}
+        unknown = set(data) - {"audio", "query", "separator", "vocal_stage"}
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        stage = data.get("vocal_stage")
+        if stage is not None:
+            stage = _separator(stage)
+            if not isinstance(stage, PretrainedSeparatorConfig):
+                raise ValueError("vocal_stage must be a separator of kind 'spleeter'")
         return cls(
             audio=_build(AudioConfig, data.get("audio", {})),
             query=_build(QueryNetConfig, data.get("query", {})),
             separator=_separator(data.get("separator", {})),
+            vocal_stage=stage,
         )
 
 
@@ -307,7 +345,22 @@ CPU = ModelConfig(
 # `aqsep train --init-separator spleeter` (and a released `cpu` model's Query-net with --init).
 SPLEETER = ModelConfig(query=CPU.query, separator=PretrainedSeparatorConfig())
 
-PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "cpu": CPU, "spleeter": SPLEETER}
+# Spleeter 2-stems (unconditioned, imported with --init-separator spleeter) in front of the `cpu`
+# preset's Query-net and separator: vocals are Spleeter's, the other classes the separator's
+# mask inside Spleeter's accompaniment.
+CASCADE = ModelConfig(
+    query=CPU.query,
+    separator=CPU.separator,
+    # the gate's classes: those of the model it is assembled from (aqsep.cascade.assemble)
+    vocal_stage=PretrainedSeparatorConfig(conditioned=False, encoder_film=False, gate_classes=24),
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": PAPER,
+    "cpu": CPU,
+    "spleeter": SPLEETER,
+    "cascade": CASCADE,
+}
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),

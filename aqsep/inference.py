@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from aqsep.audio import AudioReader, resample, to_mono
-from aqsep.config import ModelConfig
+from aqsep.config import AudioConfig, ModelConfig
 from aqsep.errors import QueryError, SettingError
 from aqsep.model import Posterior
 from aqsep.transforms import istft, stft
@@ -78,6 +78,15 @@ class Network(Protocol):
         ``(batch, latent_dim)``)."""
         ...
 
+    def stage_share(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Only where ``config.vocal_stage`` is set: the stage's vocal mask ``r`` of a magnitude
+        ``(batch, channels, bins, frames)`` on the stage's front-end, of the same shape."""
+        ...
+
+    def side(self, z: torch.Tensor) -> torch.Tensor:
+        """Only where ``config.vocal_stage`` is set: the gate ``g(z)`` ``(batch,)`` in [0, 1]."""
+        ...
+
 
 @dataclass(frozen=True)
 class ChunkPlan:
@@ -110,7 +119,7 @@ class ChunkPlan:
     ) -> ChunkPlan:
         """The plan :func:`separate_stream` follows for these settings (``segment`` None: the
         model's excerpt length)."""
-        seconds = segment if segment is not None else model.config.separator_audio.segment_seconds
+        seconds = segment if segment is not None else model.config.output_audio.segment_seconds
         return cls.make(length, sample_rate, seconds, overlap)
 
     @property
@@ -211,8 +220,9 @@ def _interp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def native_grid(model: Network, sample_rate: int) -> tuple[int, int]:
-    """(n_fft, hop) at ``sample_rate`` covering the same seconds as the model's STFT."""
-    audio = model.config.separator_audio
+    """(n_fft, hop) at ``sample_rate`` covering the same seconds as the STFT the model's masks are
+    applied on (``config.output_audio``)."""
+    audio = model.config.output_audio
     ratio = sample_rate / audio.sample_rate
     n_fft = max(16, 2 * round(audio.n_fft * ratio / 2))
     hop = max(4, round(audio.hop_length * ratio))
@@ -366,34 +376,47 @@ def _separate_chunks(
     (a stereo separator's own mask to each of the input's two channels; the mean of its masks
     to an input of another channel count).
     """
+    batch, targets = z.shape[:2]
+    n_fft, hop = native_grid(model, sample_rate)
+    spec = stft(torch.from_numpy(chunks).to(device), n_fft, hop)  # (batch, channels, bins, frames)
+    flat_z = z.reshape(batch * targets, -1).to(device)
+
+    def front_end(audio: AudioConfig, n_ch: int) -> torch.Tensor:  # (batch, [ch,] bins, frames)
+        wave = resample(separator_input(chunks, n_ch), sample_rate, audio.sample_rate)
+        return stft(torch.from_numpy(wave).to(device), audio.n_fft, audio.hop_length).abs()
+
+    def on_native(m: torch.Tensor, audio: AudioConfig) -> torch.Tensor:  # (..., f, t) -> native
+        return map_mask(
+            m.reshape(-1, *m.shape[-2:]),
+            src_sr=audio.sample_rate,
+            src_n_fft=audio.n_fft,
+            src_hop=audio.hop_length,
+            dst_sr=sample_rate,
+            dst_n_fft=n_fft,
+            dst_hop=hop,
+            dst_frames=spec.shape[-1],
+        ).reshape(*m.shape[:-2], *spec.shape[-2:])
+
     a = model.config.separator_audio
     n_ch = model.config.separator_channels
-    batch, targets = z.shape[:2]
-    wave = resample(separator_input(chunks, n_ch), sample_rate, a.sample_rate)
-    magnitude = stft(
-        torch.from_numpy(wave).to(device), a.n_fft, a.hop_length
-    ).abs()  # (batch, [channels,] bins, frames)
-    m = model.mask(
-        magnitude.repeat_interleave(targets, dim=0), z.reshape(batch * targets, -1).to(device)
-    )
+    m = model.mask(front_end(a, n_ch).repeat_interleave(targets, dim=0), flat_z)
     if n_ch > 1:
         m = m if chunks.shape[1] == n_ch else m.mean(dim=1)  # (batch * targets, [ch,] f, t)
     per_channel = m.dim() == 4
-    grid = m.shape[-2:]
-    m = m.reshape(batch, targets, -1, *grid).transpose(1, 2)  # (batch, ch, targets, f, t)
-    m = combine_masks(m, masks, rest=rest).transpose(1, 2)  # (batch, targets, ch, f, t)
-    n_fft, hop = native_grid(model, sample_rate)
-    spec = stft(torch.from_numpy(chunks).to(device), n_fft, hop)  # (batch, channels, bins, frames)
-    native = map_mask(
-        m.reshape(-1, *grid),
-        src_sr=a.sample_rate,
-        src_n_fft=a.n_fft,
-        src_hop=a.hop_length,
-        dst_sr=sample_rate,
-        dst_n_fft=n_fft,
-        dst_hop=hop,
-        dst_frames=spec.shape[-1],
-    ).reshape(batch, targets, -1, *spec.shape[-2:])
+    m = m.reshape(batch, targets, -1, *m.shape[-2:])  # (batch, targets, ch, f, t)
+    stage = model.config.vocal_stage
+    if stage is None:  # one network: its masks combined on its own grid, then mapped
+        m = combine_masks(m.transpose(1, 2), masks, rest=rest).transpose(1, 2)
+        native = on_native(m, a)
+    else:  # g r + (1 - g) (1 - r) m on the native grid (r: one per chunk), then combined
+        r = model.stage_share(front_end(stage.audio, stage.audio_channels))  # (batch, ch, f, t)
+        if stage.audio_channels > 1 and chunks.shape[1] != stage.audio_channels:
+            r = r.mean(dim=1, keepdim=True)
+        r = on_native(r, stage.audio)[:, None]  # (batch, 1, ch, bins, frames)
+        g = model.side(flat_z).reshape(batch, targets, 1, 1, 1).to(r.dtype)
+        native = g * r + (1 - g) * (1 - r) * on_native(m, a)
+        native = combine_masks(native.transpose(1, 2), masks, rest=rest).transpose(1, 2)
+        per_channel = native.shape[2] > 1
     if not per_channel:
         native = native[:, :, 0]  # (batch, targets, bins, frames): one mask for every channel
     if masks == "wiener":

@@ -8,6 +8,7 @@ separator returns a sigmoid mask that the caller applies to the *linear* mixture
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aqsep.config import ModelConfig, PretrainedSeparatorConfig, QueryNetConfig, SeparatorConfig
-from aqsep.pretrained import SpleeterSeparator
+from aqsep.pretrained import ClassVoteGate, SpleeterSeparator
 from aqsep.transforms import features
 
 
@@ -237,6 +238,18 @@ class QuerySeparator(nn.Module):
             )
         else:
             self.separator = UNetSeparator(sep, latent_dim=config.query.latent_dim)
+        self.vocal_stage: SpleeterSeparator | None = None
+        self.gate: ClassVoteGate | None = None
+        stage = config.vocal_stage
+        if stage is not None:
+            self.vocal_stage = SpleeterSeparator(
+                latent_dim=config.query.latent_dim,
+                audio_channels=stage.audio_channels,
+                widths=stage.channels,
+                branches=stage.branches,
+                conditioned=False,
+            )
+            self.gate = ClassVoteGate(config.query.latent_dim, stage.gate_classes)
 
     @property
     def latent_dim(self) -> int:
@@ -260,22 +273,77 @@ class QuerySeparator(nn.Module):
         to a multiple of 64 for the U-Net and cropped back; bins above the separator's ``n_bins``
         (up to Nyquist) reuse the mask of the highest modelled bin.
         """
-        n_bins = self.config.separator_audio.n_bins
-        mono = not self.config.pretrained
-        spec = magnitude[:, None] if mono else magnitude
-        bins, frames = spec.shape[-2:]
-        step = self.separator.stride_product
-        pad = (-frames) % step
-        spec = spec[..., :n_bins, :]
-        if mono:
-            spec = features(spec)  # the paper's U-Net reads log1p; Spleeter's reads raw magnitude
-        if pad:
-            spec = F.pad(spec, (0, pad))
-        m = self.separator(spec, z)[..., :frames]
-        if bins > n_bins:
-            m = torch.cat([m, m[..., -1:, :].expand(*m.shape[:-2], bins - n_bins, -1)], dim=-2)
-        return m[:, 0] if mono else m
+        n_bins, step = self.config.separator_audio.n_bins, self.separator.stride_product
+        if self.config.pretrained:  # Spleeter's U-Nets read raw magnitude
+            return _padded(lambda x: self.separator(x, z), magnitude, n_bins, step)
+        # the paper's U-Net reads log1p, one channel
+        def net(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return _padded(lambda x: self.separator(features(x), z), x, n_bins, step)
+
+        spec = magnitude[:, None]
+        if self.vocal_stage is not None:  # chunks as long as the stage's: patches of its own
+            return _patched(net, spec, z, self.config.audio.segment_frames)[:, 0]
+        return net(spec, z)[:, 0]
+
+    def stage_share(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """The vocal stage's vocal mask ``r`` (Spleeter 2-stems') of a mixture magnitude
+        ``(batch, channels, bins, frames)`` on the stage's front-end (``config.vocal_stage.audio``),
+        of the same shape; padded and extended as :meth:`mask`."""
+        stage = self.vocal_stage
+        assert stage is not None and self.config.vocal_stage is not None, "no vocal stage"
+        n_bins = self.config.vocal_stage.audio.n_bins
+        return _padded(stage.vocal_share, magnitude, n_bins, stage.stride_product)
+
+    def side(self, z: torch.Tensor) -> torch.Tensor:
+        """The vocal stage's gate ``g(z)`` ``(batch,)``: 1 takes the stage's vocals, 0 its
+        accompaniment narrowed by the separator's mask: ``g r + (1 - g) (1 - r) m``."""
+        assert self.gate is not None, "no vocal stage"
+        return self.gate(z)
 
     def forward(self, mixture: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Estimated target magnitude: ``mask(mixture, z) * mixture``, of the mixture's shape."""
         return self.mask(mixture, z) * mixture
+
+
+def _padded(
+    net: Callable[[torch.Tensor], torch.Tensor], spec: torch.Tensor, n_bins: int, step: int
+) -> torch.Tensor:
+    """``net`` (a mask of its input's shape) on ``spec (..., bins, frames)``: the first ``n_bins``
+    bins, frames zero-padded to a multiple of ``step`` and cropped back; bins above ``n_bins``
+    (up to Nyquist) reuse the mask of the highest modelled bin."""
+    bins, frames = spec.shape[-2:]
+    x = spec[..., :n_bins, :]
+    pad = (-frames) % step
+    if pad:
+        x = F.pad(x, (0, pad))
+    m = net(x)[..., :frames]
+    if bins > n_bins:
+        m = torch.cat([m, m[..., -1:, :].expand(*m.shape[:-2], bins - n_bins, -1)], dim=-2)
+    return m
+
+
+def _patched(
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    spec: torch.Tensor,
+    z: torch.Tensor,
+    patch: int,
+) -> torch.Tensor:
+    """``net(x, z)`` (a mask of ``x``'s shape) on ``spec (batch, ..., bins, frames)`` in patches of
+    ``patch`` frames that overlap by half, in one batch, their masks cross-faded (triangular
+    weights): a separator that normalises over its input sees inputs as long as those it was
+    trained on. One patch where ``frames <= patch``."""
+    frames = spec.shape[-1]
+    if frames <= patch:
+        return net(spec, z)
+    hop = patch // 2
+    starts = [*range(0, frames - patch, hop), frames - patch]
+    pieces = torch.cat([spec[..., s : s + patch] for s in starts], dim=0)
+    masks = net(pieces, z.repeat(len(starts), 1)).chunk(len(starts), dim=0)
+    ramp = torch.arange(1, patch + 1, dtype=spec.dtype, device=spec.device)
+    weight = torch.minimum(ramp, ramp.flip(0))
+    out = spec.new_zeros(masks[0].shape[:-1] + (frames,))
+    total = spec.new_zeros(frames)
+    for start, m in zip(starts, masks, strict=True):
+        out[..., start : start + patch] += m * weight
+        total[start : start + patch] += weight
+    return out / total

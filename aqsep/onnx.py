@@ -228,6 +228,11 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
     released = load_model(model)
     source = released.path
     assert source is not None  # load_model always says where the model came from
+    if released.model.config.pretrained or released.model.config.vocal_stage is not None:
+        raise ModelError(
+            f"{source} holds Spleeter's networks, which the ONNX export does not cover yet: "
+            "export a model of the cpu or paper preset (for example --model fast)"
+        )
     out_dir = check_export_destination(out_dir, source)
     if verify:
         _onnxruntime()  # before the export, not after it

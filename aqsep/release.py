@@ -113,8 +113,10 @@ def save_model(
         raise OutputError(f"cannot write the model to {out_dir}: {err.strerror or err}") from None
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        if model.config.pretrained:  # 20 M parameters: float16 in the file, float32 once loaded
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        # Spleeter's 20 M parameters: float16 in the file, float32 once loaded (a pretrained
+        # separator's every weight; a vocal stage's own, the rest as trained)
+        if model.config.pretrained or model.config.vocal_stage is not None:
+            state = {k: v.half() if _stored_half(model, k, v) else v for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         config = {
             "format_version": FORMAT_VERSION,
@@ -205,6 +207,12 @@ def _check_not_pickle(path: Path) -> None:
     raise ModelError(
         f"{path} is not a safetensors file; a released model stores its weights as safetensors"
     )
+
+
+def _stored_half(model: QuerySeparator, key: str, value: torch.Tensor) -> bool:
+    if not value.is_floating_point():
+        return False
+    return model.config.pretrained or key.startswith("vocal_stage.")
 
 
 def read_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:

@@ -180,9 +180,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--preset",
-        choices=sorted(TRAIN_PRESETS),
+        choices=sorted([*TRAIN_PRESETS, "cascade"]),
         default=None,
-        help="model size and training defaults (default: cpu; paper = the paper's sizes)",
+        help="model size and training defaults (default: cpu; paper = the paper's sizes; "
+        "cascade: Spleeter 2-stems in front of the --init model, assembled without training, "
+        "with --init-separator spleeter and --export)",
     )
     run_opts.add_argument(
         "--resume",
@@ -492,6 +494,8 @@ def run(args: argparse.Namespace) -> int:
     from aqsep.release import check_model_destination
     from aqsep.train import RunExists, export_model, train
 
+    if args.preset == "cascade":
+        return _assemble(args)
     if args.export_only:
         if args.resume:
             raise AqsepError("--export-only and --resume do not go together")
@@ -534,4 +538,26 @@ def run(args: argparse.Namespace) -> int:
             f"trained {result.steps} steps in {result.wall_time / 60:.1f} min{note}; "
             f"model written to {result.model_dir}"
         )
+    return 0
+
+
+def _assemble(args: argparse.Namespace) -> int:
+    """--preset cascade: Spleeter 2-stems in front of the --init model (aqsep.cascade)."""
+    from aqsep.cascade import assemble
+    from aqsep.release import check_model_destination
+
+    if not args.init or args.init_separator != "spleeter":
+        raise AqsepError(
+            "--preset cascade assembles Spleeter 2-stems and a trained model: give --init MODEL "
+            "and --init-separator spleeter"
+        )
+    if args.data or args.resume or args.export_only:
+        raise AqsepError(
+            "--preset cascade trains nothing: leave out --data, --resume and --export-only"
+        )
+    model_dir = Path(args.export) if args.export else Path(args.out) / "model"
+    check_model_destination(model_dir)
+    assemble(args.init, model_dir)
+    if not args.quiet:
+        print(f"assembled Spleeter 2-stems and {args.init}: model written to {model_dir}")
     return 0
