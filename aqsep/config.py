@@ -163,9 +163,13 @@ class PretrainedSeparatorConfig:
         if self.branches not in (1, 2):
             raise ValueError(f"separator.branches must be 1 or 2, got {self.branches!r}")
         if isinstance(self.gate_classes, bool) or not isinstance(self.gate_classes, int):
-            raise ValueError(f"separator.gate_classes must be a whole number, got {self.gate_classes!r}")
+            raise ValueError(
+                f"separator.gate_classes must be a whole number, got {self.gate_classes!r}"
+            )
         if not 0 <= self.gate_classes <= 4096:
-            raise ValueError(f"separator.gate_classes must be in [0, 4096], got {self.gate_classes}")
+            raise ValueError(
+                f"separator.gate_classes must be in [0, 4096], got {self.gate_classes}"
+            )
         if not isinstance(self.conditioned, bool):
             raise ValueError(
                 f"separator.conditioned must be true or false, got {self.conditioned!r}"
@@ -201,7 +205,9 @@ class ModelConfig:
             if not isinstance(stage, PretrainedSeparatorConfig) or stage.conditioned:
                 raise ValueError("vocal_stage must be an unconditioned Spleeter separator")
             if stage.gate_classes < 2:
-                raise ValueError("vocal_stage.gate_classes must be at least 2 (a vocal class and another)")
+                raise ValueError(
+                    "vocal_stage.gate_classes must be at least 2 (a vocal class and another)"
+                )
             if self.pretrained:
                 raise ValueError("vocal_stage needs the paper's U-Net as the separator")
 

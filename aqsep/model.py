@@ -276,6 +276,7 @@ class QuerySeparator(nn.Module):
         n_bins, step = self.config.separator_audio.n_bins, self.separator.stride_product
         if self.config.pretrained:  # Spleeter's U-Nets read raw magnitude
             return _padded(lambda x: self.separator(x, z), magnitude, n_bins, step)
+
         # the paper's U-Net reads log1p, one channel
         def net(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             return _padded(lambda x: self.separator(features(x), z), x, n_bins, step)

@@ -98,7 +98,9 @@ class SpleeterUNet(nn.Module):
         # the taps of the tiled z in the first convolution, zero at the start (the first
         # convolution of concat(spec, tiled z), split by input channel: see _first_conv)
         self.conditioned = conditioned
-        self.z_taps = nn.Parameter(torch.zeros(widths[0], latent_dim, 5, 5)) if conditioned else None
+        self.z_taps = (
+            nn.Parameter(torch.zeros(widths[0], latent_dim, 5, 5)) if conditioned else None
+        )
         self.enc_films = nn.ModuleList(
             [FiLM(w, latent_dim) for w in widths] if encoder_film and conditioned else []
         )
@@ -185,6 +187,10 @@ class ClassVoteGate(nn.Module):
     class latent and smooth between them (it moves from one side to the other along the path
     between two classes over a stretch set by ``t``).
     """
+
+    centres: torch.Tensor  # (classes, latent_dim)
+    vocal: torch.Tensor  # (classes,) 1 or 0
+    temperature: torch.Tensor  # ()
 
     def __init__(self, latent_dim: int, classes: int) -> None:
         super().__init__()

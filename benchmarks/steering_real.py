@@ -74,7 +74,9 @@ def solo_over_musdb(solo: Path, stems: dict[str, np.ndarray], rate: int) -> list
             n = voice.shape[0]
             acc = acc_all[:, :n] * np.sqrt(np.mean(voice**2) / np.mean(acc_all[:, :n] ** 2))
             two = np.repeat(voice[None], 2, axis=0).astype(np.float32)
-            out.append(real.Clip(f"{path.stem}@{start / rate:.1f}s", rate, two, acc.astype(np.float32)))
+            out.append(
+                real.Clip(f"{path.stem}@{start / rate:.1f}s", rate, two, acc.astype(np.float32))
+            )
     return out
 
 
@@ -163,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         cells += [f"{row['musdb'][c]:.2f}" if c in row["musdb"] else "" for c in CLASSES]
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.out:
-        clips = {"mir1k": len(mir1k), "real_over_real": len(mixed), "fullband_over_musdb": len(solo)}
+        clips = {
+            "mir1k": len(mir1k),
+            "real_over_real": len(mixed),
+            "fullband_over_musdb": len(solo),
+        }
         result = {"clips": clips, "segment": args.segment, "rows": rows}
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

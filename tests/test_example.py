@@ -1,7 +1,11 @@
-"""The bundled example and the shipped default model: present, small, loadable, and working.
+"""The bundled example and the shipped models: present, small, loadable, and working.
 
-The separation test runs the real shipped model on the real example and compares with the
-true stem: it is skipped (with the reason) only when no default model is installed.
+The separation tests run the real shipped models on the real example and compare with the
+true stems: they are skipped (with the reason) only when a model is not installed. The example's
+"vocals" are a synthetic voice patch of the corpus, which Spleeter's vocal stage inside the
+default model takes for an instrument, so the default model is checked on its vocals with real
+singing (held-out MIR-1K clips, where ``../shared/data`` is present), the fast model on the
+example's.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import aqsep
 from aqsep.evaluate import score
 
 EXAMPLES = Path(aqsep.__file__).parent / "examples"
-DEFAULT_MODEL = Path(aqsep.__file__).parent / "models" / "default"
+MODELS = Path(aqsep.__file__).parent / "models"
+DEFAULT_MODEL = MODELS / "default"
 MAX_BYTES = 2_000_000
+MIR1K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mir1k"
 
 needs_model = pytest.mark.skipif(
-    not (DEFAULT_MODEL / "model.safetensors").is_file(),
-    reason=f"the shipped default model is not installed in {DEFAULT_MODEL}",
+    not all((MODELS / m / "model.safetensors").is_file() for m in ("default", "fast")),
+    reason=f"the shipped models (default, fast) are not installed in {MODELS}",
 )
 
 
@@ -79,15 +85,24 @@ def test_shipped_model_loads_without_arguments() -> None:
     for cls in ("vocals", "drums", "bass", "other"):
         assert cls in sep.classes
         assert bool(torch.isfinite(sep.class_latent(cls)).all())
+    fast = aqsep.Separator("fast", device="cpu")
+    assert fast.model.config.vocal_stage is None and sep.model.config.vocal_stage is not None
+    # the default model holds the fast one: the same Query-net, separator and class latents
+    assert fast.classes == sep.classes
+    for name, value in fast.model.state_dict().items():
+        assert torch.equal(value, sep.model.state_dict()[name]), name
 
 
 @needs_model
-@pytest.mark.parametrize("target", ["drums", "vocals"])
-def test_separating_the_example_by_class_beats_the_mixture(target: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "target"),
+    [("default", "drums"), ("default", "bass"), ("fast", "drums"), ("fast", "vocals")],
+)
+def test_separating_the_example_by_class_beats_the_mixture(model: str, target: str) -> None:
     meta = _meta()
     mix, sr = _read("mixture.wav")
     true, _ = _read(meta["mixture"]["references"][target])
-    sep = aqsep.Separator(device="cpu")
+    sep = aqsep.Separator(model, device="cpu")
     est = sep.separate(mix, sr, sep.class_latent(target))["target"]
     assert est.shape == mix.shape and np.isfinite(est).all()
     est_sdr = float(np.nanmedian(score(true, mix - true, est, sr)["SDR"]))
@@ -96,3 +111,26 @@ def test_separating_the_example_by_class_beats_the_mixture(target: str) -> None:
     assert est_sdr > mix_sdr + 1.0, (
         f"{target}: estimate {est_sdr:.2f} dB vs mixture {mix_sdr:.2f} dB"
     )
+
+
+@needs_model
+@pytest.mark.skipif(not MIR1K.is_dir(), reason=f"no MIR-1K recordings in {MIR1K}")
+def test_the_default_model_separates_real_singing() -> None:
+    """Three held-out MIR-1K clips (singers no model trained on): the vocals of the default model
+    gain at least 8 dB over the mixture each (12.8, 8.9 and 13.7 dB when written; the fast
+    model's 9.2, 4.9 and 6.4 would fail)."""
+    from aqsep.data.mir1k import open_mir1k
+
+    clips = open_mir1k(MIR1K, "test")[::40][:3]
+    assert clips, "no test clips"
+    sep = aqsep.Separator(device="cpu")
+
+    def sdr(ref: np.ndarray, est: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - est) ** 2)))
+
+    for clip in clips:
+        stems = clip.read_native()  # (vocals, accompaniment), mono
+        voice, mix = stems[:1], stems.sum(axis=0, keepdims=True)
+        est = sep.separate(mix, clip.native_rate, sep.class_latent("vocals"))["target"]
+        gain = sdr(voice, est) - sdr(voice, mix)
+        assert gain > 8.0, f"{clip.name}: vocals {gain:.2f} dB over the mixture"

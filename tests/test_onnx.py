@@ -38,6 +38,7 @@ pytest.importorskip("onnx")
 
 TINY_TOL = 1e-5
 SHIPPED_TOL = 1e-4
+FAST = "fast"  # the bundled model the ONNX export covers (the default holds Spleeter's networks)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,14 @@ def tiny_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def shipped_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (BUNDLED_DIR / DEFAULT_MODEL).is_dir():
-        pytest.skip("the bundled model is not installed")
-    return export_onnx(None, tmp_path_factory.mktemp("onnx") / "default")
+    if not (BUNDLED_DIR / FAST).is_dir():
+        pytest.skip("the bundled fast model is not installed")
+    return export_onnx(FAST, tmp_path_factory.mktemp("onnx") / FAST)
 
 
-def _differences(model_dir: Path | None, export: Path, batch: int, frames: int) -> list[float]:
+def _differences(
+    model_dir: Path | str | None, export: Path, batch: int, frames: int
+) -> list[float]:
     """Largest differences of mask, mu and logvar between the graphs and the model."""
     model = load_model(model_dir).model
     network = load_onnx_model(export).model
@@ -110,7 +113,7 @@ def test_tiny_graphs_match_the_model_for_any_batch_and_frames(
 
 def test_shipped_graphs_match_the_model(shipped_export: Path) -> None:
     for batch, frames in [(1, 256), (4, 255), (2, 700)]:
-        assert max(_differences(None, shipped_export, batch, frames)) < SHIPPED_TOL
+        assert max(_differences(FAST, shipped_export, batch, frames)) < SHIPPED_TOL
 
 
 def test_graph_difference_sees_a_wrong_graph(tiny_model_dir: Path, tiny_export: Path) -> None:
@@ -124,7 +127,7 @@ def test_graph_difference_sees_a_wrong_graph(tiny_model_dir: Path, tiny_export: 
 
 
 def _separate_both(
-    model_dir: Path | None, export: Path, audio: np.ndarray, sr: int, targets: list[str]
+    model_dir: Path | str | None, export: Path, audio: np.ndarray, sr: int, targets: list[str]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
     torch_sep = Separator(model_dir, device="cpu", batch_size=3)
     onnx_sep = Separator(export, backend="onnx", batch_size=3)
@@ -152,7 +155,7 @@ def test_tiny_separation_through_onnx_equals_torch(
 
 def test_shipped_separation_through_onnx_equals_torch(shipped_export: Path) -> None:
     audio = make_audio(4.0, 44100, 2, seed=3)
-    a, b, latent_gap = _separate_both(None, shipped_export, audio, 44100, ["vocals"])
+    a, b, latent_gap = _separate_both(FAST, shipped_export, audio, 44100, ["vocals"])
     assert np.abs(a["vocals"] - b["vocals"]).max() < SHIPPED_TOL
     assert np.abs(a["vocals"]).max() > 1e-3
     assert latent_gap < SHIPPED_TOL
@@ -213,7 +216,7 @@ def test_bad_graphs_are_model_errors(tiny_export: Path, tmp_path: Path) -> None:
         load_onnx_model(broken)
     other = tmp_path / "other"  # graphs of one model beside the config of a bigger one
     shutil.copytree(tiny_export, other)
-    shutil.copyfile(BUNDLED_DIR / DEFAULT_MODEL / "config.json", other / "config.json")
+    shutil.copyfile(BUNDLED_DIR / FAST / "config.json", other / "config.json")
     (other / "classes.json").unlink()
     with pytest.raises(ModelError, match="does not fit"):
         load_onnx_model(other)
@@ -259,3 +262,11 @@ def test_benchmark_section_renders_from_its_json() -> None:
     end = f"<!-- {onnx_speed.SECTION}: generated section, end -->"
     assert onnx_speed.markdown(data["rows"], data["meta"]) == doc.split(begin, 1)[1].split(end)[0]
     assert {r["backend"] for r in data["rows"]} == {"torch", "onnx", ""}
+
+
+def test_a_model_with_spleeters_networks_is_refused_in_words(tmp_path: Path) -> None:
+    if not (BUNDLED_DIR / DEFAULT_MODEL).is_dir():
+        pytest.skip("the bundled model is not installed")
+    with pytest.raises(ModelError, match="ONNX export does not cover"):
+        export_onnx(None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
