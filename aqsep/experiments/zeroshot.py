@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from aqsep.audio import rms_db, to_mono
+from aqsep.config import SILENCE_DB
 from aqsep.data.track import StemLabel, Track, TrackAudio, norm_label
 from aqsep.errors import QueryError
 from aqsep.evaluate import score
@@ -100,10 +102,16 @@ def donors(entries: list[Track], pair: Pair) -> list[Track]:
     return [e for e in entries if _split_stems(e.labels, pair)[0]]
 
 
+# a donor's loudest window must clear the query's silence rule by this much (the rule is applied
+# to the excerpt again after resampling and mixing down, which can lower it slightly)
+QUIET_MARGIN_DB = 6.0
+
+
 def pick_query(
     ctx: Context, pair: Pair, track: TrackAudio, pool: list[Track], avoid: tuple[int, int]
 ) -> tuple[np.ndarray, int, str, float]:
-    """A query excerpt: the query stem of the next other track in ``pool`` (by name), else of ``track``.
+    """A query excerpt: the query stem of the next other track in ``pool`` (by name) whose
+    loudest window is not near silence, else of ``track``.
 
     Returns ``(audio, sample_rate, where from, start seconds)``.
     """
@@ -119,7 +127,10 @@ def pick_query(
             continue
         win = window_samples(ctx.separator, d.sample_rate)
         s = loudest_window(src, win)
-        return excerpt(src, s, win), d.sample_rate, f"other track: {donor.name}", s / d.sample_rate
+        clip = excerpt(src, s, win)
+        if rms_db(to_mono(clip)) < SILENCE_DB + QUIET_MARGIN_DB:  # too quiet to be a query
+            continue
+        return clip, d.sample_rate, f"other track: {donor.name}", s / d.sample_rate
     q, _ = _split_stems(track.labels, pair)
     src = track.source("", stems=q)
     win = window_samples(ctx.separator, track.sample_rate)
