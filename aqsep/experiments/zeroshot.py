@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from aqsep.audio import rms_db, to_mono
-from aqsep.config import SILENCE_DB
 from aqsep.data.track import StemLabel, Track, TrackAudio, norm_label
 from aqsep.errors import QueryError
 from aqsep.evaluate import score
@@ -102,21 +100,18 @@ def donors(entries: list[Track], pair: Pair) -> list[Track]:
     return [e for e in entries if _split_stems(e.labels, pair)[0]]
 
 
-# a donor's loudest window must clear the query's silence rule by this much (the rule is applied
-# to the excerpt again after resampling and mixing down, which can lower it slightly)
-QUIET_MARGIN_DB = 6.0
-
-
 def pick_query(
     ctx: Context, pair: Pair, track: TrackAudio, pool: list[Track], avoid: tuple[int, int]
-) -> tuple[np.ndarray, int, str, float]:
-    """A query excerpt: the query stem of the next other track in ``pool`` (by name) whose
-    loudest window is not near silence, else of ``track``.
+) -> tuple[Any, np.ndarray, int, str, float] | None:
+    """A query excerpt and its latent: the query stem of the next other track in ``pool`` (by
+    name) that the Query-net does not find silent, else of ``track`` (None if neither has one).
 
-    Returns ``(audio, sample_rate, where from, start seconds)``.
+    Returns ``(latent, audio, sample_rate, where from, start seconds)``.
     """
+    sep = ctx.separator
     names = [e.name for e in pool]
     i = names.index(track.name) if track.name in names else -1
+    candidates: list[tuple[np.ndarray, int, str, float]] = []
     for donor in pool[i + 1 :] + pool[: i + 1]:
         if donor.name == track.name:
             continue
@@ -125,17 +120,27 @@ def pick_query(
         src = d.source("", stems=q)
         if not np.any(src):
             continue
-        win = window_samples(ctx.separator, d.sample_rate)
+        win = window_samples(sep, d.sample_rate)
         s = loudest_window(src, win)
-        clip = excerpt(src, s, win)
-        if rms_db(to_mono(clip)) < SILENCE_DB + QUIET_MARGIN_DB:  # too quiet to be a query
-            continue
-        return clip, d.sample_rate, f"other track: {donor.name}", s / d.sample_rate
+        candidates.append(
+            (excerpt(src, s, win), d.sample_rate, f"other track: {donor.name}", s / d.sample_rate)
+        )
     q, _ = _split_stems(track.labels, pair)
     src = track.source("", stems=q)
-    win = window_samples(ctx.separator, track.sample_rate)
+    win = window_samples(sep, track.sample_rate)
     s = loudest_window(src, win, exclude=avoid)
-    return excerpt(src, s, win), track.sample_rate, "same track, other time", s / track.sample_rate
+    same = (
+        excerpt(src, s, win),
+        track.sample_rate,
+        "same track, other time",
+        s / track.sample_rate,
+    )
+    for audio, sr, where, start in [*candidates, same]:
+        try:  # a stem can be near silence at the Query-net's rate (a hi-hat above 11 kHz)
+            return sep.query_latent([(audio, sr)]), audio, sr, where, start
+        except QueryError:
+            continue
+    return None
 
 
 def run(ctx: Context) -> list[Path]:
@@ -172,11 +177,15 @@ def run(ctx: Context) -> list[Path]:
             rest = track.mixture - truth
             win = window_samples(sep, track.sample_rate)
             fig_start = loudest_window(truth, win)
-            query, q_sr, q_from, q_start = pick_query(
-                ctx, pair, track, pool, (fig_start, fig_start + win)
-            )
+            picked = pick_query(ctx, pair, track, pool, (fig_start, fig_start + win))
+            if picked is None:
+                notes.append(
+                    f"- {pair.name}, {entry.name}: no track has a query that is not silent."
+                )
+                continue
+            query_latent, query, q_sr, q_from, q_start = picked
             coarse = full.labels[q[0]].coarse
-            latents: dict[str, Any] = {"query": sep.query_latent([(query, q_sr)])}
+            latents: dict[str, Any] = {"query": query_latent}
             if fine_known:
                 latents[f"class mean '{pair.query}'"] = sep.class_latent(pair.query)
             if coarse and coarse in sep.classes:
