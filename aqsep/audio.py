@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import soundfile as sf
@@ -139,14 +139,14 @@ def audio_info(path: str | Path) -> AudioInfo:
             info = sf.info(str(path))
         sr, ch, frames = int(info.samplerate), int(info.channels), int(info.frames)
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        audio, sr = _read_with_av(path)
-        ch, frames = audio.shape
+        stream = AvStream(path)
+        stream.close()
+        sr, ch, frames = stream.sample_rate, stream.channels, stream.frames
     _check_info(path, sr, ch, frames)
     return AudioInfo(path, sr, ch, frames)
 
 
-def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
-    """Decode a container libsndfile does not read (MP4/M4A/AAC, ...) with PyAV."""
+def _import_av(path: Path) -> Any:
     try:
         import av
     except ImportError:  # a dependency of aqsep, so only a broken installation gets here
@@ -155,33 +155,141 @@ def _read_with_av(path: Path, stream: int = 0) -> tuple[np.ndarray, int]:
             "aqsep uses for mp4/m4a/aac and other formats, is not installed: reinstall aqsep "
             "(or `pip install av`)"
         ) from None
-    try:
-        with av.open(str(path)) as container:
-            audio_streams = container.streams.audio
-            if not audio_streams:
-                raise AudioError(f"{path}: has no audio stream")
-            st = audio_streams[stream]
-            sr = int(st.rate)
-            blocks = []
-            for frame in container.decode(st):
-                arr: np.ndarray = frame.to_ndarray()
-                if arr.ndim == 1 or frame.format.is_packed:
-                    arr = arr.reshape(-1, len(frame.layout.channels)).T
-                if np.issubdtype(arr.dtype, np.signedinteger):  # PCM/ALAC decode to integers
-                    arr = arr / -float(np.iinfo(arr.dtype).min)
-                elif np.issubdtype(arr.dtype, np.unsignedinteger):
-                    half = (np.iinfo(arr.dtype).max + 1) / 2
-                    arr = (arr - half) / half
-                blocks.append(arr.astype(np.float32))
-    except AudioError:
-        raise
-    except Exception as err:  # PyAV raises many error types for broken input
+    return av
+
+
+def _av_samples(frame: Any) -> np.ndarray:
+    """One decoded PyAV frame as ``(channels, samples)`` float32 (integer PCM at full scale 1)."""
+    arr: np.ndarray = frame.to_ndarray()
+    if arr.ndim == 1 or frame.format.is_packed:
+        arr = arr.reshape(-1, len(frame.layout.channels)).T
+    if np.issubdtype(arr.dtype, np.signedinteger):  # PCM/ALAC decode to integers
+        arr = arr / -float(np.iinfo(arr.dtype).min)
+    elif np.issubdtype(arr.dtype, np.unsignedinteger):
+        half = (np.iinfo(arr.dtype).max + 1) / 2
+        arr = (arr - half) / half
+    return arr.astype(np.float32, copy=False)
+
+
+# Samples in the audio streams of files decoded with PyAV, by (path, stream, size, mtime,
+# inode): counting them means decoding the whole stream, done once per file and process.
+_AV_LENGTHS: dict[tuple[str, int, int, int, int], int] = {}
+
+
+class AvStream:
+    """One audio stream of a file libsndfile does not read (MP4/M4A/AAC, ...), decoded with
+    PyAV front to back, keeping only the samples a reader may still ask for.
+
+    ``frames`` is the number of samples the decoder gives (container headers give only an
+    estimate): a first pass decodes the stream to count them without keeping any. A read
+    behind what is kept decodes again from the beginning and keeps more from then on, so
+    reading forward in overlapping steps (as separation does) costs memory bounded by the
+    step, never by the file's length.
+    """
+
+    #: seconds of audio kept behind the end of the last read, to begin with
+    KEEP_SECONDS = 30.0
+
+    def __init__(self, path: Path, stream: int = 0) -> None:
+        self.path, self._index = path, stream
+        self._av = _import_av(path)
+        self._container: Any = None
+        self._open()
+        self._keep = max(1, round(self.KEEP_SECONDS * self.sample_rate))
+        st = path.stat()
+        key = (str(path.resolve()), stream, st.st_size, st.st_mtime_ns, st.st_ino)
+        if key not in _AV_LENGTHS:
+            if len(_AV_LENGTHS) >= 4096:
+                _AV_LENGTHS.clear()
+            _AV_LENGTHS[key] = self._count()
+        self.frames = _AV_LENGTHS[key]
+
+    def _fail(self, err: Exception) -> AudioError:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        raise AudioError(f"{path}: not audio, or corrupt: cannot be decoded ({reason})") from None
-    if not blocks:
-        raise AudioError(f"{path}: holds no audio (zero-length)")
-    audio = np.concatenate(blocks, axis=1)
-    return np.ascontiguousarray(audio, dtype=np.float32), sr
+        return AudioError(f"{self.path}: not audio, or corrupt: cannot be decoded ({reason})")
+
+    def _open(self) -> None:
+        """(Re)start decoding from the beginning; the first block sets rate and channels."""
+        self.close()
+        try:
+            self._container = self._av.open(str(self.path))
+            streams = self._container.streams.audio
+            if not streams:
+                raise AudioError(f"{self.path}: has no audio stream")
+            frames = self._container.decode(streams[self._index])
+            first = next(frames, None)
+        except AudioError:
+            self.close()
+            raise
+        except Exception as err:  # PyAV raises many error types for broken input
+            self.close()
+            raise self._fail(err) from None
+        if first is None:
+            self.close()
+            raise AudioError(f"{self.path}: holds no audio (zero-length)")
+        self.sample_rate = int(first.sample_rate)
+        self._buf = _av_samples(first)
+        self.channels = self._buf.shape[0]
+        self._buf_start = 0  # position in the stream of self._buf[:, 0]
+        self._decoded: Iterator[np.ndarray] | None = self._blocks(frames)
+
+    def _blocks(self, frames: Iterator[Any]) -> Iterator[np.ndarray]:
+        try:
+            for frame in frames:
+                block = _av_samples(frame)
+                if block.shape[0] != self.channels or frame.sample_rate != self.sample_rate:
+                    raise AudioError(
+                        f"{self.path}: its channels or sample rate change partway (from "
+                        f"{self.channels} at {self.sample_rate} Hz to {block.shape[0]} at "
+                        f"{frame.sample_rate} Hz); aqsep reads streams that keep theirs"
+                    )
+                yield block
+        except AudioError:
+            raise
+        except Exception as err:  # PyAV raises many error types for broken input
+            raise self._fail(err) from None
+
+    def _count(self) -> int:
+        assert self._decoded is not None
+        total = self._buf.shape[1] + sum(block.shape[1] for block in self._decoded)
+        self._open()
+        return total
+
+    def read(self, start: int, stop: int | None = None) -> np.ndarray:
+        """``(channels, n)`` samples from ``start`` to ``stop`` (or the end of the stream), fewer
+        where the stream ends first."""
+        if start < self._buf_start:  # behind what is kept: decode again, keep more from now on
+            self._keep = max(2 * self._keep, self._buf_start + self._buf.shape[1] - start)
+            self._open()
+        if self._decoded is None:
+            raise AudioError(f"{self.path}: read after close")
+        blocks = [self._buf]
+        end = self._buf_start + self._buf.shape[1]
+        while stop is None or end < stop:
+            block = next(self._decoded, None)
+            if block is None:
+                break
+            blocks.append(block)
+            end += block.shape[1]
+        if len(blocks) > 1:
+            self._buf = np.concatenate(blocks, axis=1)
+        lo = max(start - self._buf_start, 0)
+        hi = self._buf.shape[1] if stop is None else max(stop - self._buf_start, lo)
+        out = self._buf[:, lo:hi].copy()
+        # keep what lies within self._keep samples of the end of this read
+        drop = min(
+            self._buf.shape[1], (end if stop is None else stop) - self._keep - self._buf_start
+        )
+        if drop > 0:
+            self._buf = self._buf[:, drop:]
+            self._buf_start += drop
+        return out
+
+    def close(self) -> None:
+        self._decoded = None
+        if self._container is not None:
+            self._container.close()
+            self._container = None
 
 
 def _libsndfile_reason(err: Exception) -> str:
@@ -191,6 +299,13 @@ def _libsndfile_reason(err: Exception) -> str:
     if "does not exist or is not a regular file" in text:
         return ""
     return f": {text}"
+
+
+def _not_for_libsndfile(err: Exception) -> bool:
+    """Whether libsndfile's error says the file is of a format it does not read (PyAV may)."""
+    return isinstance(err, sf.LibsndfileError) and (
+        "Format not recognised" in str(err) or "unknown format" in str(err).lower()
+    )
 
 
 def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
@@ -204,10 +319,13 @@ def read_audio(path: str | Path, *, start: int = 0, frames: int = -1) -> tuple[n
             )
         audio = data.T
     except sf.LibsndfileError as err:
-        if "Format not recognised" in str(err) or "unknown format" in str(err).lower():
-            audio, sr = _read_with_av(path)
-            stop = None if frames < 0 else start + frames
-            audio = audio[:, start:stop]
+        if _not_for_libsndfile(err):
+            stream = AvStream(path)
+            try:
+                audio = stream.read(start, None if frames < 0 else start + frames)
+            finally:
+                stream.close()
+            sr = stream.sample_rate
         else:
             raise AudioError(
                 f"{path}: cannot be read (truncated, corrupt or not audio){_libsndfile_reason(err)}"
@@ -225,12 +343,14 @@ class AudioReader:
     """Reads blocks of a file (or an in-memory array) by sample position, zero-padded past the end.
 
     Keeps at most one block in memory, so a 60-minute file costs no more than a 30-second one
-    (formats that libsndfile cannot seek in are decoded whole once).
+    (formats that libsndfile does not read are decoded front to back by :class:`AvStream`,
+    which keeps a bounded stretch of recent audio).
     """
 
     def __init__(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> None:
         self._file: sf.SoundFile | None = None
         self._array: np.ndarray | None = None
+        self._stream: AvStream | None = None
         if isinstance(source, np.ndarray):
             if sample_rate is None:
                 raise ValueError("sample_rate is required for array input")
@@ -254,12 +374,17 @@ class AudioReader:
             )
             if not self._file.seekable():
                 raise sf.LibsndfileError(0, "not seekable")
-        except (sf.LibsndfileError, RuntimeError, TypeError):
+        except (sf.LibsndfileError, RuntimeError, TypeError) as err:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-            self._array, self.sample_rate = read_audio(path)
-            self.channels, self.frames = self._array.shape
+            if _not_for_libsndfile(err):
+                self._stream = AvStream(path)
+                self.sample_rate, self.channels = self._stream.sample_rate, self._stream.channels
+                self.frames = self._stream.frames
+            else:
+                self._array, self.sample_rate = read_audio(path)
+                self.channels, self.frames = self._array.shape
         _check_info(path, self.sample_rate, self.channels, self.frames)
 
     def read(self, start: int, length: int) -> np.ndarray:
@@ -270,6 +395,15 @@ class AudioReader:
             return out
         if self._array is not None:
             out[:, lo - start : hi - start] = self._array[:, lo:hi]
+        elif self._stream is not None:
+            block = self._stream.read(lo, hi)
+            if block.shape[1] < hi - lo:  # the stream ended before the samples it counted
+                raise AudioError(
+                    f"{self.name}: audio stops at {(lo + block.shape[1]) / self.sample_rate:.2f} s "
+                    f"of the {self.frames / self.sample_rate:.2f} s it held when opened: was the "
+                    "file changed while being read?"
+                )
+            out[:, lo - start : hi - start] = block
         else:
             assert self._file is not None
             try:
@@ -298,6 +432,9 @@ class AudioReader:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def __enter__(self) -> AudioReader:
         return self

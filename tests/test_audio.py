@@ -86,6 +86,101 @@ def test_lossless_m4a_decodes_exactly_and_reads_ranges(tmp_path):
     np.testing.assert_array_equal(part, audio[:, 100:150])
 
 
+def decode_whole_with_av(path: Path) -> np.ndarray:
+    """The test's own reference: every frame PyAV decodes, concatenated ``(channels, samples)``."""
+    blocks = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.audio[0]):
+            blocks.append(frame.to_ndarray().astype(np.float32))
+    return np.concatenate(blocks, axis=1)
+
+
+def test_av_formats_are_streamed_in_overlapping_steps_and_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(aqsep.audio.AvStream, "KEEP_SECONDS", 0.25)
+    path = encode_with_av(tmp_path / "song.m4a", make_audio(3.0, SR, 2), SR, "aac")
+    whole = decode_whole_with_av(path)
+    with AudioReader(path) as reader:
+        assert reader.frames == whole.shape[1]
+        step, size = 10_000, 25_000  # chunks overlap, as separation reads them
+        for start in range(0, reader.frames, step):
+            got = reader.read(start, size)
+            n = min(size, reader.frames - start)
+            np.testing.assert_array_equal(got[:, :n], whole[:, start : start + n])
+            assert not got[:, n:].any()  # zeros past the end
+        stream = reader._stream
+        assert stream is not None and stream._buf.shape[1] <= stream._keep + 2 * size
+        # back to the start (behind what is kept): decoded again, the same samples
+        np.testing.assert_array_equal(reader.read(100, 500), whole[:, 100:600])
+        np.testing.assert_array_equal(reader.read(60_000, 500), whole[:, 60_000:60_500])
+    part, _ = read_audio(path, start=50_000, frames=1000)
+    np.testing.assert_array_equal(part, whole[:, 50_000:51_000])
+
+
+def test_reading_an_av_format_holds_a_bounded_stretch_not_the_whole_file(tmp_path, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(aqsep.audio.AvStream, "KEEP_SECONDS", 1.0)
+    sr = 16000
+    path = encode_with_av(tmp_path / "long.m4a", make_audio(120.0, sr, 2), sr, "aac")
+    whole_bytes = 2 * 120 * sr * 4  # what decoding it whole would hold: 15 MB
+    tracemalloc.start()
+    try:
+        info = audio_info(path)
+        _, info_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        with AudioReader(path) as reader:
+            read = sum(block.shape[1] for block in reader.blocks(sr))
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.frames == reader.frames == read >= 120 * sr
+    # one second kept, one read, and their copies: about 1 MB
+    assert info_peak < whole_bytes / 8 and read_peak < whole_bytes / 8, (info_peak, read_peak)
+
+
+_PEAK_RSS = """
+import resource, sys
+import av  # imported for both formats: the comparison is of reading, not of libraries
+from aqsep.audio import AudioReader
+with AudioReader(sys.argv[1]) as reader:
+    step = 10 * reader.sample_rate
+    for start in range(0, reader.frames, step):
+        reader.read(start, step + step // 4)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_a_long_m4a_is_read_in_the_memory_of_the_same_audio_as_flac(tmp_path):
+    import subprocess
+    import sys
+
+    sr, minutes = 16000, 20  # decoded whole: 154 MB of float32
+    m4a = tmp_path / "long.m4a"
+    with av.open(str(m4a), "w") as out:  # silence, as the issue's 2-hour file
+        stream = out.add_stream("aac", rate=sr, layout="stereo")
+        block = np.zeros((2, 60 * sr), np.float32)
+        for _ in range(minutes):
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    flac = tmp_path / "long.flac"
+    with sf.SoundFile(str(flac), "w", sr, 2, format="FLAC") as fh:
+        for _ in range(minutes):
+            fh.write(np.zeros((60 * sr, 2), np.float32))
+    peaks = {}
+    for path in (m4a, flac):
+        run = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, str(path)], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        peaks[path.suffix] = int(run.stdout.split()[-1])  # KiB
+    assert peaks[".m4a"] <= 1.1 * peaks[".flac"], peaks
+
+
 def test_text_named_like_audio_is_a_one_line_error(tmp_path):
     for name in ("notes.wav", "notes.m4a", "notes.mp3"):
         path = tmp_path / name

@@ -294,6 +294,16 @@ def test_uploads_over_the_limit_are_refused_while_they_arrive(
     page.song(wav_bytes(1.0))  # under the limit: fine
 
 
+def test_uploads_longer_than_the_limit_are_refused_and_not_kept(page: Page) -> None:
+    page.workshop.max_seconds = 2.0  # the default is an hour, MAX_SECONDS
+    for url in ("/api/song", "/api/clips"):
+        message = one_line_error(page.upload(url, wav_bytes(3.0), "long.wav"), 413)
+        assert message.startswith("long.wav") and "at most" in message and "minutes" in message
+    session = page.workshop.sessions[page.config["session"]]
+    assert files_under(session.folder) == [] and session.song is None and not session.clips
+    page.song(wav_bytes(1.0))  # within the limit: fine
+
+
 # ---- separating ----------------------------------------------------------------------------
 
 

@@ -38,6 +38,9 @@ ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 STEMS = ("target", "rest", "mixture")
 FORMATS = ("wav", "flac")
 MAX_REFINE = 4
+# The longest song or clip the page takes: its cost (decoding, the overview, every separation)
+# grows with duration, which a small compressed upload can make hours long.
+MAX_SECONDS = 3600.0
 ROOT_PREFIX = "aqsep-web-"  # + process id + "-" + random: one folder per running server
 
 
@@ -274,6 +277,7 @@ class Workshop:
         remove_stale_roots(parent)
         self.root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=parent))
         self.max_upload, self.session_ttl = max_upload, session_ttl
+        self.max_seconds = MAX_SECONDS
         self.blend_positions = [i / (blend_positions - 1) for i in range(blend_positions)]
         self.max_clips, self.max_queued = max_clips, max_queued
         self.sessions: dict[str, Session] = {}
@@ -346,6 +350,12 @@ class Workshop:
             ) from None
         if info.frames == 0:
             raise WebError(415, f"{label}: holds no audio")
+        if info.seconds > self.max_seconds:
+            raise WebError(
+                413,
+                f"{label}: {info.seconds / 60:.1f} minutes long; this page takes songs and clips "
+                f"of at most {self.max_seconds / 60:g} minutes",
+            )
         return info
 
     def open_song(self, session: Session, upload: Path, kind: str, name: str) -> Song:
