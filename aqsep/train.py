@@ -25,6 +25,8 @@ import functools
 import json
 import logging
 import os
+import pickle
+import re
 import time
 import warnings
 from collections import defaultdict
@@ -58,7 +60,7 @@ from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator
 from aqsep.pretrained import SpleeterSeparator
 from aqsep.query import LatentMeans, encode_frozen
-from aqsep.release import ClassLatent, load_model, save_model
+from aqsep.release import ClassLatent, check_model_destination, load_model, save_model
 from aqsep.transforms import istft, stft
 
 RUN_FILE = "run.json"
@@ -704,16 +706,24 @@ def train(
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     devices = devices or local_world
     num_nodes = num_nodes or max(1, world // local_world)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = _process_rank(devices)
+    _check_accelerator(accelerator)
+    model_dir = Path(export_dir) if export_dir else run_dir / DEFAULT_EXPORT
+    _check_outside_data(spec, {"run folder": run_dir, "model folder": model_dir})
     if resume:
         if not ckpt.is_file():
+            never = (run_dir / RUN_FILE).is_file()
             raise AqsepError(
                 f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} yet"
+                + ("; the run stopped before its first checkpoint: start it anew" if never else "")
             )
-    elif rank == 0 and (ckpt.is_file() or (run_dir / RUN_FILE).is_file()):  # rank 0 writes run.json
+        read_checkpoint(ckpt)  # a damaged file fails here, in words, not inside Lightning
+    elif rank == 0 and ckpt.is_file():  # a folder whose run never reached a checkpoint is reused
         raise RunExists(
             f"{run_dir} already holds a training run: resume it, or start the new run in another folder"
         )
+    if rank == 0:
+        check_model_destination(model_dir)  # a bad destination fails now, not after training
     model_config, tc = spec.model_config, spec.train_config
     on_cpu = accelerator == "cpu" or (
         accelerator == "auto"
@@ -793,18 +803,81 @@ def train(
     finally:
         lightning_logger.setLevel(old_level)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    model_dir = None
-    if trainer.is_global_zero:
-        model_dir = Path(export_dir) if export_dir else run_dir / DEFAULT_EXPORT
-        export_from_module(
-            module.model,
-            spec,
-            model_dir,
-            steps=trainer.global_step,
-            wall_time=module.wall_time(),
-            metrics=metrics,
-        )
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir, trainer.global_step, module.wall_time(), None, metrics)
+    export_from_module(
+        module.model,
+        spec,
+        model_dir,
+        steps=trainer.global_step,
+        wall_time=module.wall_time(),
+        metrics=metrics,
+    )
     return TrainResult(run_dir, trainer.global_step, module.wall_time(), model_dir, metrics)
+
+
+def _process_rank(devices: int) -> int:
+    """This process's global rank: ``torchrun`` sets ``RANK``; Lightning's own launcher gives the
+    processes it starts ``NODE_RANK`` and ``LOCAL_RANK`` only, and its first process neither."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", "0")) * devices + int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _check_accelerator(accelerator: str) -> None:
+    """A GPU asked for where PyTorch sees none is refused before anything is written."""
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():
+        return
+    raise AqsepError(
+        f"accelerator {accelerator!r}: PyTorch sees no GPU on this machine (no CUDA device"
+        f"{'' if accelerator == 'cuda' else ' and no Apple MPS'}); train on the CPU ('cpu' or "
+        "'auto'), or install a build of PyTorch for the GPU"
+    )
+
+
+def _check_outside_data(spec: RunSpec, folders: dict[str, Path]) -> None:
+    """Training writes nothing inside a data set it reads (its files would become data)."""
+    for source in spec.sources:
+        data = Path(source.path).resolve()
+        for what, folder in folders.items():
+            where = folder.resolve()
+            if where == data or data in where.parents:
+                raise AqsepError(
+                    f"the {what} {folder} is inside the data set {source.path}: what training "
+                    "writes there would be read as data by later runs; choose a folder outside it"
+                )
+
+
+_DISALLOWED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, loaded weights-only (no code of the file runs).
+
+    Raises:
+        ModelError: a damaged file, one that is not a checkpoint, or one holding objects other
+            than tensors and plain values (a weights-only load refuses them; they are never loaded).
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's words would advise an unsafe load
+        found = _DISALLOWED_GLOBAL.search(str(err))
+        if found is None:
+            raise ModelError(f"{path}: not a readable checkpoint (truncated or damaged?)") from None
+        raise ModelError(
+            f"{path}: holds an object other than tensors and plain values ({found.group(1)}), "
+            "which aqsep never loads: not a checkpoint of an aqsep run, or altered"
+        ) from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, TypeError) as err:
+        reason = str(err).split(". ")[0] or type(err).__name__
+        raise ModelError(
+            f"{path}: not a readable checkpoint (truncated or damaged?): {reason}"
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ModelError(f"{path}: not a checkpoint of an aqsep training run (no state_dict)")
+    return ckpt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -819,8 +892,8 @@ def load_checkpoint_model(path: str | Path) -> tuple[QuerySeparator, dict[str, A
         path = last_checkpoint(path)
     if not path.is_file():
         raise ModelError(f"no checkpoint at {path}")
+    ckpt = read_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hparams = ckpt["hyper_parameters"]
         model = QuerySeparator(ModelConfig.from_dict(hparams["model_config"]))
         state = {

@@ -479,20 +479,23 @@ def test_training_leaves_the_global_generator_alone(corpus: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_torchrun_ddp_two_cpu_processes(corpus: Path, tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not on PATH")
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning"])
+def test_ddp_two_cpu_processes(corpus: Path, tmp_path: Path, launcher: str) -> None:
+    """Both launchers: torchrun's processes know their RANK; those Lightning starts for
+    --devices 2 only their LOCAL_RANK (and used to take themselves for rank 0)."""
+    if launcher == "torchrun":
+        torchrun = shutil.which("torchrun")
+        if torchrun is None:
+            pytest.skip("torchrun is not on PATH")
+        start = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "aqsep"]
+    else:
+        start = [sys.executable, "-m", "aqsep"]
     tiny = save_tiny_model(tmp_path / "tiny")
     run_dir = tmp_path / "ddp"
     cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "aqsep",
+        *start,
         "train",
+        *(["--devices", "2"] if launcher == "lightning" else []),
         "--data",
         str(corpus),
         "--out",
@@ -634,3 +637,81 @@ def test_a_second_new_run_in_the_same_folder_is_refused(corpus: Path, tmp_path: 
     assert cli("train", *common, "--steps", 1).code == 0
     error = cli("train", *common, "--steps", 2).one_line_error()
     assert "already holds a training run: add --resume to continue it" in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU")
+def test_a_gpu_asked_for_without_one_is_one_line_and_writes_nothing(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    common = [*_quick_run(corpus, run_dir, batch_size=1), "--valid-excerpts", 1, "--quiet"]
+    error = cli("train", *common, "--accelerator", "gpu", "--steps", 1).one_line_error()
+    assert "no GPU" in error and "Traceback" not in error
+    assert not run_dir.exists()
+
+
+def test_a_run_that_never_reached_a_checkpoint_is_started_again(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_spec(corpus).save(run_dir)  # what a run that failed before its first step leaves
+    common = [*_quick_run(corpus, run_dir, batch_size=1), "--valid-excerpts", 1, "--quiet"]
+    error = cli("train", "--out", run_dir, "--resume").one_line_error()
+    assert "before its first checkpoint" in error and "start it anew" in error
+    assert cli("train", *common, "--steps", 1).code == 0
+    assert load_model(run_dir / "model").metadata["steps"] == 1
+
+
+def test_the_default_model_folder_is_checked_before_training(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "notes.txt").write_text("keep me")
+    error = cli("train", *_quick_run(corpus, run_dir, batch_size=1), "--steps", 1).one_line_error()
+    assert "notes.txt" in error
+    assert sorted(p.name for p in run_dir.iterdir()) == ["model"]  # no run.json, no checkpoint
+
+
+def test_a_run_or_model_folder_inside_the_data_is_refused(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    data = make_corpus(tmp_path / "corpus", train_tracks=2, seconds=1.0)
+    before = sorted(data.rglob("*"))
+    for out, export in ((data / "run", None), (tmp_path / "run", data / "train" / "model")):
+        args = [*_quick_run(data, out, batch_size=1), "--steps", 1]
+        error = cli("train", *args, *(["--export", export] if export else [])).one_line_error()
+        assert "inside the data set" in error
+    assert sorted(data.rglob("*")) == before and not (tmp_path / "run").exists()
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_damaged_or_unsafe_checkpoint_is_one_line_never_advising_an_unsafe_load(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    tiny_spec(corpus).save(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": {"model.w": torch.zeros(3)}}, ckpt)
+    good = ckpt.read_bytes()
+    marker = tmp_path / "payload-ran"
+    for damage, words in (
+        (lambda: ckpt.write_bytes(good[: len(good) // 2]), "not a readable checkpoint"),
+        (lambda: ckpt.write_bytes(b"not a checkpoint" * 8), "not a readable checkpoint"),
+        (lambda: torch.save({"state_dict": _Payload(marker)}, ckpt), "mkdir)"),
+    ):
+        damage()
+        for how in (["--resume"], ["--export-only", "--export", tmp_path / "m"]):
+            error = cli("train", "--out", run_dir, "--quiet", *how).one_line_error()
+            assert str(ckpt) in error and words in error, error
+            assert "weights_only" not in error and "Traceback" not in error
+    assert not marker.exists() and not (tmp_path / "m").exists()

@@ -491,7 +491,6 @@ def _new_spec(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aqsep.release import check_model_destination
     from aqsep.train import RunExists, export_model, train
 
     if args.preset == "cascade":
@@ -512,8 +511,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"exported {args.out} to {model_dir}")
         return 0
-    if args.export:
-        check_model_destination(args.export)  # a bad destination fails now, not after training
     spec = _resume_spec(args) if args.resume else _new_spec(args)
     try:
         result = train(
