@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -450,18 +451,24 @@ def read_track_json(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[
     return out, header
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def _write_text_atomic(path: Path, text: str, newline: str | None = None) -> None:
     """Write ``path`` whole or not at all, with the permissions of any new file of the process
-    (``0o666`` less the umask), as every other output."""
+    (``0o666`` less the umask), as every other output; a failure names the path."""
     tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
+        with open(tmp, "x", encoding="utf-8", newline=newline) as fh:
+            fh.write(text)
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise OutputError(write_failure(path, err)) from None
+        if isinstance(err, OSError):
+            raise OutputError(write_failure(path, err)) from None
+        raise
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    _write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 # ---- the evaluation loop --------------------------------------------------------------------------
@@ -804,24 +811,26 @@ def write_summary(
 ) -> tuple[Path, Path]:
     """``summary.md`` and ``summary.csv`` in ``out_dir``; returns their paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     md = out / f"{stem}.md"
-    md.write_text(summary_markdown(rows, fast=fast, refine=refine, dataset=dataset, title=title))
+    _write_text_atomic(
+        md, summary_markdown(rows, fast=fast, refine=refine, dataset=dataset, title=title)
+    )
     path = out / f"{stem}.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["method", "target", "SDR", "SIR", "SAR", "tracks", "backend", "dataset"])
-        for r in rows:
-            w.writerow(
-                [
-                    r.method,
-                    r.target,
-                    f"{r.SDR:.4f}",
-                    f"{r.SIR:.4f}",
-                    f"{r.SAR:.4f}",
-                    r.tracks,
-                    FAST_LABEL if fast else MUSEVAL_LABEL,
-                    dataset,
-                ]
-            )
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["method", "target", "SDR", "SIR", "SAR", "tracks", "backend", "dataset"])
+    for r in rows:
+        w.writerow(
+            [
+                r.method,
+                r.target,
+                f"{r.SDR:.4f}",
+                f"{r.SIR:.4f}",
+                f"{r.SAR:.4f}",
+                r.tracks,
+                FAST_LABEL if fast else MUSEVAL_LABEL,
+                dataset,
+            ]
+        )
+    _write_text_atomic(path, table.getvalue(), newline="")
     return md, path

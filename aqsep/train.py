@@ -55,7 +55,8 @@ from aqsep.data.sampling import (
     TrackPool,
 )
 from aqsep.data.stems import Track
-from aqsep.errors import AqsepError, DataError, ModelError
+from aqsep.audio import write_failure
+from aqsep.errors import AqsepError, DataError, ModelError, OutputError
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator
 from aqsep.pretrained import SpleeterSeparator
@@ -389,8 +390,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException as err:
+            tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError):  # a full disk, most often
+                raise OutputError(write_failure(path, err)) from None
+            raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -497,3 +497,49 @@ def test_stem_mp4_clip_and_musdb_layouts(tmp_path: Path) -> None:
     assert [t.name for t in list_tracks(root)] == ["The Easton Ellises - Falcon 69"]
     with pytest.raises(DataError, match="no train tracks"):
         list_tracks(root, split="train")
+
+
+class _FullDisk:
+    """A file opened for writing on a full disk: opening works, writing fails (ENOSPC)."""
+
+    def __init__(self, fh: object) -> None:
+        self._fh = fh
+
+    def write(self, _: object) -> int:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._fh, name)
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()  # type: ignore[attr-defined]
+
+
+def test_a_full_disk_leaves_no_empty_summary_and_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+    import io
+
+    from aqsep.errors import OutputError
+    from aqsep.evaluate import SummaryRow, write_summary
+
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        fh = real_open(file, mode, *args, **kwargs)
+        writing = any(c in mode for c in "wxa") and str(file).startswith(str(tmp_path))
+        return _FullDisk(fh) if writing else fh
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(io, "open", full_open)  # Path.write_text opens through io.open
+    rows = [SummaryRow("mean", "vocals", 1.0, 2.0, 3.0, 4)]
+    with pytest.raises(OutputError, match="disk full") as caught:
+        write_summary(rows, tmp_path / "out")
+    assert str(tmp_path / "out" / "summary.md") in str(caught.value)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

@@ -30,7 +30,7 @@ from aqsep.data.synth import (  # noqa: E402
     read_track_metadata,
     rendering,
 )
-from aqsep.errors import AqsepError, DataError  # noqa: E402
+from aqsep.errors import AqsepError, DataError, OutputError  # noqa: E402
 
 SEED = 7
 SECONDS = 3.0
@@ -633,3 +633,40 @@ def test_stem_mix_is_drawn_from_the_track_generator() -> None:
         mixing.draw_stem_mix(np.random.default_rng(i), "bass", "bass").send_db is None
         for i in range(8)
     )
+
+
+def test_seeds_and_sizes_out_of_bounds_are_refused_before_anything_is_written(
+    tmp_path: Path, soundfont: Path
+) -> None:
+    out = tmp_path / "x"
+    with pytest.raises(DataError, match="seed must be a whole number from 0"):
+        build_corpus(out, hours=0.001, seed=-1, soundfonts=[soundfont], progress=False)
+    with pytest.raises(DataError, match="at most 100000"):
+        build_corpus(out, hours=1e9, seed=0, soundfonts=[soundfont], progress=False)
+    assert not out.exists()
+
+
+def test_a_full_disk_names_the_track_and_leaves_no_half_written_one(
+    tmp_path: Path, sources: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    written: list[str] = []
+
+    def full(path: object, *args: object, **kwargs: object) -> None:
+        written.append(str(path))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sf, "write", full)
+    out = tmp_path / "corpus"
+    with pytest.raises(OutputError, match="disk full") as caught:
+        build_corpus(
+            out,
+            hours=3 * SECONDS / 3600,
+            seed=SEED,
+            track_seconds=SECONDS,
+            **sources,
+            progress=False,
+        )
+    assert written and "track_" in str(caught.value) and str(out) in str(caught.value)
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name or p.name.startswith("track_")]

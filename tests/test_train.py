@@ -715,3 +715,38 @@ def test_a_damaged_or_unsafe_checkpoint_is_one_line_never_advising_an_unsafe_loa
             assert str(ckpt) in error and words in error, error
             assert "weights_only" not in error and "Traceback" not in error
     assert not marker.exists() and not (tmp_path / "m").exists()
+
+
+def test_a_full_disk_in_a_checkpoint_or_the_export_is_one_line_and_leaves_no_part(
+    corpus: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+    from safetensors import SafetensorError
+
+    import aqsep.release
+
+    def full_checkpoint(self, checkpoint, path, storage_options=None):  # type: ignore[no-untyped-def]
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run_dir = tmp_path / "run"
+    common = [*_quick_run(corpus, run_dir, batch_size=1), "--valid-excerpts", 1, "--steps", 1]
+    with monkeypatch.context() as patch:
+        patch.setattr(TorchCheckpointIO, "save_checkpoint", full_checkpoint)
+        error = cli("train", *common, "--quiet").one_line_error()
+    assert "disk full" in error and str(run_dir / "checkpoints" / "last.ckpt") in error
+    assert list((run_dir / "checkpoints").iterdir()) == []
+
+    def full_weights(state, path, metadata=None):  # type: ignore[no-untyped-def]
+        Path(path).write_bytes(b"half the weights")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    shutil.rmtree(run_dir)
+    model_dir = tmp_path / "model"
+    with monkeypatch.context() as patch:
+        patch.setattr(aqsep.release, "save_file", full_weights)
+        error = cli("train", *common, "--quiet", "--export", model_dir).one_line_error()
+    assert str(model_dir) in error and "No space left on device" in error
+    assert not model_dir.exists() and not list(tmp_path.glob(".model*"))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from aqsep.audio import write_failure
 from aqsep.data.synth import rendering
 from aqsep.data.synth.composition import SPLITS, piece_pools
 from aqsep.data.synth.instruments import (
@@ -45,6 +46,8 @@ from aqsep.errors import DataError, OutputError
 
 #: 1: mono stems, soundfonts only; 2: sampled instruments, a produced stereo mix.
 FORMAT_VERSION = 2
+# The most tracks of a corpus: its plan is held in memory before the first track is written.
+MAX_TRACKS = 100_000
 
 
 def split_of_index(index: int) -> str:
@@ -224,6 +227,15 @@ def build_corpus(
         raise DataError(f"sample_rate must be between 8000 and 192000 Hz, got {sample_rate!r}")
     if jobs < 1:
         raise DataError(f"jobs must be at least 1, got {jobs!r}")
+    if not 0 <= int(seed) < 2**63:
+        raise DataError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    n_tracks = max(3, int(round(hours * 3600.0 / track_seconds)))
+    if n_tracks > MAX_TRACKS:
+        raise DataError(
+            f"{hours:g} hours in tracks of {track_seconds:g} s would be {n_tracks} tracks; a "
+            f"corpus holds at most {MAX_TRACKS} ({MAX_TRACKS * track_seconds / 3600:g} hours "
+            "of such tracks): ask for fewer hours, or longer tracks"
+        )
     sample_rate = int(sample_rate)
     seed = int(seed)
     import_tinysoundfont()
@@ -272,7 +284,6 @@ def build_corpus(
     except OSError as err:
         raise OutputError(f"cannot write the corpus into {out}: {err}") from err
 
-    n_tracks = max(3, int(round(hours * 3600.0 / track_seconds)))
     plan_names = {s: [p.name for p in plan[s]] for s in SPLITS}
     kit_names = {s: [p.name for p in kit_plan[s]] for s in SPLITS}
     piano_names = {s: [piano_library_name(p) for p in piano_plan[s]] for s in SPLITS}
@@ -425,9 +436,15 @@ def build_corpus(
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(write_failure(path, err)) from None
+        raise
 
 
 def _corpus_summary(

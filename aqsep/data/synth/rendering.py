@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
+from aqsep.audio import write_failure
 from aqsep.data.synth.composition import (
     DRUM_PIECES,
     PIECE_ATTEMPTS,
@@ -54,7 +56,7 @@ from aqsep.data.synth.mixing import (
     room_impulse,
 )
 from aqsep.data.synth.sampled import SampledPiano, piano_library_name
-from aqsep.errors import DataError
+from aqsep.errors import DataError, OutputError
 
 MIXTURE_NAME = "mixture.wav"
 METADATA_NAME = "metadata.json"
@@ -393,66 +395,71 @@ def _render_track(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
 
     name = track_dir.name
     tmp = track_dir.parent / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    import soundfile as sf
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
 
-    stems_meta: dict[str, Any] = {}
-    used: Counter[str] = Counter()
-    total = np.zeros((n_samples, ints[0].shape[1]), dtype=np.int64)
-    for plan, q, mix_meta in zip(kept, ints, mixes, strict=True):
-        if int(np.max(np.abs(q))) < 8:  # inaudible after quantisation: leave it out
-            continue
-        base = file_safe(plan.fine)
-        used[base] += 1
-        stem = base if used[base] == 1 else f"{base}_{used[base]}"
-        sf.write(tmp / f"{stem}.wav", q, sr, subtype="PCM_16")
-        total += q
-        stems_meta[stem] = {
-            "fine": plan.fine,
-            "coarse": FINE_TO_COARSE[plan.fine],
-            "program": plan.program,
-            "bank": plan.bank,
-            "instrument": _instrument_meta(plan, soundfont),
-            "synthetic_voice": FINE_TO_COARSE[plan.fine] == "vocals",
-            "source": plan.source,
-            "notes": len(plan.notes),
-            "rms_db": round(rms_db(q.astype(np.float64) / 32768.0), 2),
-            "mix": mix_meta,
+        stems_meta: dict[str, Any] = {}
+        used: Counter[str] = Counter()
+        total = np.zeros((n_samples, ints[0].shape[1]), dtype=np.int64)
+        for plan, q, mix_meta in zip(kept, ints, mixes, strict=True):
+            if int(np.max(np.abs(q))) < 8:  # inaudible after quantisation: leave it out
+                continue
+            base = file_safe(plan.fine)
+            used[base] += 1
+            stem = base if used[base] == 1 else f"{base}_{used[base]}"
+            sf.write(tmp / f"{stem}.wav", q, sr, subtype="PCM_16")
+            total += q
+            stems_meta[stem] = {
+                "fine": plan.fine,
+                "coarse": FINE_TO_COARSE[plan.fine],
+                "program": plan.program,
+                "bank": plan.bank,
+                "instrument": _instrument_meta(plan, soundfont),
+                "synthetic_voice": FINE_TO_COARSE[plan.fine] == "vocals",
+                "source": plan.source,
+                "notes": len(plan.notes),
+                "rms_db": round(rms_db(q.astype(np.float64) / 32768.0), 2),
+                "mix": mix_meta,
+            }
+        # int16 / 2**15 is exact in float32, and so is the sum of a few hundred of them
+        mixture = (total.astype(np.float64) / 32768.0).astype(np.float32)
+        _write_float_wav(tmp / MIXTURE_NAME, mixture, sr)
+        meta = {
+            "track": name,
+            "split": split,
+            "index": index,
+            "piece": info["piece"],
+            "piece_parts": info["piece_parts"],
+            "excerpt_start_quarters": info["excerpt_start_quarters"],
+            "tempo_bpm": info["tempo_bpm"],
+            "beat_quarters": info["beat_quarters"],
+            "bar_quarters": info["bar_quarters"],
+            "transpose": info["transpose"],
+            "drum_kit": info["drum_kit"],
+            "sample_rate": sr,
+            "channels": int(mixture.shape[1]),
+            "seconds": n_samples / sr,
+            "soundfont": soundfont.name,
+            "seed": seed,
+            "gain": gain,
+            "production": production,
+            "room": asdict(room) if room is not None else None,
+            "zero_shot_layout": zero_shot,
+            "mixture": MIXTURE_NAME,
+            "stems": stems_meta,
         }
-    # int16 / 2**15 is exact in float32, and so is the sum of a few hundred of them
-    mixture = (total.astype(np.float64) / 32768.0).astype(np.float32)
-    _write_float_wav(tmp / MIXTURE_NAME, mixture, sr)
-    meta = {
-        "track": name,
-        "split": split,
-        "index": index,
-        "piece": info["piece"],
-        "piece_parts": info["piece_parts"],
-        "excerpt_start_quarters": info["excerpt_start_quarters"],
-        "tempo_bpm": info["tempo_bpm"],
-        "beat_quarters": info["beat_quarters"],
-        "bar_quarters": info["bar_quarters"],
-        "transpose": info["transpose"],
-        "drum_kit": info["drum_kit"],
-        "sample_rate": sr,
-        "channels": int(mixture.shape[1]),
-        "seconds": n_samples / sr,
-        "soundfont": soundfont.name,
-        "seed": seed,
-        "gain": gain,
-        "production": production,
-        "room": asdict(room) if room is not None else None,
-        "zero_shot_layout": zero_shot,
-        "mixture": MIXTURE_NAME,
-        "stems": stems_meta,
-    }
-    with open(tmp / METADATA_NAME, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1)
-    if track_dir.exists():
-        shutil.rmtree(track_dir)
-    os.replace(tmp, track_dir)
+        with open(tmp / METADATA_NAME, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=1)
+        if track_dir.exists():
+            shutil.rmtree(track_dir)
+        os.replace(tmp, track_dir)
+    except BaseException as err:  # a full disk, an interruption: no half-written track is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, (OSError, sf.LibsndfileError)):  # libsndfile: "System error."
+            raise OutputError(write_failure(track_dir, err)) from None
+        raise
     return {
         "track": name,
         "split": split,
