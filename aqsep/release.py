@@ -9,6 +9,7 @@ latent of every class the model knows (``"separation without a query"``). Loadin
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -141,8 +142,9 @@ def save_model(
                 os.replace(tmp / name, out_dir / name)
         else:
             os.replace(tmp, out_dir)  # a new folder, or over an empty one
-    except OSError as err:
-        raise OutputError(f"writing the model to {out_dir} failed: {err.strerror or err}") from None
+    except (OSError, SafetensorError) as err:  # safetensors words a full disk in its own error
+        reason = err.strerror if isinstance(err, OSError) else str(err).rpartition("I/O error: ")[2]
+        raise OutputError(f"writing the model to {out_dir} failed: {reason or err}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -247,9 +249,27 @@ def read_classes(folder: Path, latent_dim: int) -> dict[str, ClassLatent]:
     classes: dict[str, ClassLatent] = {}
     if classes_path.is_file():
         try:
-            raw = json.loads(classes_path.read_text())
+            raw = json.loads(classes_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelError(f"{classes_path} is malformed (not JSON text): {err}") from None
+        if not isinstance(raw, dict):
+            raise ModelError(
+                f"{classes_path} is malformed: it holds {type(raw).__name__}, not an object of "
+                '{class name: {"latent": [numbers], "level": ..., "count": ...}}'
+            )
+        for name, entry in raw.items():
+            latent = entry.get("latent") if isinstance(entry, dict) else None
+            if not isinstance(latent, list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in latent
+            ):
+                raise ModelError(
+                    f"{classes_path}: class {name!r} is malformed: its latent must be a list of "
+                    "finite numbers"
+                )
+        try:
             classes = {k.lower(): ClassLatent(**v) for k, v in raw.items()}
-        except (json.JSONDecodeError, TypeError) as err:
+        except TypeError as err:
             raise ModelError(f"{classes_path} is malformed: {err}") from None
         for name, c in classes.items():
             if len(c.latent) != latent_dim:

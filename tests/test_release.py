@@ -141,3 +141,24 @@ def test_bad_config_values_are_one_line_model_errors(tmp_path, tiny_model_dir, c
     song = write_file(tmp_path / "song.wav", make_audio(0.2, 8000, 1), 8000)
     line = cli("separate", song, "--target", "drums", "--model", folder).one_line_error()
     assert str(folder / CONFIG) in line
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[1, 2, 3]", "holds list, not an object"),
+        (b'"hello"', "holds str"),
+        (b"null", "holds NoneType"),
+        (b'{"vocals": "x"}', "'vocals' is malformed"),
+        (b'{"vocals": {"latent": "abc"}}', "list of finite numbers"),
+        (b'{"vocals": {"latent": [1e999, 0, 0, 0, 0, 0, 0, 0]}}', "list of finite numbers"),
+        (b'{"vocals": {"latent": [1, 2]}}', "2-dim latent"),
+        (b"\xff\xfe\x00", "not JSON text"),
+    ],
+)
+def test_a_malformed_classes_file_is_a_model_error_naming_it(tmp_path, content, words):
+    folder = save_tiny_model(tmp_path / "m")
+    (folder / "classes.json").write_bytes(content)
+    with pytest.raises(ModelError, match="classes.json") as caught:
+        load_model(folder)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
