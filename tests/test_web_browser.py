@@ -60,8 +60,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app with the shipped model, served by uvicorn on a free port of 127.0.0.1."""
-    app = create_app(Separator(device="cpu"), temp_root=tmp_path_factory.mktemp("web"))
+    """The app with the bundled fast model, served by uvicorn on a free port of 127.0.0.1."""
+    app = create_app(Separator("fast", device="cpu"), temp_root=tmp_path_factory.mktemp("web"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -185,3 +185,255 @@ def test_the_page_separates_the_bundled_example_in_chromium(
         finally:
             browser.close()
     assert problems == []
+
+
+# ---- what a musician relies on ------------------------------------------------------------
+
+EXAMPLE = REPO / "aqsep" / "examples" / "mixture.wav"
+
+
+@pytest.fixture()
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser, server_url: str, width: int = 1366, height: int = 800):  # noqa: ANN001, ANN201
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(server_url + "/")
+    wait_until(page, "() => document.getElementById('query-a').options.length > 0")
+    return page
+
+
+def open_example(page) -> None:  # noqa: ANN001
+    page.click("#example")
+    wait_until(
+        page,
+        f"() => {PLAYER}.dataset.source === 'mixture' && {PLAYER}.readyState >= 1 "
+        "&& !document.getElementById('separate').disabled",
+    )
+
+
+def in_viewport(page, selector: str) -> bool:  # noqa: ANN001
+    return page.evaluate(
+        f"""() => {{ const b = document.querySelector('{selector}').getBoundingClientRect();
+        return b.height > 0 && b.top >= 0 && b.bottom <= window.innerHeight; }}"""
+    )
+
+
+def wav_bytes(seconds: float, seed: int = 0) -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    sf.write(out, 0.1 * rng.standard_normal((int(44100 * seconds), 2)), 44100, format="WAV")
+    return out.getvalue()
+
+
+SAME_REQUEST = """async () => {
+  const post = await fetch('/api/jobs', {method: 'POST',
+    headers: {'X-Session': state.session, 'Content-Type': 'application/json'},
+    body: JSON.stringify({song: state.song.id, query: {kind: 'class', name: 'vocals'},
+      other: {kind: 'class', name: 'drums'},
+      alpha: parseFloat(document.getElementById('blend').value), refine: 0})});
+  let job = await post.json();
+  while (job.state === 'queued' || job.state === 'running') {
+    await new Promise((r) => setTimeout(r, 100));
+    job = await (await fetch('/api/jobs/' + job.id, {headers: {'X-Session': state.session}})).json();
+  }
+  return job.result.id;
+}"""
+
+
+def test_rapid_slider_moves_end_on_the_stop_shown_and_played_from_memory(
+    server_url: str, browser
+) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    page.select_option("#query-a", "class:vocals")
+    page.select_option("#query-b", "class:drums")
+    page.click("#separate")
+    first = wait_until(page, f"() => {PLAYER}.dataset.result")
+    time.sleep(3.0)  # the other stops are computed ahead meanwhile
+    audio_fetches: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            audio_fetches.append(r.url)
+            if "/api/results/" in r.url and r.url.endswith(("/target", "/rest"))
+            else None
+        ),
+    )
+    for _ in range(3):  # quick moves, one after another
+        page.focus("#blend")
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowLeft")
+    expected = page.evaluate(SAME_REQUEST)  # the stop the slider ends on (0.50)
+    assert page.input_value("#blend") == "0.5"
+    wait_until(page, f"() => {PLAYER}.dataset.result === '{expected}'", timeout=60)
+    time.sleep(1.0)  # anything still in flight would land now
+    shown = page.evaluate("() => document.getElementById('wave').dataset.shown")
+    assert page.evaluate(f"() => {PLAYER}.dataset.result") == expected
+    assert shown == f"{expected}/target"
+    assert page.evaluate(f"() => {PLAYER}.src === state.urls.target")
+    assert page.text_content("#error") == ""
+
+    # back to stops already heard (0 and 0.5): no audio fetched again, and the response timed
+    fetched = len(audio_fetches)
+    timings = []
+    moves = (
+        ("() => document.getElementById('blend').focus()", "Home", first),
+        (
+            "() => { const b = document.getElementById('blend'); b.value = '0.5'; "
+            "b.dispatchEvent(new Event('change')); }",
+            None,
+            expected,
+        ),
+    )
+    for script, key, stop in moves:
+        start = time.monotonic()
+        page.evaluate(script)
+        if key:
+            page.keyboard.press(key)
+        wait_until(
+            page,
+            f"() => {PLAYER}.dataset.result === '{stop}' && "
+            f"document.getElementById('wave').dataset.shown === '{stop}/target'",
+            timeout=30,
+        )
+        timings.append(time.monotonic() - start)
+    assert len(audio_fetches) == fetched, audio_fetches[fetched:]
+    print(f"slider move to a stop heard before: {max(timings) * 1000:.0f} ms")
+
+
+def test_a_new_song_clears_the_views_until_it_is_drawn_and_a_failed_one_says_so(
+    server_url: str, browser, tmp_path: Path
+) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    held: list = []
+    page.route("**/api/song/*/overview*", lambda route: held.append(route))
+    song = tmp_path / "second song.wav"
+    song.write_bytes(wav_bytes(4.0))
+    page.set_input_files("#song-file", str(song))
+    wait_until(page, "() => document.getElementById('song-name').textContent.includes('second')")
+    while not held:
+        page.wait_for_timeout(50)
+    state = page.evaluate(
+        f"""() => ({{separate: document.getElementById('separate').disabled,
+        shown: document.getElementById('wave').dataset.shown,
+        busy: document.getElementById('views').getAttribute('aria-busy'),
+        src: {PLAYER}.getAttribute('src'), name: document.getElementById('song-name').textContent}})"""
+    )
+    assert state["separate"] is True and state["shown"] == "" and state["busy"] == "true", state
+    assert state["src"] is None, state  # the previous song is not playable meanwhile
+    held[0].continue_()
+    page.unroute("**/api/song/*/overview*")
+    wait_until(page, "() => !document.getElementById('separate').disabled")
+    assert page.evaluate("() => document.getElementById('wave').dataset.shown") == "song"
+    assert "4.00 s" in page.text_content("#song-name")
+
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"this is not audio at all " * 50)
+    page.set_input_files("#song-file", str(bad))
+    wait_until(page, "() => document.getElementById('song-error').textContent")
+    assert "not an audio file" in page.text_content("#song-error")
+    assert in_viewport(page, "#song-error")
+    wait_until(page, "() => !document.getElementById('separate').disabled")
+    assert "second song.wav: 4.00 s" in page.text_content("#song-name")  # the song still open
+
+
+def test_the_song_is_opened_and_separated_with_the_keyboard_alone(server_url: str, browser) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+
+    def tab_to(element_id: str) -> None:
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.id") == element_id:
+                return
+        raise AssertionError(f"Tab never reaches #{element_id}")
+
+    tab_to("song-open")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(EXAMPLE))
+    wait_until(page, "() => !document.getElementById('separate').disabled")
+    tab_to("clip-open")
+    with page.expect_file_chooser() as clips:
+        page.keyboard.press("Enter")
+    assert clips.value.is_multiple()
+    clips.value.set_files([])
+    tab_to("separate")
+    page.keyboard.press("Enter")
+    wait_until(page, f"() => {PLAYER}.dataset.result")
+    names = page.evaluate(
+        "() => Array.from(document.querySelectorAll('[data-download]'), (a) => a.getAttribute('aria-label'))"
+    )
+    assert len(set(names)) == 6 and all(n and n.startswith("Download the ") for n in names), names
+    assert page.get_attribute("#progress", "aria-label")
+    assert page.get_attribute("#progress-text", "aria-live") == "polite"
+
+
+def test_inputs_that_disagree_are_refused_next_to_them(
+    server_url: str, browser, tmp_path: Path
+) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    page.fill("#region-start", "6")
+    page.press("#region-start", "Enter")
+    assert page.input_value("#region-end") == "8.00"  # an open end is the song's end
+    assert page.input_value("#query-a") == "range"
+    page.fill("#region-end", "2")
+    page.press("#region-end", "Enter")
+    assert "must end after it starts" in page.text_content("#error")
+    assert in_viewport(page, "#error")
+    assert (page.input_value("#region-start"), page.input_value("#region-end")) == ("6.00", "8.00")
+    page.fill("#region-end", "9")
+    page.press("#region-end", "Enter")
+    assert "ends at 8.00 s" in page.text_content("#error")
+    assert page.input_value("#region-end") == "8.00"
+
+    page.fill("#refine", "1.5")
+    page.click("#separate")
+    assert "whole number" in page.text_content("#error")
+    assert page.evaluate(f"() => {PLAYER}.dataset.result") == ""  # nothing was run
+    page.fill("#refine", "0")
+
+    files = []
+    for i in range(9):
+        clip = tmp_path / f"clip{i}.wav"
+        clip.write_bytes(wav_bytes(0.5, seed=i))
+        files.append(str(clip))
+    page.set_input_files("#clip-files", files)
+    wait_until(page, "() => document.getElementById('error').textContent", timeout=60)
+    assert "at most 8 query clips" in page.text_content("#error")
+    assert page.locator("#clips li").count() == 8
+    labels = page.evaluate(
+        "() => Array.from(document.getElementById('query-a').options, (o) => o.textContent)"
+    )
+    assert any(label.endswith("(8)") for label in labels), labels
+
+
+def test_the_page_fits_a_phone(server_url: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url, 390, 844)
+    open_example(page)
+    page.select_option("#query-b", "class:drums")
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, width
+    small = page.evaluate(
+        """() => Array.from(document.querySelectorAll('button, select, input[type=number]'))
+        .filter((e) => e.offsetParent && e.getBoundingClientRect().height < 40)
+        .map((e) => e.id || e.textContent)"""
+    )
+    assert small == [], small
+    shot = tmp_path / "web-phone.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("AQSEP_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, REPO / "docs" / "web-phone.png")

@@ -17,7 +17,12 @@ const state = {
   overviews: {},       // overview JSON by "song" or "<result>/<source>"
   shown: null,         // the overview drawn now
   lastQuery: null,     // the request of the last separation (for the slider)
+  jobToken: 0,         // counts separation requests: only the latest one is shown
+  songToken: 0,        // counts song loads: a load that is no longer the latest stops
+  viewToken: 0,        // counts view changes: only the latest one draws and sets the player
+  blobs: new Map(),    // object URLs of fetched result audio by "<result>/<source>", newest last
 };
+const KEEP_BLOBS = 24;  // fetched stops kept in the browser's memory
 
 // ---- talking to the server --------------------------------------------------------------
 
@@ -30,7 +35,12 @@ async function api(path, options = {}) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(options.json);
   }
-  const response = await fetch(path, { method: options.method || "GET", headers, body: options.body });
+  let response;
+  try {
+    response = await fetch(path, { method: options.method || "GET", headers, body: options.body });
+  } catch (_) {
+    throw new PageError("the aqsep server does not answer: is it still running? Reload the page once it is");
+  }
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try {
@@ -39,7 +49,7 @@ async function api(path, options = {}) {
     } catch (_) { /* not JSON */ }
     if (response.status === 401) {
       await openSession();
-      message += ": open the song again";
+      message += ": the server was restarted or the session expired; open the song again";
     }
     throw new PageError(message);
   }
@@ -48,17 +58,25 @@ async function api(path, options = {}) {
   return response.json();
 }
 
-function showError(err) {
+// Each error line sits next to the controls that cause it: "song-error" (opening a song),
+// "error" (the query and Separate), "player-error" (listening and downloads).
+const ERROR_LINES = ["song-error", "error", "player-error"];
+
+function showError(err, where = "error") {
   const text = err instanceof PageError ? err.message : `unexpected problem: ${err && err.message ? err.message : err}`;
-  $("error").textContent = text.split("\n")[0];
+  for (const id of ERROR_LINES) $(id).textContent = "";
+  const line = $(where);
+  line.textContent = text.split("\n")[0];
+  const box = line.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) line.scrollIntoView({ block: "nearest" });
 }
 
-function clearError() { $("error").textContent = ""; }
+function clearError(where = "error") { $(where).textContent = ""; }
 
-function guarded(fn) {
+function guarded(fn, where = "error") {
   return async (...args) => {
-    clearError();
-    try { await fn(...args); } catch (err) { showError(err); }
+    clearError(where);
+    try { await fn(...args); } catch (err) { showError(err, where); }
   };
 }
 
@@ -73,10 +91,36 @@ async function openSession() {
   $("blend").step = stops > 1 ? 1 / (stops - 1) : 1;
   $("example").disabled = !config.example;
   state.song = null;
+  state.songToken += 1;
   state.clips = [];
+  state.overviews = {};
   resetResult();
+  clearSong("No song yet.");
   renderClips();
   fillQueryMenus();
+}
+
+// The views while no song is ready: nothing drawn, nothing to play, nothing to separate.
+function clearSong(label) {
+  state.viewToken += 1;
+  state.shown = null;
+  state.region = null;
+  $("separate").disabled = true;
+  $("cancel").disabled = true;
+  $("progress").value = 0;
+  $("progress-text").textContent = "";
+  for (const button of document.querySelectorAll(".ab button")) button.disabled = true;
+  for (const link of document.querySelectorAll("[data-download]")) link.setAttribute("aria-disabled", "true");
+  const player = $("player");
+  player.pause();
+  player.removeAttribute("src");
+  player.load();
+  player.dataset.source = "";
+  player.dataset.result = "";
+  $("wave").dataset.shown = "";
+  $("song-name").textContent = label;
+  $("views").setAttribute("aria-busy", label === "No song yet." ? "false" : "true");
+  draw(label === "No song yet." ? null : label);
 }
 
 window.addEventListener("pagehide", () => {
@@ -94,11 +138,35 @@ async function uploadFile(path, file) {
   return api(path, { method: "POST", body: file, headers: { "X-Filename": encodeURIComponent(file.name) } });
 }
 
-async function songOpened(song) {
+// Open a song: ``load`` (a promise of the server's song) is awaited with the views cleared and
+// saying so; a later load makes this one stop where it is.
+async function openSong(label, load) {
+  const token = ++state.songToken;
+  const previous = state.song;
+  state.song = null;
+  state.job = null;
+  resetResult();
+  clearSong(label);
+  let song;
+  try {
+    song = await load();
+  } catch (err) {
+    if (token === state.songToken) {
+      // the server kept the previous song: show it again
+      if (previous) await songOpened(previous, token);
+      else clearSong("No song yet.");
+    }
+    throw err;
+  }
+  if (token === state.songToken) await songOpened(song, token);
+}
+
+async function songOpened(song, token) {
   state.song = song;
   state.region = null;
   state.overviews = {};
   state.job = null;  // the server dropped the previous song's jobs
+  state.jobToken += 1;
   state.lastQuery = null;
   $("progress").value = 0;
   $("progress-text").textContent = "";
@@ -107,9 +175,16 @@ async function songOpened(song) {
   $("song-name").textContent = `${song.name}: ${song.seconds.toFixed(2)} s, ${song.sample_rate} Hz, ${song.channels === 1 ? "mono" : song.channels + " channels"}`;
   $("region-start").max = $("region-end").max = song.seconds.toFixed(2);
   setRegion(null);
-  state.overviews.song = await api(`/api/song/${song.id}/overview?columns=${overviewColumns()}`);
+  $("separate").disabled = true;
+  $("views").setAttribute("aria-busy", "true");
+  const overview = await api(`/api/song/${song.id}/overview?columns=${overviewColumns()}`);
+  if (token !== state.songToken) return;
+  state.overviews.song = overview;
   await loadSource("mixture", `/api/song/${song.id}/audio`);
+  if (token !== state.songToken) return;
   await selectSource("mixture");
+  if (token !== state.songToken) return;
+  $("views").setAttribute("aria-busy", "false");
   $("separate").disabled = false;
   fillQueryMenus();
 }
@@ -118,17 +193,21 @@ function overviewColumns() {
   return Math.max(200, Math.min(2000, Math.round($("wave").clientWidth * (window.devicePixelRatio || 1))));
 }
 
-$("song-file").addEventListener("change", guarded(async (event) => {
+$("song-open").addEventListener("click", () => $("song-file").click());
+
+const openSongFile = guarded(async (file) => {
+  await openSong(`loading ${file.name}...`, () => uploadFile("/api/song", file));
+}, "song-error");
+
+$("song-file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   event.target.value = "";
-  if (!file) return;
-  $("song-name").textContent = `uploading ${file.name}...`;
-  await songOpened(await uploadFile("/api/song", file));
-}));
+  if (file) openSongFile(file);
+});
 
 $("example").addEventListener("click", guarded(async () => {
-  await songOpened(await api("/api/song/example", { method: "POST" }));
-}));
+  await openSong("loading the bundled example...", () => api("/api/song/example", { method: "POST" }));
+}, "song-error"));
 
 // ---- the query ---------------------------------------------------------------------------
 
@@ -140,10 +219,28 @@ function setRegion(region) {
   draw();
 }
 
+// A region typed into the two boxes: taken when it makes sense, else the boxes go back to the
+// region in force and the error line says why.
 function regionFromInputs() {
-  const start = parseFloat($("region-start").value);
-  const end = parseFloat($("region-end").value);
-  if (Number.isFinite(start) && Number.isFinite(end) && end > start) setRegion({ start, end });
+  clearError();
+  const startText = $("region-start").value, endText = $("region-end").value;
+  const start = parseFloat(startText), end = parseFloat(endText);
+  const total = seconds();
+  let problem = null;
+  if (!state.song) problem = "open a song first";
+  else if (startText === "" && endText === "") { setRegion(null); return; }
+  else if (startText !== "" && !Number.isFinite(start)) problem = `the region's start must be a number of seconds; typed ${startText}`;
+  else if (endText !== "" && !Number.isFinite(end)) problem = `the region's end must be a number of seconds; typed ${endText}`;
+  else if (start < 0) problem = `the region cannot start before 0 s (typed ${startText})`;
+  else if (end > total + 0.005) problem = `the song ends at ${total.toFixed(2)} s; the region cannot end at ${endText} s`;
+  if (!problem) {
+    // a box left empty is the song's start or end
+    const from = startText === "" ? 0 : start, to = endText === "" ? total : end;
+    if (to <= from) problem = `the region must end after it starts (${from.toFixed(2)} s); typed ${endText || "nothing"}`;
+    else { setRegion({ start: from, end: Math.min(to, total) }); return; }
+  }
+  setRegion(state.region);
+  showError(new PageError(problem));
 }
 $("region-start").addEventListener("change", regionFromInputs);
 $("region-end").addEventListener("change", regionFromInputs);
@@ -211,43 +308,65 @@ function renderClips() {
   }
 }
 
-$("clip-files").addEventListener("change", guarded(async (event) => {
+$("clip-open").addEventListener("click", () => $("clip-files").click());
+
+const addClips = guarded(async (files) => {
+  const limit = state.config ? state.config.max_clips : Infinity;
+  try {
+    for (const file of files) {
+      if (state.clips.length >= limit) {
+        throw new PageError(`at most ${limit} query clips; remove one before adding ${file.name}`);
+      }
+      state.clips.push(await uploadFile("/api/clips", file));
+      renderClips();
+    }
+  } finally {
+    // the menu counts the clips held, whether or not every file was taken
+    fillQueryMenus(files.length && state.clips.length ? "clips" : undefined);
+  }
+});
+
+$("clip-files").addEventListener("change", (event) => {
   const files = Array.from(event.target.files);
   event.target.value = "";
-  for (const file of files) {
-    state.clips.push(await uploadFile("/api/clips", file));
-    renderClips();
-  }
-  fillQueryMenus(files.length ? "clips" : undefined);
-}));
+  addClips(files);
+});
 
 // ---- separating --------------------------------------------------------------------------
 
 function currentRequest() {
   if (!state.song) throw new PageError("open a song first");
   const other = querySpec($("query-b").value);
-  const refine = parseInt($("refine").value || "0", 10);
+  const refineText = $("refine").value.trim() || "0";
+  const refine = Number(refineText);
+  const most = state.config ? state.config.max_refine : 4;
+  if (!Number.isInteger(refine) || refine < 0 || refine > most) {
+    throw new PageError(`refine steps must be a whole number from 0 to ${most}; typed ${refineText}`);
+  }
   return {
     song: state.song.id,
     query: querySpec($("query-a").value),
     other,
     alpha: other ? parseFloat($("blend").value) : 0,
-    refine: Number.isFinite(refine) ? refine : 0,
+    refine,
   };
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function runJob(request) {
+  const mine = ++state.jobToken;  // a later request replaces this one, even one answered first
   let job = await api("/api/jobs", { method: "POST", json: request });
+  if (mine !== state.jobToken) return;
   state.job = job;
   state.lastQuery = request;
   $("cancel").disabled = false;
   while (job.state === "queued" || job.state === "running") {
     showProgress(job);
     await sleep(150);
-    if (state.job === null || state.job.id !== job.id) return;  // replaced by a newer request
+    if (mine !== state.jobToken) return;  // replaced by a newer request
     job = await api(`/api/jobs/${job.id}`);
+    if (mine !== state.jobToken) return;
     state.job = job;
   }
   showProgress(job);
@@ -264,7 +383,7 @@ function showProgress(job) {
     running: `${job.stage} ${pct}`,
     done: job.cached ? "done (computed ahead)" : `done in ${job.result ? job.result.elapsed.toFixed(2) : "?"} s`,
     cancelled: "cancelled",
-    error: "failed",
+    error: "failed: see below",
   };
   $("progress-text").textContent = texts[job.state] || job.state;
 }
@@ -289,9 +408,13 @@ $("blend").addEventListener("change", guarded(async () => {
 
 function resetResult() {
   state.result = null;
-  for (const source of state.song ? ["target", "rest"] : ["target", "rest", "mixture"]) {
-    if (state.urls[source]) URL.revokeObjectURL(state.urls[source]);
-    delete state.urls[source];
+  for (const url of state.blobs.values()) URL.revokeObjectURL(url);
+  state.blobs.clear();
+  delete state.urls.target;
+  delete state.urls.rest;
+  if (!state.song && state.urls.mixture) {
+    URL.revokeObjectURL(state.urls.mixture);
+    delete state.urls.mixture;
   }
   for (const button of document.querySelectorAll(".ab button")) {
     button.disabled = button.dataset.source !== "mixture" || !state.song;
@@ -309,26 +432,51 @@ async function loadSource(source, path) {
   state.urls[source] = URL.createObjectURL(blob);
 }
 
-async function showResult(result) {
-  const previous = state.result;
-  state.result = result;
-  await Promise.all([
-    loadSource("target", `/api/results/${result.id}/target`),
-    loadSource("rest", `/api/results/${result.id}/rest`),
-  ]);
-  if (previous) {
-    delete state.overviews[`${previous.id}/target`];
-    delete state.overviews[`${previous.id}/rest`];
+// A result's audio as an object URL: fetched once, then played from the browser's memory.
+async function resultBlob(resultId, source) {
+  const key = `${resultId}/${source}`;
+  let url = state.blobs.get(key);
+  if (url) {
+    state.blobs.delete(key);  // newest last
+  } else {
+    const response = await api(`/api/results/${resultId}/${source}`, { raw: true });
+    url = URL.createObjectURL(await response.blob());
+    if (state.blobs.has(key)) URL.revokeObjectURL(state.blobs.get(key));
   }
+  state.blobs.set(key, url);
+  const inUse = new Set(Object.values(state.urls));
+  for (const [old, oldUrl] of state.blobs) {
+    if (state.blobs.size <= KEEP_BLOBS) break;
+    if (old === key || inUse.has(oldUrl)) continue;
+    URL.revokeObjectURL(oldUrl);
+    state.blobs.delete(old);
+    delete state.overviews[old];
+  }
+  return url;
+}
+
+async function showResult(result) {
+  const token = ++state.viewToken;
+  const songToken = state.songToken;
+  const first = !state.result;
+  const [target, rest] = await Promise.all([resultBlob(result.id, "target"), resultBlob(result.id, "rest")]);
+  // a newer result, view or song took over while these were fetched
+  if (token !== state.viewToken || songToken !== state.songToken) return;
+  state.result = result;
+  state.urls.target = target;
+  state.urls.rest = rest;
   for (const button of document.querySelectorAll(".ab button")) button.disabled = false;
   for (const link of document.querySelectorAll("[data-download]")) link.setAttribute("aria-disabled", "false");
-  await selectSource(state.source === "mixture" && !previous ? "target" : state.source);
+  await selectSource(state.source === "mixture" && first ? "target" : state.source);
 }
 
 // Switch what the player plays, keeping the playback position and whether it plays.
+// Only the latest call changes the player and the picture, so both always show the same stop.
 const selectSource = guarded(async (source) => {
+  const token = ++state.viewToken;
   const player = $("player");
   const url = state.urls[source];
+  const result = source === "mixture" || !state.result ? null : state.result;
   if (!url) return;
   const position = player.currentTime || 0;
   const playing = !player.paused && !player.ended;
@@ -343,26 +491,24 @@ const selectSource = guarded(async (source) => {
       player.addEventListener("loadedmetadata", resolve, { once: true });
       player.addEventListener("error", resolve, { once: true });
     });
+    if (token !== state.viewToken) return;
     if (Number.isFinite(player.duration)) player.currentTime = Math.min(position, player.duration);
     if (playing) await player.play().catch(() => {});
   }
-  // what the player holds now, for anyone waiting on it (the browser test does)
-  player.dataset.source = source;
-  player.dataset.result = source === "mixture" || !state.result ? "" : state.result.id;
-  await showOverview(source);
-});
-
-async function showOverview(source) {
-  let key = "song";
-  if (source !== "mixture" && state.result) {
-    key = `${state.result.id}/${source}`;
-    if (!state.overviews[key]) {
-      state.overviews[key] = await api(`/api/results/${state.result.id}/${source}/overview?columns=${overviewColumns()}`);
-    }
+  if (token !== state.viewToken) return;
+  const key = result ? `${result.id}/${source}` : "song";
+  if (!state.overviews[key] && result) {
+    const overview = await api(`/api/results/${result.id}/${source}/overview?columns=${overviewColumns()}`);
+    state.overviews[key] = overview;
+    if (token !== state.viewToken) return;
   }
+  // what the player holds and the picture shows now, for anyone waiting on it (the browser test does)
+  player.dataset.source = source;
+  player.dataset.result = result ? result.id : "";
   state.shown = state.overviews[key] || null;
+  $("wave").dataset.shown = key;
   draw();
-}
+}, "player-error");
 
 for (const button of document.querySelectorAll(".ab button")) {
   button.addEventListener("click", () => selectSource(button.dataset.source));
@@ -372,6 +518,7 @@ for (const link of document.querySelectorAll("[data-download]")) {
   link.addEventListener("click", guarded(async (event) => {
     event.preventDefault();
     const source = link.dataset.download;
+    if (link.getAttribute("aria-disabled") === "true") throw new PageError(source === "mixture" ? "open a song first" : "separate first");
     const format = link.dataset.format;
     let path;
     if (source === "mixture") {
@@ -392,7 +539,7 @@ for (const link of document.querySelectorAll("[data-download]")) {
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-  }));
+  }, "player-error"));
 }
 
 // ---- drawing -----------------------------------------------------------------------------
@@ -425,7 +572,7 @@ function fitCanvas(canvas) {
 
 function seconds() { return state.song ? state.song.seconds : 0; }
 
-function drawWave() {
+function drawWave(message) {
   const canvas = $("wave");
   const ratio = fitCanvas(canvas);
   const g = canvas.getContext("2d");
@@ -453,7 +600,7 @@ function drawWave() {
   } else {
     g.fillStyle = "#98a2b3";
     g.font = `${13 * ratio}px sans-serif`;
-    g.fillText("Open a song or the bundled example to see it here.", 12 * ratio, mid);
+    g.fillText(message || "Open a song or the bundled example to see it here.", 12 * ratio, mid);
   }
   // time axis
   g.fillStyle = "#667085";
@@ -529,20 +676,23 @@ function drawPlayhead(g, w, h) {
   g.fillRect(x, 0, Math.max(1, window.devicePixelRatio || 1), h);
 }
 
-function draw() {
-  drawWave();
+let waiting = null;  // what the empty waveform says while a song loads
+
+function draw(message) {
+  if (message !== undefined) waiting = message;
+  drawWave(state.shown ? null : waiting);
   drawSpec();
 }
 
-window.addEventListener("resize", draw);
+window.addEventListener("resize", () => draw());
 
 function animate() {
   if (!$("player").paused) draw();
   requestAnimationFrame(animate);
 }
 requestAnimationFrame(animate);
-$("player").addEventListener("seeked", draw);
-$("player").addEventListener("pause", draw);
+$("player").addEventListener("seeked", () => draw());
+$("player").addEventListener("pause", () => draw());
 
 // Drag on the waveform: choose the query region. A click (no drag): play from there.
 (() => {
