@@ -437,3 +437,37 @@ def test_the_page_fits_a_phone(server_url: str, browser, tmp_path: Path) -> None
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("AQSEP_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, REPO / "docs" / "web-phone.png")
+
+
+def test_downloads_are_named_by_the_query_that_made_them(server_url: str, browser) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    names = []
+    for query in ("class:vocals", "class:drums"):
+        page.select_option("#query-a", query)
+        before = page.evaluate(f"() => {PLAYER}.dataset.result")
+        page.click("#separate")
+        wait_until(page, f"() => {PLAYER}.dataset.result && {PLAYER}.dataset.result !== '{before}'")
+        for link in (
+            "[data-download=target][data-format=flac]",
+            "[data-download=rest][data-format=wav]",
+        ):
+            with page.expect_download() as download:
+                page.click(link)
+            names.append(download.value.suggested_filename)
+    page.select_option("#query-b", "class:drums")
+    page.select_option("#query-a", "class:vocals")
+    page.fill("#refine", "1")
+    before = page.evaluate(f"() => {PLAYER}.dataset.result")
+    page.click("#separate")
+    wait_until(page, f"() => {PLAYER}.dataset.result && {PLAYER}.dataset.result !== '{before}'")
+    with page.expect_download() as download:
+        page.click("[data-download=target][data-format=wav]")
+    names.append(download.value.suggested_filename)
+    assert names == [
+        "mixture-vocals-estimate.flac",
+        "mixture-vocals-rest.wav",
+        "mixture-drums-estimate.flac",
+        "mixture-drums-rest.wav",
+        "mixture-vocals-to-drums-0.00-refine1-estimate.wav",
+    ], names

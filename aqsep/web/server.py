@@ -327,6 +327,7 @@ def create_app(
 
     # ---- results ---------------------------------------------------------------------------
     def result_file(session: Session, result_id: str, stem: str) -> tuple[Path, str]:
+        """The file of ``stem`` and its download name's start (the song, then the query)."""
         ws = workshop()
         with ws.lock:
             result = session.result(result_id)
@@ -334,7 +335,7 @@ def create_app(
         if stem == "mixture":
             with _guard(ws, session):
                 return ws.mixture_wav(session, song), _stem(song.name)
-        return result.files[stem], _stem(song.name)
+        return result.files[stem], f"{_stem(song.name)}-{_query_name(result.request)}"
 
     @app.get("/api/results/{result_id}/{stem}")
     def result_audio(
@@ -368,6 +369,25 @@ def _stem(name: str) -> str:
     base = name.rsplit(".", 1)[0] if "." in name else name
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in base).strip("_")
     return safe[:60] or "song"
+
+
+def _spec_name(spec: QuerySpec) -> str:
+    if spec.kind == "range":
+        return f"region-{spec.start:.2f}-{spec.end:.2f}s"
+    if spec.kind == "clips":
+        return f"{len(spec.clips)}clip{'s' if len(spec.clips) != 1 else ''}"
+    return _stem(spec.name)
+
+
+def _query_name(request: Separation) -> str:
+    """Which query made a result, for its download name: ``vocals``, ``region-5.00-8.00s``,
+    ``vocals-to-drums-0.25``, with ``-refine2`` after two refinement steps."""
+    name = _spec_name(request.query)
+    if request.other is not None:
+        name += f"-to-{_spec_name(request.other)}-{request.alpha:.2f}"
+    if request.refine:
+        name += f"-refine{request.refine}"
+    return name
 
 
 def _audio_file(path: Path, filename: str) -> FileResponse:
