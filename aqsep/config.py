@@ -21,23 +21,35 @@ SILENCE_DB = -50.0
 UNET_DEPTH = 6  # stride-2 levels of the separator's U-Net: n_bins must divide by 2 ** UNET_DEPTH
 
 
-def _whole(owner: str, name: str, value: Any, minimum: int) -> None:
-    """Refuse anything but an int >= ``minimum`` (JSON ``"22050"``, ``22050.0`` or ``true`` too)."""
+# The largest sizes a config may ask for: far above any preset, and small enough that building
+# the network is never an allocation of many gigabytes made before anything else is checked.
+MAX_SAMPLE_RATE = 192_000
+MAX_N_FFT = 2**16
+MAX_SEGMENT_FRAMES = 2**14
+MAX_WIDTH = 2048  # channels of a layer, the GRU's hidden size, the latent's dimension
+MAX_KERNEL = 31
+
+
+def _whole(owner: str, name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    """Refuse anything but an int from ``minimum`` to ``maximum`` (JSON ``"22050"``, ``22050.0``
+    or ``true`` too)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{owner}.{name} must be a whole number, got {value!r}")
     if value < minimum:
         raise ValueError(f"{owner}.{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{owner}.{name} must be at most {maximum}, got {value}")
 
 
 def _layers(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, tuple) or len(value) != UNET_DEPTH:
         raise ValueError(f"{owner}.{name} must list {UNET_DEPTH} layer widths, got {value!r}")
     for width in value:
-        _whole(owner, name, width, 1)
+        _whole(owner, name, width, 1, MAX_WIDTH)
 
 
 def _odd_kernel(owner: str, value: Any) -> None:
-    _whole(owner, "kernel_size", value, 1)
+    _whole(owner, "kernel_size", value, 1, MAX_KERNEL)
     if value % 2 == 0:
         raise ValueError(f"{owner}.kernel_size must be odd (centred padding), got {value}")
 
@@ -54,11 +66,11 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         owner = "audio"
-        _whole(owner, "sample_rate", self.sample_rate, 1000)
-        _whole(owner, "n_fft", self.n_fft, 2 * 2**UNET_DEPTH)
+        _whole(owner, "sample_rate", self.sample_rate, 1000, MAX_SAMPLE_RATE)
+        _whole(owner, "n_fft", self.n_fft, 2 * 2**UNET_DEPTH, MAX_N_FFT)
         _whole(owner, "hop_length", self.hop_length, 1)
         _whole(owner, "n_bins", self.n_bins, 2**UNET_DEPTH)
-        _whole(owner, "segment_frames", self.segment_frames, 2)
+        _whole(owner, "segment_frames", self.segment_frames, 2, MAX_SEGMENT_FRAMES)
         if self.hop_length > self.n_fft:
             raise ValueError(
                 f"audio.hop_length {self.hop_length} is longer than audio.n_fft {self.n_fft}: "
@@ -97,8 +109,8 @@ class QueryNetConfig:
     def __post_init__(self) -> None:
         _layers("query", "channels", self.channels)
         _odd_kernel("query", self.kernel_size)
-        _whole("query", "gru_hidden", self.gru_hidden, 1)
-        _whole("query", "latent_dim", self.latent_dim, 1)
+        _whole("query", "gru_hidden", self.gru_hidden, 1, MAX_WIDTH)
+        _whole("query", "latent_dim", self.latent_dim, 1, MAX_WIDTH)
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,7 @@ class SeparatorConfig:
             raise ValueError(f"separator.dropout must be a number, got {self.dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"separator.dropout must be in [0, 1), got {self.dropout}")
-        _whole("separator", "dropout_layers", self.dropout_layers, 0)
+        _whole("separator", "dropout_layers", self.dropout_layers, 0, UNET_DEPTH)
 
 
 # Spleeter 2-stems' front-end: 44.1 kHz stereo, n_fft 4096, hop 1024, the first 1024 bins (up to

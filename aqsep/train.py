@@ -43,6 +43,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from aqsep.audio import write_failure
 from aqsep.config import SILENCE_DB, TRAIN_PRESETS, ModelConfig, TrainConfig
 from aqsep.config import preset as model_preset
 from aqsep.data import DataSource
@@ -55,7 +56,6 @@ from aqsep.data.sampling import (
     TrackPool,
 )
 from aqsep.data.stems import Track
-from aqsep.audio import write_failure
 from aqsep.errors import AqsepError, DataError, ModelError, OutputError
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator

@@ -162,3 +162,23 @@ def test_a_malformed_classes_file_is_a_model_error_naming_it(tmp_path, content, 
     with pytest.raises(ModelError, match="classes.json") as caught:
         load_model(folder)
     assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("part", "key", "value"),
+    [
+        ("separator", "channels", [2**22, 8, 8, 8, 8, 8]),
+        ("query", "latent_dim", 2**31),
+        ("query", "gru_hidden", 2**20),
+        ("audio", "n_fft", 2**26),
+        ("audio", "sample_rate", 10**12),
+        ("audio", "segment_frames", 2**30),
+    ],
+)
+def test_a_config_of_huge_sizes_is_refused_before_anything_is_allocated(tmp_path, part, key, value):
+    folder = save_tiny_model(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["model"][part][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=f"{part}.{key} must be at most"):
+        load_model(folder)

@@ -750,3 +750,11 @@ def test_a_full_disk_in_a_checkpoint_or_the_export_is_one_line_and_leaves_no_par
         error = cli("train", *common, "--quiet", "--export", model_dir).one_line_error()
     assert str(model_dir) in error and "No space left on device" in error
     assert not model_dir.exists() and not list(tmp_path.glob(".model*"))
+
+
+def test_model_sizes_out_of_bounds_are_one_line(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    for option in (["--latent-dim", 2**31], ["--channels", "4194304,8,8,8,8,8"]):
+        error = cli("train", *_quick_run(corpus, run_dir, batch_size=1), *option).one_line_error()
+        assert "must be at most 2048" in error and "--latent-dim" in error
+    assert not run_dir.exists()

@@ -435,14 +435,17 @@ def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
                 "are Spleeter's"
             )
         separator: Any = config.separator
-    else:
-        unet: Any = config.separator
-        separator = replace(
-            unet,
-            channels=args.channels or unet.channels,
-            kernel_size=args.kernel_size or unet.kernel_size,
-        )
-    query = replace(config.query, latent_dim=args.latent_dim or config.query.latent_dim)
+    try:
+        if not config.pretrained:
+            unet: Any = config.separator
+            separator = replace(
+                unet,
+                channels=args.channels or unet.channels,
+                kernel_size=args.kernel_size or unet.kernel_size,
+            )
+        query = replace(config.query, latent_dim=args.latent_dim or config.query.latent_dim)
+    except ValueError as err:  # a size out of bounds: words of the config, named by option
+        raise AqsepError(f"model size (--channels, --kernel-size, --latent-dim): {err}") from None
     return replace(config, separator=separator, query=query)
 
 
