@@ -23,7 +23,13 @@ def test_parse_kind_path_and_weight(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("", "empty"), ("corpus@0", "must be > 0"), ("corpus@-1", "must be > 0"), ("x@nan", "> 0")],
+    [
+        ("", "empty"),
+        ("corpus@0", "number > 0, got 0"),
+        ("corpus@-1", "number > 0, got -1"),
+        ("x@nan", "> 0"),
+        ("x@inf", "a finite number > 0, got inf"),
+    ],
 )
 def test_bad_sources(text: str, message: str) -> None:
     with pytest.raises(DataError, match=message):

@@ -50,7 +50,9 @@ class DataSource:
                 f"unknown kind of data set {self.kind!r}; choose one of {', '.join(SOURCE_KINDS)}"
             )
         if not (math.isfinite(self.weight) and self.weight > 0):
-            raise DataError(f"the weight of data set {self.path} must be > 0, got {self.weight}")
+            raise DataError(
+                f"the weight of data set {self.path} must be a finite number > 0, got {self.weight}"
+            )
 
     @classmethod
     def parse(cls, text: str, *, musdb: bool = False, is_wav: bool = False) -> DataSource:
