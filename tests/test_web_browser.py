@@ -221,7 +221,7 @@ def open_example(page) -> None:  # noqa: ANN001
 def in_viewport(page, selector: str) -> bool:  # noqa: ANN001
     return page.evaluate(
         f"""() => {{ const b = document.querySelector('{selector}').getBoundingClientRect();
-        return b.height > 0 && b.top >= 0 && b.bottom <= window.innerHeight; }}"""
+        return b.height > 0 && b.top >= -1 && b.bottom <= window.innerHeight + 1; }}"""
     )
 
 
@@ -352,6 +352,9 @@ def test_a_new_song_clears_the_views_until_it_is_drawn_and_a_failed_one_says_so(
 
 def test_the_song_is_opened_and_separated_with_the_keyboard_alone(server_url: str, browser) -> None:  # noqa: ANN001
     page = open_page(browser, server_url)
+    # file choosers are caught (not shown) from now on: set up before any key is pressed
+    page.on("filechooser", lambda chooser: None)
+    page.wait_for_timeout(200)
 
     def tab_to(element_id: str) -> None:
         for _ in range(60):
@@ -471,3 +474,54 @@ def test_downloads_are_named_by_the_query_that_made_them(server_url: str, browse
         "mixture-drums-rest.wav",
         "mixture-vocals-to-drums-0.00-refine1-estimate.wav",
     ], names
+
+
+DROP = """([selector, files]) => {
+  const data = new DataTransfer();
+  for (const [name, b64] of files) {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    data.items.add(new File([bytes], name, {type: 'audio/wav'}));
+  }
+  const target = document.querySelector(selector);
+  target.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true, cancelable: true}));
+  target.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_songs_and_query_clips_are_dropped_on_the_page(server_url: str, browser) -> None:  # noqa: ANN001
+    import base64
+
+    page = open_page(browser, server_url)
+    song = base64.b64encode(wav_bytes(3.0)).decode()
+    page.evaluate(DROP, ["#wave", [["dropped song.wav", song]]])
+    wait_until(page, "() => !document.getElementById('separate').disabled")
+    assert page.text_content("#song-name").startswith("dropped song.wav: 3.00 s")
+    clips = [[f"hit{i}.wav", base64.b64encode(wav_bytes(0.5, seed=i)).decode()] for i in range(2)]
+    page.evaluate(DROP, ["#refine", clips])  # anywhere on the query panel
+    wait_until(page, "() => document.querySelectorAll('#clips li').length === 2")
+    assert page.input_value("#query-a") == "clips"
+    assert page.text_content("#song-name").startswith("dropped song.wav")  # still the song
+    page.evaluate(DROP, ["header", clips])
+    assert "one song at a time" in page.text_content("#song-error")
+
+
+def test_the_class_menu_groups_whole_stems_first_with_words_for_each(
+    server_url: str, browser
+) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    groups = page.evaluate(
+        """() => Array.from(document.querySelectorAll('#query-a optgroup'), (g) =>
+        [g.label, Array.from(g.querySelectorAll('option'), (o) => [o.value, o.textContent])])"""
+    )
+    assert groups[0][0] == "Whole stems"
+    assert [v for v, _ in groups[0][1]] == [
+        "class:vocals",
+        "class:drums",
+        "class:bass",
+        "class:other",
+        "class:accompaniment",
+    ]
+    classes = page.evaluate("() => state.config.classes")
+    listed = [v for _, options in groups for v, _ in options]
+    assert sorted(listed) == sorted(f"class:{c}" for c in classes)  # each class once
+    assert all(": " in label for _, options in groups for _, label in options)  # described

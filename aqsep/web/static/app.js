@@ -68,7 +68,7 @@ function showError(err, where = "error") {
   const line = $(where);
   line.textContent = text.split("\n")[0];
   const box = line.getBoundingClientRect();
-  if (box.top < 0 || box.bottom > window.innerHeight) line.scrollIntoView({ block: "nearest" });
+  if (box.top < 0 || box.bottom > window.innerHeight) line.scrollIntoView({ block: "center" });
 }
 
 function clearError(where = "error") { $(where).textContent = ""; }
@@ -245,28 +245,79 @@ function regionFromInputs() {
 $("region-start").addEventListener("change", regionFromInputs);
 $("region-end").addEventListener("change", regionFromInputs);
 
+// The model's classes in the words of a musician: the whole stems first, then their parts.
+const CLASS_GROUPS = [
+  ["Whole stems", {
+    vocals: "lead and backing singing",
+    drums: "the whole drum kit",
+    bass: "bass guitar or any low bass line",
+    other: "all but vocals, drums and bass",
+    accompaniment: "everything but the vocals",
+  }],
+  ["Voices", {
+    voice: "one singing or speaking voice",
+    choir: "many voices singing together",
+  }],
+  ["Parts of the drum kit", {
+    kick: "bass drum",
+    snare: "snare drum",
+    "hi-hat": "hi-hat, open or closed",
+    cymbals: "crash and ride cymbals",
+    toms: "tom-toms",
+  }],
+  ["Instruments", {
+    "acoustic guitar": "steel or nylon strings",
+    "electric guitar": "clean or distorted",
+    piano: "acoustic piano",
+    "electric piano": "Rhodes, Wurlitzer and the like",
+    organ: "Hammond, church or combo organ",
+    synth: "synthesizer leads and plucks",
+    "synth pad": "sustained synthesizer chords",
+    "synth bass": "synthesizer bass line",
+    strings: "violins, violas, cellos",
+    brass: "trumpets, trombones, horns",
+    woodwinds: "flutes, clarinets, saxophones",
+    mallets: "vibraphone, marimba, xylophone",
+  }],
+];
+
+// The menu's entries as [group, [[value, label], ...]]; the song's own sounds come first.
 function queryOptions() {
-  const options = [];
+  const groups = [];
+  const own = [];
   if (state.region) {
-    options.push(["range", `Region of the song (${state.region.start.toFixed(2)}-${state.region.end.toFixed(2)} s)`]);
+    own.push(["range", `Sounds like the region ${state.region.start.toFixed(2)}-${state.region.end.toFixed(2)} s`]);
   }
   if (state.clips.length) {
-    options.push(["clips", `Query clips (${state.clips.length})`]);
+    own.push(["clips", `Sounds like these clips (${state.clips.length})`]);
   }
-  for (const name of (state.config ? state.config.classes : [])) {
-    options.push([`class:${name}`, `Class: ${name}`]);
+  if (own.length) groups.push(["From this song and your clips", own]);
+  const classes = state.config ? state.config.classes : [];
+  const placed = new Set();
+  for (const [group, described] of CLASS_GROUPS) {
+    const entries = classes.filter((name) => name in described)
+      .sort((a, b) => Object.keys(described).indexOf(a) - Object.keys(described).indexOf(b))
+      .map((name) => { placed.add(name); return [`class:${name}`, `${name}: ${described[name]}`]; });
+    if (entries.length) groups.push([group, entries]);
   }
-  return options;
+  const rest = classes.filter((name) => !placed.has(name)).map((name) => [`class:${name}`, name]);
+  if (rest.length) groups.push(["More sounds", rest]);
+  return groups;
 }
 
 function fillQueryMenus(prefer) {
-  const options = queryOptions();
+  const groups = queryOptions();
   for (const [id, blank] of [["query-a", null], ["query-b", "nothing (no slider)"]]) {
     const menu = $(id);
     const previous = menu.value;
     menu.textContent = "";
     if (blank) menu.append(new Option(blank, ""));
-    for (const [value, label] of options) menu.append(new Option(label, value));
+    for (const [group, options] of groups) {
+      const box = document.createElement("optgroup");
+      box.label = group;
+      for (const [value, label] of options) box.append(new Option(label, value));
+      menu.append(box);
+    }
     const values = Array.from(menu.options).map((o) => o.value);
     if (id === "query-a" && prefer && values.includes(prefer)) menu.value = prefer;
     else if (values.includes(previous)) menu.value = previous;
@@ -330,6 +381,43 @@ $("clip-files").addEventListener("change", (event) => {
   const files = Array.from(event.target.files);
   event.target.value = "";
   addClips(files);
+});
+
+// ---- drag and drop -----------------------------------------------------------------------
+
+// Files dropped on the query panel are query clips; dropped anywhere else, a song.
+const hasFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files");
+
+document.addEventListener("dragover", (event) => {
+  if (!hasFiles(event)) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = "copy";
+  const clips = !!event.target.closest && !!event.target.closest("#query-panel");
+  $("query-panel").classList.toggle("dropping", clips);
+  $("song-panel").classList.toggle("dropping", !clips);
+});
+
+for (const type of ["dragleave", "dragend"]) {
+  document.addEventListener(type, () => {
+    $("query-panel").classList.remove("dropping");
+    $("song-panel").classList.remove("dropping");
+  });
+}
+
+document.addEventListener("drop", (event) => {
+  if (!hasFiles(event)) return;
+  event.preventDefault();
+  $("query-panel").classList.remove("dropping");
+  $("song-panel").classList.remove("dropping");
+  const files = Array.from(event.dataTransfer.files);
+  if (!files.length) return;
+  if (event.target.closest && event.target.closest("#query-panel")) {
+    addClips(files);
+  } else if (files.length > 1) {
+    showError(new PageError(`drop one song at a time (${files.length} files were dropped); drop query clips on the query panel`), "song-error");
+  } else {
+    openSongFile(files[0]);
+  }
 });
 
 // ---- separating --------------------------------------------------------------------------
