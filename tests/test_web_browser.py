@@ -525,3 +525,13 @@ def test_the_class_menu_groups_whole_stems_first_with_words_for_each(
     listed = [v for _, options in groups for v, _ in options]
     assert sorted(listed) == sorted(f"class:{c}" for c in classes)  # each class once
     assert all(": " in label for _, options in groups for _, label in options)  # described
+
+
+def test_the_waveform_and_the_player_share_one_screen(server_url: str, browser) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url, 1366, 800)
+    open_example(page)
+    page.click("#separate")
+    wait_until(page, f"() => {PLAYER}.dataset.result")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    for selector in ("#wave", "#player", ".ab", ".downloads"):
+        assert in_viewport(page, selector), selector
