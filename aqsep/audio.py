@@ -43,6 +43,7 @@ AUDIO_EXTENSIONS = (
 )
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 BYTES_PER_SAMPLE = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
+_WAV_SAMPLE_BYTES = {**BYTES_PER_SAMPLE, "PCM_U8": 1, "PCM_32": 4, "DOUBLE": 8}
 FORMATS = ("wav", "flac")
 FLAC_MAX_CHANNELS = 8  # the FLAC format's own limit
 # The most audio bytes a plain WAV file holds: its sizes are 32-bit (4 GiB), less room for the
@@ -301,6 +302,35 @@ def _libsndfile_reason(err: Exception) -> str:
     return f": {text}"
 
 
+def _check_wav_complete(path: Path, sample_rate: int, frame_bytes: int) -> None:
+    """Refuse a RIFF WAV whose data chunk announces more bytes than the file holds (a cut
+    download or copy): libsndfile would read what is there as if it were the whole recording.
+    Sizes of 0 and 0xFFFFFFFF (written by streaming recorders before they know it) are not
+    checked, nor are RF64 files."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"RIFF":
+            return
+        offset = 12
+        for _ in range(64):  # chunks before the data one: fmt, LIST, fact, ...
+            fh.seek(offset)
+            head = fh.read(8)
+            if len(head) < 8:
+                return
+            announced = int.from_bytes(head[4:], "little")
+            if head[:4] == b"data":
+                held = size - offset - 8
+                if announced not in (0, 0xFFFFFFFF) and announced > held and frame_bytes > 0:
+                    raise AudioError(
+                        f"{path}: truncated: its header announces "
+                        f"{announced / frame_bytes / sample_rate:.2f} s of audio, the file holds "
+                        f"{max(held, 0) / frame_bytes / sample_rate:.2f} s; re-download or "
+                        "re-export it"
+                    )
+                return
+            offset += 8 + announced + (announced & 1)
+
+
 def _not_for_libsndfile(err: Exception) -> bool:
     """Whether libsndfile's error says the file is of a format it does not read (PyAV may)."""
     return isinstance(err, sf.LibsndfileError) and (
@@ -374,6 +404,16 @@ class AudioReader:
             )
             if not self._file.seekable():
                 raise sf.LibsndfileError(0, "not seekable")
+            if self._file.format == "WAV" and self._file.subtype in _WAV_SAMPLE_BYTES:
+                try:
+                    _check_wav_complete(
+                        path,
+                        self.sample_rate,
+                        self.channels * _WAV_SAMPLE_BYTES[self._file.subtype],
+                    )
+                except (AudioError, OSError):
+                    self._file.close()
+                    raise
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
             if self._file is not None:
                 self._file.close()

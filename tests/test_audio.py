@@ -337,3 +337,17 @@ def test_reader_of_an_array_and_of_a_file_agree(tmp_path):
     b = AudioReader(x, 16000).read(-10, 6000)
     np.testing.assert_array_equal(a, b)
     assert (a[:, :10] == 0).all() and (a[:, 4810:] == 0).all()  # zeros outside the input
+
+
+def test_a_truncated_wav_is_refused_not_separated_to_what_is_left(tmp_path):
+    whole = write_file(tmp_path / "whole.wav", make_audio(1.0, 8000, 2), 8000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: 44 + 2 * 2 * 3000])  # 0.375 s of the 1 s announced
+    with pytest.raises(AudioError, match=r"truncated: its header announces 1.00 s .* holds 0.38 s"):
+        AudioReader(cut)
+    with AudioReader(whole) as reader:  # a complete file, and one streamed with size 0xFFFFFFFF
+        assert reader.frames == 8000
+    streamed = bytearray(whole.read_bytes())
+    streamed[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    AudioReader(tmp_path / "streamed.wav").close()
