@@ -535,3 +535,27 @@ def test_the_waveform_and_the_player_share_one_screen(server_url: str, browser) 
     page.evaluate("() => window.scrollTo(0, 0)")
     for selector in ("#wave", "#player", ".ab", ".downloads"):
         assert in_viewport(page, selector), selector
+
+
+def test_the_region_loops_before_separating(server_url: str, browser) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    assert page.is_disabled("#loop-region")  # no region yet
+    page.fill("#region-start", "1")
+    page.press("#region-start", "Enter")
+    page.fill("#region-end", "1.6")
+    page.press("#region-end", "Enter")
+    assert page.input_value("#query-a") == "range"
+    assert page.evaluate("() => [state.region.start, state.region.end]") == [1, 1.6]
+    page.click("#loop-region")
+    wait_until(page, f"() => !{PLAYER}.paused && {PLAYER}.currentTime > 1.0", timeout=20)
+    seen = []
+    end = time.monotonic() + 2.0  # more than three turns of the 0.6 s loop
+    while time.monotonic() < end:
+        seen.append(page.evaluate(f"() => {PLAYER}.currentTime"))
+        time.sleep(0.05)
+    state = page.evaluate("() => [state.region, state.looping]")
+    assert min(seen) >= 0.95 and max(seen) <= 1.9, (min(seen), max(seen), state)
+    assert page.get_attribute("#loop-region", "aria-pressed") == "true"
+    page.click("#loop-region")
+    assert page.evaluate(f"() => {PLAYER}.paused")

@@ -20,6 +20,7 @@ const state = {
   jobToken: 0,         // counts separation requests: only the latest one is shown
   songToken: 0,        // counts song loads: a load that is no longer the latest stops
   viewToken: 0,        // counts view changes: only the latest one draws and sets the player
+  looping: false,      // whether the player loops the region
   blobs: new Map(),    // object URLs of fetched result audio by "<result>/<source>", newest last
 };
 const KEEP_BLOBS = 24;  // fetched stops kept in the browser's memory
@@ -213,6 +214,8 @@ $("example").addEventListener("click", guarded(async () => {
 
 function setRegion(region) {
   state.region = region;
+  $("loop-region").disabled = !region;
+  if (!region) setLooping(false);
   $("region-start").value = region ? region.start.toFixed(2) : "";
   $("region-end").value = region ? region.end.toFixed(2) : "";
   fillQueryMenus(region ? "range" : undefined);
@@ -242,6 +245,31 @@ function regionFromInputs() {
   setRegion(state.region);
   showError(new PageError(problem));
 }
+// Loop the region in whatever is playing (the mixture before separating), to hear the query.
+
+function setLooping(on) {
+  state.looping = on && !!state.region;
+  $("loop-region").setAttribute("aria-pressed", state.looping ? "true" : "false");
+  $("loop-region").textContent = state.looping ? "Stop the loop" : "Loop the region";
+}
+$("loop-region").addEventListener("click", guarded(async () => {
+  if (state.looping) { setLooping(false); $("player").pause(); return; }
+  if (!state.region) throw new PageError("choose a region first: drag over the waveform or type it");
+  const player = $("player");
+  setLooping(true);
+  player.currentTime = state.region.start;
+  await player.play();
+}));
+$("player").addEventListener("timeupdate", () => {
+  const player = $("player");
+  if (state.looping && state.region && (player.currentTime >= state.region.end || player.currentTime < state.region.start - 0.05)) {
+    player.currentTime = state.region.start;
+  }
+});
+$("player").addEventListener("ended", () => {
+  if (state.looping && state.region) { $("player").currentTime = state.region.start; $("player").play().catch(() => {}); }
+});
+
 $("region-start").addEventListener("change", regionFromInputs);
 $("region-end").addEventListener("change", regionFromInputs);
 
