@@ -590,3 +590,27 @@ def test_serve_command_says_in_one_line_when_the_port_is_taken(cli) -> None:  # 
         port = taken.getsockname()[1]
         line = cli("serve", "--port", port).one_line_error()
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_state_changing_calls_from_another_web_site_are_refused(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client()
+    foreign = {"Origin": "http://evil.example"}
+    message = one_line_error(client.post("/api/session", headers=foreign), 403)
+    assert "another web site" in message
+    assert one_line_error(client.post("/api/session", headers={"Origin": "null"}), 403)
+    # the page's own origin, and no Origin at all (curl, the test client), are served
+    assert client.post("/api/session", headers={"Origin": BASE}).status_code == 200
+    assert client.post("/api/session").status_code == 200
+    # reading is not refused: a foreign page cannot read the answer anyway
+    assert client.get("/", headers=foreign).status_code == 200
+
+
+def test_sessions_are_bounded(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_sessions=3)
+    sessions = [client.post("/api/session").json()["session"] for _ in range(3)]
+    message = one_line_error(client.post("/api/session"), 503)
+    assert "3 open pages" in message
+    client.post("/api/session/end", json={"session": sessions[0]})
+    assert client.post("/api/session").status_code == 200

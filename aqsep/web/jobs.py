@@ -259,6 +259,7 @@ class Workshop:
         session_ttl: seconds after which an idle session and its files are removed.
         blend_positions: slider stops computed ahead (0, 1/(n-1), ..., 1) after a blended result.
         max_clips: query clips a session may hold.
+        max_sessions: sessions (browser tabs) open at once; one more is refused.
     """
 
     def __init__(
@@ -271,6 +272,7 @@ class Workshop:
         blend_positions: int = 5,
         max_clips: int = 8,
         max_queued: int = 16,
+        max_sessions: int = 64,
     ) -> None:
         self.separator = separator
         parent = Path(root) if root is not None else Path(tempfile.gettempdir())
@@ -280,6 +282,7 @@ class Workshop:
         self.max_seconds = MAX_SECONDS
         self.blend_positions = [i / (blend_positions - 1) for i in range(blend_positions)]
         self.max_clips, self.max_queued = max_clips, max_queued
+        self.max_sessions = max_sessions
         self.sessions: dict[str, Session] = {}
         self.queue: list[Job] = []
         self.lock = threading.RLock()
@@ -291,6 +294,14 @@ class Workshop:
 
     # ---- sessions --------------------------------------------------------------------------
     def new_session(self) -> Session:
+        self._expire()
+        with self.lock:
+            if len(self.sessions) >= self.max_sessions:
+                raise WebError(
+                    503,
+                    f"the server holds {self.max_sessions} open pages already: close a tab, or "
+                    "try again when an idle one has ended",
+                )
         sid = new_id()
         folder = self.root / sid
         folder.mkdir()

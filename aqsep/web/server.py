@@ -87,6 +87,19 @@ class EndIn(BaseModel):
     session: str = Field(max_length=64)
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _same_origin(request: Request) -> bool:
+    """No ``Origin`` header (not a browser's cross-site request), or the page's own origin: the
+    scheme and the ``Host`` the request was sent to."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    return bool(host) and origin.lower() == f"{request.url.scheme}://{host}".lower()
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": one_line(message)}, status_code=status)
 
@@ -132,6 +145,7 @@ def create_app(
     blend_positions: int = 5,
     allowed_hosts: list[str] | None = None,
     temp_root: Path | None = None,
+    max_sessions: int = 64,
 ) -> FastAPI:
     """The web app. ``separator`` (or a :class:`Separator` on ``model``) serves every session;
     session files live in a temporary folder made at start-up and removed at shutdown.
@@ -139,6 +153,10 @@ def create_app(
     Args:
         allowed_hosts: ``Host`` header values accepted (default: localhost names only, which
             keeps other web sites from reaching a local server through DNS rebinding).
+        max_sessions: browser tabs served at once (each holds a temporary folder).
+
+    A call that changes state (any method but GET, HEAD and OPTIONS) from a page of another
+    origin (its ``Origin`` header) is refused with 403.
     """
     state: dict[str, Workshop] = {}
 
@@ -151,6 +169,7 @@ def create_app(
             max_upload=max_upload,
             session_ttl=session_ttl,
             blend_positions=blend_positions,
+            max_sessions=max_sessions,
         )
         app.state.workshop = state["workshop"]
         try:
@@ -165,6 +184,10 @@ def create_app(
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if request.method not in SAFE_METHODS and not _same_origin(request):
+            # a page of another web site may post to a local server (the browser lets the
+            # request go and only hides the answer): nothing that changes state is done for it
+            return _error(403, "requests from another web site are refused")
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
