@@ -271,6 +271,7 @@ def test_file_type_is_told_by_content_not_by_name(page: Page) -> None:
     broken = wav_bytes(1.0)[:44] + b"\x00\x01" * 3
     message = one_line_error(page.upload("/api/song", broken[:40], "broken.wav"), 415)
     assert message.startswith("broken.wav") and str(page.workshop.root) not in message
+    assert message.count("broken.wav") == 1, message  # named once, not "broken.wav: broken.wav:"
     assert one_line_error(page.upload("/api/song", b"", "empty.wav"), 400)
 
 

@@ -356,9 +356,10 @@ class Workshop:
         try:
             info = audio_info(path)
         except AudioError as err:
-            raise WebError(
-                415, f"{label}: {self.clean(str(err), session, {path: label})}"
-            ) from None
+            message = self.clean(str(err), session, {path: label})
+            # the reader's message usually names the file already (now by the user's name)
+            named = message if message.startswith(f"{label}:") else f"{label}: {message}"
+            raise WebError(415, named) from None
         if info.frames == 0:
             raise WebError(415, f"{label}: holds no audio")
         if info.seconds > self.max_seconds:
