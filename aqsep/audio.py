@@ -637,6 +637,22 @@ def write_failure(path: Path, err: BaseException) -> str:
     return f"writing {path} failed: {reason}"
 
 
+def write_text_atomic(path: Path, text: str, newline: str | None = None) -> None:
+    """Write ``path`` whole or not at all, with the permissions of any new file of the process
+    (``0o666`` less the umask), as every other output; a failure names the path."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "x", encoding="utf-8", newline=newline) as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(write_failure(path, err)) from None
+        raise
+
+
 class AtomicAudioWriter:
     """Write an audio file block by block; it appears under its final name only when complete.
 

@@ -44,8 +44,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +52,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from aqsep.audio import write_failure
+from aqsep.audio import write_text_atomic
 from aqsep.data import DataSource
 from aqsep.data.track import SPLITS, Track, TrackAudio
-from aqsep.errors import DataError, OutputError, QueryError
+from aqsep.errors import DataError, QueryError
 from aqsep.inference import native_grid
 from aqsep.query import encode_clip
 from aqsep.transforms import istft, stft
@@ -451,24 +449,8 @@ def read_track_json(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[
     return out, header
 
 
-def _write_text_atomic(path: Path, text: str, newline: str | None = None) -> None:
-    """Write ``path`` whole or not at all, with the permissions of any new file of the process
-    (``0o666`` less the umask), as every other output; a failure names the path."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "x", encoding="utf-8", newline=newline) as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(write_failure(path, err)) from None
-        raise
-
-
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    _write_text_atomic(path, json.dumps(payload, indent=1))
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 # ---- the evaluation loop --------------------------------------------------------------------------
@@ -812,7 +794,7 @@ def write_summary(
     """``summary.md`` and ``summary.csv`` in ``out_dir``; returns their paths."""
     out = Path(out_dir)
     md = out / f"{stem}.md"
-    _write_text_atomic(
+    write_text_atomic(
         md, summary_markdown(rows, fast=fast, refine=refine, dataset=dataset, title=title)
     )
     path = out / f"{stem}.csv"
@@ -832,5 +814,5 @@ def write_summary(
                 dataset,
             ]
         )
-    _write_text_atomic(path, table.getvalue(), newline="")
+    write_text_atomic(path, table.getvalue(), newline="")
     return md, path

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aqsep.audio import write_failure
+from aqsep.audio import write_text_atomic
 from aqsep.data.synth import rendering
 from aqsep.data.synth.composition import SPLITS, piece_pools
 from aqsep.data.synth.instruments import (
@@ -435,16 +435,7 @@ def build_corpus(
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(write_failure(path, err)) from None
-        raise
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def _corpus_summary(
