@@ -97,7 +97,6 @@ class SpleeterUNet(nn.Module):
             in_ch = width
         # the taps of the tiled z in the first convolution, zero at the start (the first
         # convolution of concat(spec, tiled z), split by input channel: see _first_conv)
-        self.conditioned = conditioned
         self.z_taps = (
             nn.Parameter(torch.zeros(widths[0], latent_dim, 5, 5)) if conditioned else None
         )

@@ -116,8 +116,7 @@ def save_model(
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # Spleeter's 20 M parameters: float16 in the file, float32 once loaded (a pretrained
         # separator's every weight; a vocal stage's own, the rest as trained)
-        if model.config.pretrained or model.config.vocal_stage is not None:
-            state = {k: v.half() if _stored_half(model, k, v) else v for k, v in state.items()}
+        state = {k: v.half() if _stored_half(model, k, v) else v for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         config = {
             "format_version": FORMAT_VERSION,
