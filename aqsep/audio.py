@@ -159,8 +159,11 @@ def _import_av(path: Path) -> Any:
     return av
 
 
-def _av_samples(frame: Any) -> np.ndarray:
-    """One decoded PyAV frame as ``(channels, samples)`` float32 (integer PCM at full scale 1)."""
+def av_frame_samples(frame: Any) -> np.ndarray:
+    """One decoded PyAV frame as ``(channels, samples)`` float32: the one conversion of every
+    PyAV decoder of the package (files here, MUSDB18 stems in :mod:`aqsep.data.musdb`). Integer
+    PCM is scaled as :func:`to_float` scales it (signed by ``2 ** (bits - 1)``, unsigned centred
+    first), so full scale is 1 whichever reader decodes a file."""
     arr: np.ndarray = frame.to_ndarray()
     if arr.ndim == 1 or frame.format.is_packed:
         arr = arr.reshape(-1, len(frame.layout.channels)).T
@@ -229,7 +232,7 @@ class AvStream:
             self.close()
             raise AudioError(f"{self.path}: holds no audio (zero-length)")
         self.sample_rate = int(first.sample_rate)
-        self._buf = _av_samples(first)
+        self._buf = av_frame_samples(first)
         self.channels = self._buf.shape[0]
         self._buf_start = 0  # position in the stream of self._buf[:, 0]
         self._decoded: Iterator[np.ndarray] | None = self._blocks(frames)
@@ -237,7 +240,7 @@ class AvStream:
     def _blocks(self, frames: Iterator[Any]) -> Iterator[np.ndarray]:
         try:
             for frame in frames:
-                block = _av_samples(frame)
+                block = av_frame_samples(frame)
                 if block.shape[0] != self.channels or frame.sample_rate != self.sample_rate:
                     raise AudioError(
                         f"{self.path}: its channels or sample rate change partway (from "

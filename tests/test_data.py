@@ -296,6 +296,48 @@ def test_musdb_hq_wav_layout(tmp_path: Path) -> None:
         open_tracks(root, "train", musdb=True, is_wav=True)
 
 
+def _pcm_streams(path: Path, codec: str, fmt: str, streams: list[np.ndarray]) -> None:
+    """A Matroska file of integer-PCM stereo streams at 8 kHz, one per ``(2, samples)`` array."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        added = [container.add_stream(codec, rate=8000, layout="stereo") for _ in streams]
+        for stream, data in zip(added, streams, strict=True):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data.T.reshape(1, -1)), format=fmt, layout="stereo"
+            )
+            frame.sample_rate, frame.pts = 8000, 0
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "dtype"), [("pcm_s16le", "s16", np.int16), ("pcm_u8", "u8", np.uint8)]
+)
+def test_stems_decode_integer_pcm_at_the_scale_of_every_reader(
+    tmp_path: Path, codec: str, fmt: str, dtype: type
+) -> None:
+    """MUSDB18's stem decoder and the file reader share one PyAV conversion: integer PCM at the
+    full scale of aqsep.audio.to_float (int16 -32768 is -1 exactly, uint8 128 is 0)."""
+    from aqsep.audio import read_audio, to_float
+    from aqsep.data.musdb import _decode_av
+
+    info = np.iinfo(dtype)
+    ramp = np.linspace(info.min, info.max, 4000).round().astype(dtype)
+    stems = [np.stack([ramp, ramp[::-1]]), np.stack([ramp[::-1], ramp]), np.roll([ramp] * 2, 7)]
+    path = tmp_path / "stems.mka"
+    _pcm_streams(path, codec, fmt, stems)
+    decoded = _decode_av(path, 0, 4000, [1, 2], 2)
+    for got, stem in zip(decoded, stems[1:], strict=True):
+        np.testing.assert_array_equal(got, to_float(stem))
+    assert decoded.min() == -1.0  # int16 -32768 and uint8 0 (was -1.00003 and 0.0)
+    np.testing.assert_array_equal(_decode_av(path, 100, 3000, [2], 2)[0], decoded[1][:, 100:3100])
+    single = tmp_path / "one.mka"
+    _pcm_streams(single, codec, fmt, stems[:1])
+    audio, rate = read_audio(single)
+    assert rate == 8000
+    np.testing.assert_array_equal(audio, to_float(stems[0]))
+
+
 def test_not_a_musdb_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a MUSDB18 folder"):
         open_tracks(tmp_path, "train", musdb=True)

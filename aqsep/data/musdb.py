@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from aqsep.audio import av_frame_samples
 from aqsep.data.stems import StemsTrack, build_track, folder_split, has_split_folders
 from aqsep.data.track import (
     SPLITS,
@@ -126,11 +127,7 @@ def _decode_av(
                     if frame.pts is None:
                         continue
                     first = int(round(frame.pts * frame.time_base * rate))
-                    arr = frame.to_ndarray()
-                    if frame.format.is_packed:
-                        arr = arr.reshape(-1, len(frame.layout.channels)).T
-                    if np.issubdtype(arr.dtype, np.integer):
-                        arr = arr / float(np.iinfo(arr.dtype).max)
+                    arr = av_frame_samples(frame)
                     if arr.shape[0] != channels:  # a stream with other channels than the first
                         arr = np.broadcast_to(arr.mean(axis=0), (channels, arr.shape[1]))
                     lo, hi = max(first, start), min(first + arr.shape[1], end)
