@@ -57,6 +57,7 @@ from aqsep.data.sampling import (
 )
 from aqsep.data.stems import Track
 from aqsep.errors import AqsepError, DataError, ModelError, OutputError
+from aqsep.fastforms import accelerate
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator
 from aqsep.pretrained import SpleeterSeparator
@@ -150,7 +151,8 @@ class QueryTraining(L.LightningModule):
         self.save_hyperparameters()
         self.model_config = ModelConfig.from_dict(model_config)
         self.train_config = TrainConfig.from_dict(train_config)
-        self.model = QuerySeparator(self.model_config)
+        # the exact fast layers (the same parameters and keys; tests/test_model.py)
+        self.model = accelerate(QuerySeparator(self.model_config))
         if self.train_config.freeze_query:
             self.model.query_net.requires_grad_(False)
         if self.train_config.freeze_pretrained:

@@ -226,6 +226,19 @@ def test_no_latent_loss() -> None:
     assert float(losses["latent"]) == 0.0
 
 
+def test_training_runs_the_fast_layers_of_the_plain_network() -> None:
+    """The training module's network is the one loading gives (accelerate): the same parameter
+    names, the exact fast layers in place."""
+    from aqsep.fastforms import BatchNormAdaIN, TiledZConv2d
+    from aqsep.train import QueryTraining
+
+    config = tiny_config()
+    module = QueryTraining(config.to_dict(), TrainConfig().to_dict())
+    kinds = {type(m) for m in module.model.modules()}
+    assert {TiledZConv2d, BatchNormAdaIN} <= kinds
+    assert list(module.model.state_dict()) == list(QuerySeparator(config).state_dict())
+
+
 # ------------------------------------------------------------------------------------ export, init
 
 
