@@ -33,6 +33,7 @@ from aqsep.train import (
     train,
     training_losses,
     weighted_class_latents,
+    weighted_loss,
 )
 from aqsep.transforms import stft
 
@@ -189,6 +190,14 @@ def test_latent_loss_switch(updates_query: bool) -> None:
     assert torch.isclose(
         losses["loss"], losses["rec"] + 0.01 * losses["kl"] + 0.5 * losses["latent"]
     )
+
+
+def test_training_and_validation_weigh_the_terms_by_one_rule() -> None:
+    """One weighted sum (train/loss and val/loss): L_KL counts unless the Query-net is frozen."""
+    rec, kl, latent = torch.tensor(2.0), torch.tensor(3.0), torch.tensor(5.0)
+    assert float(weighted_loss(TrainConfig(), rec, kl, latent)) == pytest.approx(2 + 0.03 + 2.5)
+    frozen = TrainConfig(freeze_query=True, lambda_latent=0.25)
+    assert float(weighted_loss(frozen, rec, kl, latent)) == pytest.approx(2 + 1.25)
 
 
 @pytest.mark.parametrize(("fraction", "expected"), [(1.0, 6), (0.5, 3), (0.1, 1)])

@@ -27,7 +27,7 @@ from aqsep.train.classes import class_latents, weighted_class_latents
 from aqsep.train.data import ExcerptData, excerpt_samples
 from aqsep.train.export import export_from_module, export_model
 from aqsep.train.module import QueryTraining, is_conditioning
-from aqsep.train.objective import latent_batch, training_losses
+from aqsep.train.objective import latent_batch, training_losses, weighted_loss
 from aqsep.train.run import DEFAULT_EXPORT, LOG_DIR, RunExists, TrainResult, train
 from aqsep.train.spec import RESUMABLE, RUN_FILE, ResumeConflict, RunSpec
 
@@ -57,4 +57,5 @@ __all__ = [
     "train",
     "training_losses",
     "weighted_class_latents",
+    "weighted_loss",
 ]

@@ -17,7 +17,7 @@ from aqsep.config import ModelConfig, TrainConfig
 from aqsep.fastforms import accelerate
 from aqsep.losses import kl_loss, latent_loss, reconstruction_loss
 from aqsep.model import Posterior, QuerySeparator
-from aqsep.train.objective import training_losses
+from aqsep.train.objective import training_losses, weighted_loss
 from aqsep.transforms import istft, stft
 
 
@@ -142,8 +142,7 @@ class QueryTraining(L.LightningModule):
         rec = reconstruction_loss(mask * mixture, target)
         kl = kl_loss(Posterior(posterior.mu.float(), posterior.logvar.float()))
         latent = latent_loss(z, reencoded)
-        tc = self.train_config
-        loss = tc.lambda_rec * rec + tc.lambda_kl * kl + tc.lambda_latent * latent
+        loss = weighted_loss(self.train_config, rec, kl, latent)
         with torch.autocast(mixture.device.type, enabled=False):
             estimate = istft(mask * mix_spec, audio.n_fft, audio.hop_length, length)
             if estimate.dim() == 3:  # (batch, channels, samples) of a multichannel separator

@@ -31,6 +31,15 @@ def latent_batch(batch: int, fraction: float) -> int:
     return max(1, round(fraction * batch))
 
 
+def weighted_loss(
+    config: TrainConfig, rec: torch.Tensor, kl: torch.Tensor, latent: torch.Tensor
+) -> torch.Tensor:
+    """``lambda_R * L_R + lambda_KL * L_KL + lambda_lat * L_latent`` of a training or validation
+    batch; without L_KL while the Query-net is frozen (only its parameters feel that term)."""
+    lambda_kl = 0.0 if config.freeze_query else config.lambda_kl
+    return config.lambda_rec * rec + lambda_kl * kl + config.lambda_latent * latent
+
+
 def training_losses(
     model: QuerySeparator,
     mixture: torch.Tensor,
@@ -72,6 +81,4 @@ def training_losses(
         latent = torch.zeros((), device=mixture.device)
     rec = reconstruction_loss(estimate.float(), target.float())
     kl = kl_loss(Posterior(posterior.mu.float(), posterior.logvar.float()))
-    lambda_kl = 0.0 if config.freeze_query else config.lambda_kl  # only Q's parameters feel it
-    loss = config.lambda_rec * rec + lambda_kl * kl + config.lambda_latent * latent
-    return {"loss": loss, "rec": rec, "kl": kl, "latent": latent}
+    return {"loss": weighted_loss(config, rec, kl, latent), "rec": rec, "kl": kl, "latent": latent}
