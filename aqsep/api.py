@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from aqsep.audio import (
     AUDIO_EXTENSIONS,
@@ -28,11 +29,20 @@ from aqsep.audio import (
     output_bits,
 )
 from aqsep.errors import AudioError, ModelError, OutputError, QueryError, SettingError
-from aqsep.inference import MASK_RULES, ChunkPlan, Latent, Network, Progress, separate_stream
-from aqsep.model import Posterior
-from aqsep.onnx import load_onnx_model
+from aqsep.inference import (
+    MASK_RULES,
+    ChunkPlan,
+    Latent,
+    Network,
+    Progress,
+    as_network,
+    separate_stream,
+)
 from aqsep.query import encode_blocks, encode_reader, slerp
-from aqsep.release import ReleasedModel, load_model
+from aqsep.release import ReleasedModel
+
+if TYPE_CHECKING:
+    import torch
 
 QuerySource = str | Path | tuple[np.ndarray, int]
 # One latent (the output is named "target", or ``name``), or one per named output.
@@ -70,6 +80,8 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
     Raises :class:`SettingError` for an unknown device or one this machine does not have.
     """
+    import torch
+
     if str(device) != "auto":
         try:
             dev = torch.device(device)
@@ -200,22 +212,22 @@ class CheckedNetwork:
         self.network, self.name = network, name
         self.config = network.config
 
-    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
         return self._checked(self.network.mask(magnitude, z), tuple(magnitude.shape), "mask")
 
-    def stage_share(self, magnitude: torch.Tensor) -> torch.Tensor:
+    def stage_share(self, magnitude: np.ndarray) -> np.ndarray:
         share = self.network.stage_share(magnitude)
         return self._checked(share, tuple(magnitude.shape), "vocal-stage mask")
 
-    def side(self, z: torch.Tensor) -> torch.Tensor:
+    def side(self, z: np.ndarray) -> np.ndarray:
         return self._checked(self.network.side(z), (z.shape[0],), "gate")
 
-    def _checked(self, m: object, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    def _checked(self, m: object, shape: tuple[int, ...], what: str) -> np.ndarray:
         problem = None
-        if not isinstance(m, torch.Tensor) or tuple(m.shape) != shape:
-            got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+        if not isinstance(m, np.ndarray) or tuple(m.shape) != shape:
+            got = tuple(m.shape) if isinstance(m, np.ndarray) else type(m).__name__
             problem = f"of shape {got} for an input of shape {shape}"
-        elif not torch.isfinite(m).all():
+        elif not np.isfinite(m).all():
             problem = "holding NaN or infinite values"
         elif float(m.min()) < -MASK_TOLERANCE or float(m.max()) > 1 + MASK_TOLERANCE:
             problem = (
@@ -226,11 +238,11 @@ class CheckedNetwork:
                 f"the model {self.name} gave a {what} {problem}: its weights or graph are broken; "
                 "re-export or re-download it"
             )
-        assert isinstance(m, torch.Tensor)
+        assert isinstance(m, np.ndarray)
         return m
 
-    def encode(self, magnitude: torch.Tensor) -> Posterior:
-        return self.network.encode(magnitude)
+    def latent(self, magnitude: np.ndarray) -> np.ndarray:
+        return self.network.latent(magnitude)
 
 
 @dataclass
@@ -300,16 +312,25 @@ class Separator:
                 f"batch size must be at most {MAX_BATCH_SIZE} (memory grows with it, speed "
                 f"hardly), got {batch_size}"
             )
-        self.device = pick_device("cpu" if backend == "onnx" and device == "auto" else device)
         if isinstance(model, ReleasedModel):
             self.released = model
         elif backend == "onnx":
+            from aqsep.onnx import load_onnx_model  # no PyTorch on this path
+
             self.released = load_onnx_model(model)
         else:
+            from aqsep.release import load_model
+
             self.released = load_model(model)
-        self.model = self.released.model.to(self.device).eval()
+        runs_onnx = not _is_torch_module(self.released.model)
+        if runs_onnx and str(device) not in ("auto", "cpu"):
+            raise SettingError(f"the ONNX backend runs on the CPU, not on {device}")
+        self.device: Any = "cpu" if runs_onnx else pick_device(device)
+        self.model = self.released.model
+        if not runs_onnx:
+            self.model = self.model.to(self.device).eval()
         where = self.released.path if self.released.path is not None else "given"
-        self._network = CheckedNetwork(self.model, str(where))
+        self._network = CheckedNetwork(as_network(self.model, self.device), str(where))
         self.segment, self.overlap, self.batch_size = segment, overlap, batch_size
 
     # ---- latents ---------------------------------------------------------------------------
@@ -331,7 +352,7 @@ class Separator:
     def latent_dim(self) -> int:
         return int(self.model.config.query.latent_dim)
 
-    def class_latent(self, name: str) -> torch.Tensor:
+    def class_latent(self, name: str) -> np.ndarray:
         """The stored mean latent of a class ("separation without a query")."""
         if not isinstance(name, str) or not name.strip():
             raise QueryError(
@@ -339,37 +360,39 @@ class Separator:
             )
         return self.released.class_latent(name.strip())
 
-    def check_latent(self, latent: object) -> torch.Tensor:
-        """``latent`` as a float32 CPU tensor ``(latent_dim,)``; :class:`QueryError` if it is not one.
+    def check_latent(self, latent: object) -> np.ndarray:
+        """``latent`` as a float32 array ``(latent_dim,)``; :class:`QueryError` if it is not one.
 
-        Accepts a tensor, a numpy array or a list of numbers, of shape ``(latent_dim,)`` or
-        ``(1, latent_dim)``, with finite values.
+        Accepts a numpy array, a torch tensor (on any device) or a list of numbers, of shape
+        ``(latent_dim,)`` or ``(1, latent_dim)``, with finite values.
         """
         dim = self.latent_dim
-        if isinstance(latent, np.ndarray | list | tuple):
-            try:
-                latent = torch.from_numpy(np.asarray(latent, dtype=np.float32))
-            except (TypeError, ValueError):
-                raise QueryError(f"a latent must be {dim} numbers, got {latent!r:.80}") from None
-        if not isinstance(latent, torch.Tensor):
+        if not isinstance(latent, np.ndarray | list | tuple) and not hasattr(latent, "detach"):
             raise QueryError(
-                f"a latent must be a tensor of {dim} numbers, got {type(latent).__name__}"
+                f"a latent must be an array of {dim} numbers, got {type(latent).__name__}"
             )
-        if latent.is_complex() or latent.dtype == torch.bool:
-            raise QueryError(f"a latent must hold real numbers, got dtype {latent.dtype}")
-        if latent.dim() == 2 and latent.shape[0] == 1:
-            latent = latent[0]
-        if tuple(latent.shape) != (dim,):
+        if hasattr(latent, "detach"):  # a torch tensor, on any device
+            latent = latent.detach().cpu().numpy()
+        try:
+            raw = np.asarray(latent)
+        except (TypeError, ValueError):
+            raise QueryError(f"a latent must be {dim} numbers, got {latent!r:.80}") from None
+        if raw.dtype.kind in "cb":
+            raise QueryError(f"a latent must hold real numbers, got dtype {raw.dtype}")
+        if raw.dtype.kind not in "iuf":
+            raise QueryError(f"a latent must be {dim} numbers, got {latent!r:.80}")
+        z = raw.astype(np.float32)
+        if z.ndim == 2 and z.shape[0] == 1:
+            z = z[0]
+        if z.shape != (dim,):
             raise QueryError(
-                f"a latent of shape {tuple(latent.shape)} does not fit this model, which takes "
-                f"({dim},)"
+                f"a latent of shape {z.shape} does not fit this model, which takes ({dim},)"
             )
-        z = latent.detach().to("cpu", torch.float32)
-        if not torch.isfinite(z).all():
+        if not np.isfinite(z).all():
             raise QueryError("the latent holds NaN or infinite values")
         return z
 
-    def query_latent(self, queries: QuerySource | Sequence[QuerySource]) -> torch.Tensor:
+    def query_latent(self, queries: QuerySource | Sequence[QuerySource]) -> np.ndarray:
         """Mean latent of one or more query clips (files, or ``(array, sample_rate)`` pairs).
 
         One clip may be given alone (``"clip.wav"``). Each clip is encoded window by window and
@@ -399,14 +422,14 @@ class Separator:
         for q in items:
             with _reader(q) as reader:
                 self._check_long_enough(reader.frames, reader.sample_rate, f"query {reader.name}")
-                z = encode_reader(self.model, reader, device=self.device)
+                z = encode_reader(self._network, reader)
                 latents.append(self._network_latent(z, f"query {reader.name}"))
-        return torch.stack(latents).mean(dim=0)
+        return np.stack(latents).mean(axis=0)
 
-    def _network_latent(self, z: torch.Tensor, what: str) -> torch.Tensor:
+    def _network_latent(self, z: np.ndarray, what: str) -> np.ndarray:
         """``z``, a latent the Query-net gave for ``what``; :class:`ModelError` if it is not finite
         (a model with broken weights or graph)."""
-        if not torch.isfinite(z).all():
+        if not np.isfinite(z).all():
             raise ModelError(
                 f"the model {self._network.name} gave a latent holding NaN or infinite values for "
                 f"{what}: its weights or graph are broken; re-export or re-download it"
@@ -423,7 +446,7 @@ class Separator:
                 f"a query needs at least {1000 * need:.0f} ms of audio"
             )
 
-    def range_latent(self, source: QuerySource, start: float, end: float | None) -> torch.Tensor:
+    def range_latent(self, source: QuerySource, start: float, end: float | None) -> np.ndarray:
         """Latent of a time range (seconds) of a file or array, e.g. where an instrument plays alone."""
         start = _number("query range start", start)
         end = None if end is None else _number("query range end", end)
@@ -443,10 +466,10 @@ class Separator:
                 e - s, reader.sample_rate, f"range {start:g}:{end:g} s of {reader.name}"
             )
             what = f"range {start:g}:{end:g} s of {reader.name}"
-            z = encode_reader(self.model, reader, start=s, stop=e, device=self.device, what=what)
+            z = encode_reader(self._network, reader, start=s, stop=e, what=what)
             return self._network_latent(z, what)
 
-    def blend(self, z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
+    def blend(self, z0: Latent, z1: Latent, alpha: float) -> np.ndarray:
         """Spherical interpolation between two latents of this model (alpha 0 -> z0, 1 -> z1).
 
         Raises:
@@ -462,11 +485,11 @@ class Separator:
     def refine(
         self,
         source: QuerySource,
-        latent: torch.Tensor,
+        latent: Latent,
         steps: int = 1,
         *,
         progress: Progress | None = None,
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """The paper's iterative method: separate, then encode the estimate as a query; ``steps``
         times. The estimate is encoded block by block as it is separated (never held whole).
 
@@ -480,10 +503,9 @@ class Separator:
                 chunking = self._chunking(reader, _each_pass(progress, k, steps))
                 estimate = separate_stream(self._network, reader, [latent], **chunking)
                 latent = encode_blocks(
-                    self.model,
+                    self._network,
                     (block[0] for block in estimate),
                     reader.sample_rate,
-                    device=self.device,
                     what="the estimate to refine",
                 )
                 latent = self._network_latent(latent, "the estimate to refine")
@@ -638,7 +660,7 @@ class Separator:
                 pos += block.shape[-1]
         return SeparatedFile(track, outputs, clipped=sum(w.clipped for w in writers.values()))
 
-    def _targets(self, latent: Targets, name: str, residual: bool) -> dict[str, torch.Tensor]:
+    def _targets(self, latent: Targets, name: str, residual: bool) -> dict[str, np.ndarray]:
         """``{name: checked latent}`` from one latent or a mapping of them."""
         if isinstance(latent, Mapping):
             if not latent:
@@ -664,11 +686,18 @@ class Separator:
             )
         return masks
 
-    def _checked_latent(self, latent: Latent) -> torch.Tensor:
-        """One latent (:meth:`check_latent`), or a ``(chunks, latent_dim)`` tensor of them."""
-        if isinstance(latent, torch.Tensor) and latent.dim() == 2 and latent.shape[0] > 1:
-            return torch.stack([self.check_latent(z) for z in latent])
+    def _checked_latent(self, latent: Latent) -> np.ndarray:
+        """One latent (:meth:`check_latent`), or a ``(chunks, latent_dim)`` array of them."""
+        if len(getattr(latent, "shape", ())) == 2 and latent.shape[0] > 1:
+            return np.stack([self.check_latent(z) for z in latent])
         return self.check_latent(latent)
+
+
+def _is_torch_module(model: object) -> bool:
+    """Whether ``model`` is a PyTorch module (without importing PyTorch: a module can only exist
+    once it has been imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
 
 
 def _each_pass(progress: Progress | None, index: int, passes: int) -> Progress | None:

@@ -16,11 +16,14 @@ masks are combined is :func:`combine_masks`: as predicted (``"independent"``), o
 to one in every time-frequency bin (``"ratio"``), so that the estimates sum to the input; or, from
 those ratio masks, a multichannel Wiener filter (``"wiener"``, :func:`wiener_filter`).
 
-**The network seam.** The core asks two things of a model, through :class:`Network`: its
+**The network seam.** The core works on numpy arrays (its STFT is
+:func:`aqsep.transforms.stft_array`) and asks two things of a model, through :class:`Network`: its
 configuration and ``mask(magnitude, z)``, the separator's forward pass on a batch of spectrogram
-chunks; query encoding (:mod:`aqsep.query`) asks ``encode(magnitude)``. A
-:class:`~aqsep.model.QuerySeparator` is one such network; a runtime for exported graphs is
-another, and the chunking, STFT and mask mapping here serve both.
+chunks; query encoding (:mod:`aqsep.query`) asks ``latent(magnitude)``. Arrays go in and come
+out. A PyTorch :class:`~aqsep.model.QuerySeparator` is wrapped on its device
+(:class:`aqsep.torch_network.TorchNetwork`, :func:`as_network`); the onnxruntime graphs of an
+export are another network (:class:`aqsep.onnx.OnnxNetwork`). So the chunking, STFT, mask
+mapping and overlap-add here serve both backends, and the ONNX path never imports PyTorch.
 
 The core has no modes: a different use is a composition of it. The iterative method separates,
 then encodes the estimate as a query (:meth:`aqsep.api.Separator.refine`); evaluation's
@@ -31,22 +34,22 @@ lie).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from aqsep.audio import AudioReader, resample, to_mono
 from aqsep.config import AudioConfig, ModelConfig
 from aqsep.errors import QueryError, SettingError
-from aqsep.model import Posterior
-from aqsep.transforms import istft, stft
+from aqsep.transforms import istft_array, stft_array
 
 # A latent for the whole input ``(latent_dim,)``, or one per chunk ``(chunks, latent_dim)`` in the
-# order of the chunks' starts (:class:`ChunkPlan`).
-Latent = torch.Tensor
+# order of the chunks' starts (:class:`ChunkPlan`); float32. Where one is taken, a torch tensor
+# is accepted too (:func:`as_latent`).
+Latent = np.ndarray
 Progress = Callable[[dict], None]
 
 # How the masks of the targets of one pass are combined (:func:`combine_masks`).
@@ -59,7 +62,7 @@ _LOAD = 1e-6
 
 
 class Network(Protocol):
-    """The network calls of separation: what a runtime must provide.
+    """The network calls of separation: what a runtime must provide, on numpy float32 arrays.
 
     ``config`` is the model's :class:`~aqsep.config.ModelConfig` (its ``audio`` front-end sets the
     STFT and the excerpt length); magnitudes are linear, at the model's sample rate, with
@@ -68,24 +71,44 @@ class Network(Protocol):
 
     config: ModelConfig
 
-    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The separator: magnitude ``(batch, bins, frames)`` and latents ``(batch, latent_dim)``
         -> mask in [0, 1] of the magnitude's shape."""
         ...
 
-    def encode(self, magnitude: torch.Tensor) -> Posterior:
-        """The Query-net: magnitude ``(batch, bins, frames)`` -> posterior (``mu`` is the latent,
-        ``(batch, latent_dim)``)."""
+    def latent(self, magnitude: np.ndarray) -> np.ndarray:
+        """The Query-net's mean ``mu`` of a magnitude ``(batch, bins, frames)``: ``(batch,
+        latent_dim)``."""
         ...
 
-    def stage_share(self, magnitude: torch.Tensor) -> torch.Tensor:
+    def stage_share(self, magnitude: np.ndarray) -> np.ndarray:
         """Only where ``config.vocal_stage`` is set: the stage's vocal mask ``r`` of a magnitude
         ``(batch, channels, bins, frames)`` on the stage's front-end, of the same shape."""
         ...
 
-    def side(self, z: torch.Tensor) -> torch.Tensor:
+    def side(self, z: np.ndarray) -> np.ndarray:
         """Only where ``config.vocal_stage`` is set: the gate ``g(z)`` ``(batch,)`` in [0, 1]."""
         ...
+
+
+def as_network(model: Any, device: Any = "cpu") -> Network:
+    """``model`` as a :class:`Network`: a PyTorch module is wrapped on ``device``
+    (:class:`aqsep.torch_network.TorchNetwork`); anything else (an ONNX runtime, a network
+    already wrapped) is returned as it is. PyTorch is not imported here: a torch module can only
+    exist once it has been."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from aqsep.torch_network import TorchNetwork
+
+        return TorchNetwork(model, device)
+    return model  # type: ignore[no-any-return]
+
+
+def as_latent(latent: Any) -> np.ndarray:
+    """A latent (a numpy array, a torch tensor on any device, a list) as a float32 array."""
+    if hasattr(latent, "detach"):  # a torch tensor: off its device and out of autograd
+        latent = latent.detach().cpu().numpy()
+    return np.asarray(latent, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -136,7 +159,7 @@ def crossfade_window(length: int) -> np.ndarray:
 
 
 def map_mask(
-    mask: torch.Tensor,
+    mask: np.ndarray,
     *,
     src_sr: int,
     src_n_fft: int,
@@ -145,7 +168,7 @@ def map_mask(
     dst_n_fft: int,
     dst_hop: int,
     dst_frames: int,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Resample a mask ``(batch, src_bins, src_frames)`` onto another STFT grid.
 
     Bins are matched by frequency in Hz and frames by time in seconds (linear interpolation,
@@ -156,7 +179,7 @@ def map_mask(
     up to float rounding of its positions.
     """
     if dst_sr * src_n_fft == src_sr * dst_n_fft and dst_hop * src_sr == src_hop * dst_sr:
-        return _extend(_extend(mask, dst_n_fft // 2 + 1, dim=-2), dst_frames, dim=-1)
+        return _extend(_extend(mask, dst_n_fft // 2 + 1, axis=-2), dst_frames, axis=-1)
     return interpolate_mask(
         mask,
         src_sr=src_sr,
@@ -170,7 +193,7 @@ def map_mask(
 
 
 def interpolate_mask(
-    mask: torch.Tensor,
+    mask: np.ndarray,
     *,
     src_sr: int,
     src_n_fft: int,
@@ -179,44 +202,32 @@ def interpolate_mask(
     dst_n_fft: int,
     dst_hop: int,
     dst_frames: int,
-) -> torch.Tensor:
+) -> np.ndarray:
     """:func:`map_mask` by linear interpolation at every position, on any pair of grids."""
     src_bins, src_frames = mask.shape[-2:]
     dst_bins = dst_n_fft // 2 + 1
-    dev = mask.device
-    f = (
-        torch.arange(dst_bins, device=dev, dtype=torch.float32)
-        * (dst_sr / dst_n_fft)
-        / (src_sr / src_n_fft)
-    )
-    t = (
-        torch.arange(dst_frames, device=dev, dtype=torch.float32)
-        * (dst_hop / dst_sr)
-        / (src_hop / src_sr)
-    )
-    out = _interp(mask, f.clamp(0, src_bins - 1), dim=-2)
-    return _interp(out, t.clamp(0, src_frames - 1), dim=-1)
+    f = np.arange(dst_bins, dtype=np.float32) * (dst_sr / dst_n_fft) / (src_sr / src_n_fft)
+    t = np.arange(dst_frames, dtype=np.float32) * (dst_hop / dst_sr) / (src_hop / src_sr)
+    out = _interp(mask, np.clip(f, 0, src_bins - 1), axis=-2)
+    return _interp(out, np.clip(t, 0, src_frames - 1), axis=-1)
 
 
-def _extend(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
-    """``x`` cropped to ``size`` along ``dim``, or extended by repeating its last entry."""
-    have = x.shape[dim]
+def _extend(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """``x`` cropped to ``size`` along ``axis``, or extended by repeating its last entry."""
+    have = x.shape[axis]
     if size <= have:
-        return x.narrow(dim, 0, size)
-    last = x.narrow(dim, have - 1, 1)
-    shape = list(x.shape)
-    shape[dim] = size - have
-    return torch.cat([x, last.expand(shape)], dim=dim)
+        return x.take(np.arange(size), axis=axis) if size < have else x
+    last = x.take([have - 1], axis=axis)
+    return np.concatenate([x, np.repeat(last, size - have, axis=axis)], axis=axis)
 
 
-def _interp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=x.shape[dim] - 1)
-    frac = (pos - lo).to(x.dtype)
-    shape = [1] * x.dim()
-    shape[dim] = -1
-    frac = frac.view(shape)
-    return x.index_select(dim, lo) * (1 - frac) + x.index_select(dim, hi) * frac
+def _interp(x: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, x.shape[axis] - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = (pos - lo).astype(x.dtype).reshape(shape)
+    return x.take(lo, axis=axis) * (1 - frac) + x.take(hi, axis=axis) * frac
 
 
 def native_grid(model: Network, sample_rate: int) -> tuple[int, int]:
@@ -229,7 +240,7 @@ def native_grid(model: Network, sample_rate: int) -> tuple[int, int]:
     return n_fft, hop
 
 
-def combine_masks(masks: torch.Tensor, rule: str, *, rest: bool = False) -> torch.Tensor:
+def combine_masks(masks: np.ndarray, rule: str, *, rest: bool = False) -> np.ndarray:
     """Combine the masks ``(..., targets, bins, frames)`` of the targets of one mixture.
 
     Rules (:data:`MASK_RULES`):
@@ -252,14 +263,14 @@ def combine_masks(masks: torch.Tensor, rule: str, *, rest: bool = False) -> torc
         return masks
     if rule not in MASK_RULES:
         raise SettingError(f"unknown mask rule {rule!r}; choose one of {', '.join(MASK_RULES)}")
-    masks = masks.clamp_min(_TINY_MASK)
-    total = masks.sum(dim=-3, keepdim=True)
-    return masks / (total.clamp_min(1.0) if rest else total)
+    masks = np.maximum(masks, np.float32(_TINY_MASK))
+    total = masks.sum(axis=-3, keepdims=True)
+    return masks / (np.maximum(total, np.float32(1.0)) if rest else total)
 
 
 def wiener_filter(
-    spec: torch.Tensor, masks: torch.Tensor, *, iterations: int = 1, rest: bool = False
-) -> torch.Tensor:
+    spec: np.ndarray, masks: np.ndarray, *, iterations: int = 1, rest: bool = False
+) -> np.ndarray:
     """Multichannel Wiener filtering of the estimates ``masks * spec`` (the EM iterations of
     Duong, Vincent and Gribonval 2010, as Open-Unmix's ``--niter`` runs them).
 
@@ -279,64 +290,67 @@ def wiener_filter(
         ``(batch, targets, channels, bins, frames)``, complex.
     """
     if rest:
-        masks = torch.cat([masks, (1 - masks.sum(dim=1, keepdim=True)).clamp_min(0)], dim=1)
-    per_channel = masks if masks.dim() == 5 else masks[:, :, None]
+        left = np.maximum(1 - masks.sum(axis=1, keepdims=True), 0)
+        masks = np.concatenate([masks, left], axis=1)
+    per_channel = masks if masks.ndim == 5 else masks[:, :, None]
     y = per_channel * spec[:, None]  # (batch, sources, channels, bins, frames)
     for _ in range(iterations):
         y = _wiener_step(y, spec)
     return y[:, : masks.shape[1] - (1 if rest else 0)]
 
 
-def _power(y: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(y).square().sum(-1)
+def _power(y: np.ndarray) -> np.ndarray:
+    return y.real**2 + y.imag**2
 
 
-def _wiener_step(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _wiener_step(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """One EM iteration: sources ``y (b, s, c, f, t)`` of the mixture ``x (b, c, f, t)`` -> new ones."""
     if x.shape[1] == 1:  # R = 1: ratio masks by power
         v = _source_power(y)[0]
-        return (v / v.sum(dim=1, keepdim=True))[:, :, None] * x[:, None]
+        return (v / v.sum(axis=1, keepdims=True))[:, :, None] * x[:, None]
     return (_wiener_step_stereo if x.shape[1] == 2 else _wiener_step_any)(y, x)
 
 
-def _source_power(y: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _source_power(y: np.ndarray) -> tuple[np.ndarray, float]:
     """Each source's power ``v (b, s, f, t)`` (mean over channels), divided by ``scale`` (its
     largest value), never zero, and ``scale``."""
-    power = _power(y).mean(dim=2)
-    scale = float(power.amax()) + 1e-30
-    return power / scale + _TINY_MASK, scale
+    power = _power(y).mean(axis=2)
+    scale = float(power.max()) + 1e-30
+    return power / scale + np.float32(_TINY_MASK), scale
 
 
-def _wiener_step_any(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _wiener_step_any(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """:func:`_wiener_step` for any number of channels, with matrices."""
     channels, frames = x.shape[1], x.shape[-1]
     v, scale = _source_power(y)
-    eye = torch.eye(channels, dtype=x.dtype, device=x.device)
-    cov = torch.einsum("bscft,bsdft->bsfcd", y / (v * scale)[:, :, None], y.conj()) / frames
-    load = cov.diagonal(dim1=-2, dim2=-1).real.mean(-1)[..., None, None]
+    eye = np.eye(channels, dtype=x.dtype)
+    weighted = y / (v * scale)[:, :, None]
+    cov = np.einsum("bscft,bsdft->bsfcd", weighted, y.conj(), optimize=True) / frames
+    load = cov.diagonal(axis1=-2, axis2=-1).real.mean(-1)[..., None, None]
     cov = cov + (_LOAD * load + _TINY_MASK) * eye
-    vc = v.to(cov.dtype)
-    u = torch.linalg.solve(torch.einsum("bsft,bsfcd->bftcd", vc, cov), x.permute(0, 2, 3, 1))
-    return torch.einsum("bsft,bsfcd,bftd->bscft", vc, cov, u)
+    vc = v.astype(cov.dtype)
+    total = np.einsum("bsft,bsfcd->bftcd", vc, cov, optimize=True)
+    u = np.linalg.solve(total, x.transpose(0, 2, 3, 1)[..., None])[..., 0]
+    return np.einsum("bsft,bsfcd,bftd->bscft", vc, cov, u, optimize=True).astype(x.dtype)
 
 
-def _wiener_step_stereo(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _wiener_step_stereo(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """:func:`_wiener_step_any` for two channels, its 2 x 2 Hermitian algebra written out (several
     times faster on a CPU)."""
     v, scale = _source_power(y)
     weighted = y / (v * scale)[:, :, None]
     y1, y2, w1, w2 = y[:, :, 0], y[:, :, 1], weighted[:, :, 0], weighted[:, :, 1]
-    r11 = (w1 * y1.conj()).real.mean(-1, keepdim=True)  # R(f) of each source: (b, s, f, 1)
-    r22 = (w2 * y2.conj()).real.mean(-1, keepdim=True)
-    r12 = (w1 * y2.conj()).mean(-1, keepdim=True)
-    diag = _LOAD * (r11 + r22) / 2 + _TINY_MASK
+    r11 = (w1 * y1.conj()).real.mean(-1, keepdims=True)  # R(f) of each source: (b, s, f, 1)
+    r22 = (w2 * y2.conj()).real.mean(-1, keepdims=True)
+    r12 = (w1 * y2.conj()).mean(-1, keepdims=True)
+    diag = _LOAD * (r11 + r22) / 2 + np.float32(_TINY_MASK)
     r11, r22 = r11 + diag, r22 + diag
     a, d, b = (v * r11).sum(1), (v * r22).sum(1), (v * r12).sum(1)  # the mixture's (b, f, t)
     det = a * d - _power(b)
     x1, x2 = x[:, 0], x[:, 1]
     u1 = ((d * x1 - b * x2) / det)[:, None]  # (sum_j v_j R_j)^-1 x
     u2 = ((a * x2 - b.conj() * x1) / det)[:, None]
-    return torch.stack([v * (r11 * u1 + r12 * u2), v * (r12.conj() * u1 + r22 * u2)], dim=2)
+    return np.stack([v * (r11 * u1 + r12 * u2), v * (r12.conj() * u1 + r22 * u2)], axis=2)
 
 
 def to_mono_batch(chunks: np.ndarray) -> np.ndarray:
@@ -356,13 +370,11 @@ def separator_input(chunks: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(mono, channels, axis=1)
 
 
-@torch.inference_mode()
 def _separate_chunks(
-    model: Network,
+    network: Network,
     chunks: np.ndarray,
     sample_rate: int,
-    z: torch.Tensor,
-    device: torch.device,
+    z: np.ndarray,
     masks: str,
     rest: bool,
 ) -> np.ndarray:
@@ -377,15 +389,15 @@ def _separate_chunks(
     to an input of another channel count).
     """
     batch, targets = z.shape[:2]
-    n_fft, hop = native_grid(model, sample_rate)
-    spec = stft(torch.from_numpy(chunks).to(device), n_fft, hop)  # (batch, channels, bins, frames)
-    flat_z = z.reshape(batch * targets, -1).to(device)
+    n_fft, hop = native_grid(network, sample_rate)
+    spec = stft_array(chunks, n_fft, hop)  # (batch, channels, bins, frames)
+    flat_z = z.reshape(batch * targets, -1)
 
-    def front_end(audio: AudioConfig, n_ch: int) -> torch.Tensor:  # (batch, [ch,] bins, frames)
+    def front_end(audio: AudioConfig, n_ch: int) -> np.ndarray:  # (batch, [ch,] bins, frames)
         wave = resample(separator_input(chunks, n_ch), sample_rate, audio.sample_rate)
-        return stft(torch.from_numpy(wave).to(device), audio.n_fft, audio.hop_length).abs()
+        return np.abs(stft_array(wave, audio.n_fft, audio.hop_length))
 
-    def on_native(m: torch.Tensor, audio: AudioConfig) -> torch.Tensor:  # (..., f, t) -> native
+    def on_native(m: np.ndarray, audio: AudioConfig) -> np.ndarray:  # (..., f, t) -> native
         return map_mask(
             m.reshape(-1, *m.shape[-2:]),
             src_sr=audio.sample_rate,
@@ -397,25 +409,25 @@ def _separate_chunks(
             dst_frames=spec.shape[-1],
         ).reshape(*m.shape[:-2], *spec.shape[-2:])
 
-    a = model.config.separator_audio
-    n_ch = model.config.separator_channels
-    m = model.mask(front_end(a, n_ch).repeat_interleave(targets, dim=0), flat_z)
+    a = network.config.separator_audio
+    n_ch = network.config.separator_channels
+    m = network.mask(np.repeat(front_end(a, n_ch), targets, axis=0), flat_z)
     if n_ch > 1:
-        m = m if chunks.shape[1] == n_ch else m.mean(dim=1)  # (batch * targets, [ch,] f, t)
-    per_channel = m.dim() == 4
+        m = m if chunks.shape[1] == n_ch else m.mean(axis=1)  # (batch * targets, [ch,] f, t)
+    per_channel = m.ndim == 4
     m = m.reshape(batch, targets, -1, *m.shape[-2:])  # (batch, targets, ch, f, t)
-    stage = model.config.vocal_stage
+    stage = network.config.vocal_stage
     if stage is None:  # one network: its masks combined on its own grid, then mapped
-        m = combine_masks(m.transpose(1, 2), masks, rest=rest).transpose(1, 2)
+        m = combine_masks(m.swapaxes(1, 2), masks, rest=rest).swapaxes(1, 2)
         native = on_native(m, a)
     else:  # g r + (1 - g) (1 - r) m on the native grid (r: one per chunk), then combined
-        r = model.stage_share(front_end(stage.audio, stage.audio_channels))  # (batch, ch, f, t)
+        r = network.stage_share(front_end(stage.audio, stage.audio_channels))  # (b, ch, f, t)
         if stage.audio_channels > 1 and chunks.shape[1] != stage.audio_channels:
-            r = r.mean(dim=1, keepdim=True)
+            r = r.mean(axis=1, keepdims=True)
         r = on_native(r, stage.audio)[:, None]  # (batch, 1, ch, bins, frames)
-        g = model.side(flat_z).reshape(batch, targets, 1, 1, 1).to(r.dtype)
+        g = network.side(flat_z).reshape(batch, targets, 1, 1, 1).astype(r.dtype)
         native = g * r + (1 - g) * (1 - r) * on_native(m, a)
-        native = combine_masks(native.transpose(1, 2), masks, rest=rest).transpose(1, 2)
+        native = combine_masks(native.swapaxes(1, 2), masks, rest=rest).swapaxes(1, 2)
         per_channel = native.shape[2] > 1
     if not per_channel:
         native = native[:, :, 0]  # (batch, targets, bins, frames): one mask for every channel
@@ -423,21 +435,20 @@ def _separate_chunks(
         estimates = wiener_filter(spec, native, rest=rest)
     else:
         estimates = spec[:, None] * (native if per_channel else native[:, :, None])
-    est = istft(estimates, n_fft, hop, length=chunks.shape[-1])
-    return est.float().cpu().numpy()
+    return istft_array(estimates, n_fft, hop, length=chunks.shape[-1])
 
 
 def separate_stream(
-    model: Network,
+    model: Network | Any,
     reader: AudioReader,
-    latents: Sequence[Latent],
+    latents: Sequence[Latent | Any],
     *,
     masks: str = "independent",
     rest: bool = False,
     segment: float | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
     """Separate ``reader``'s audio into one estimate per latent, in one pass over the input.
@@ -447,7 +458,8 @@ def separate_stream(
     ``reader.sample_rate`` with ``reader.channels`` channels.
 
     Args:
-        model: a network in eval mode on ``device`` (:class:`Network`).
+        model: a :class:`Network`, or a PyTorch model in eval mode, run on ``device``
+            (:func:`as_network`).
         latents: one entry per target, each ``(latent_dim,)`` for the whole input or
             ``(chunks, latent_dim)``: one per chunk of
             ``ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)``.
@@ -468,25 +480,26 @@ def separate_stream(
         raise QueryError("no latent given: give at least one target")
     if masks not in MASK_RULES:
         raise SettingError(f"unknown mask rule {masks!r}; choose one of {', '.join(MASK_RULES)}")
-    device = torch.device(device)
-    plan = ChunkPlan.for_model(model, reader.frames, reader.sample_rate, segment, overlap)
+    network = as_network(model, device)
+    plan = ChunkPlan.for_model(network, reader.frames, reader.sample_rate, segment, overlap)
     window = crossfade_window(plan.segment)
     starts = plan.starts
-    for latent in latents:
-        if latent.dim() == 2 and latent.shape[0] != len(starts):
+    rows = [as_latent(z) for z in latents]
+    for latent in rows:
+        if latent.ndim == 2 and latent.shape[0] != len(starts):
             raise QueryError(
                 f"{latent.shape[0]} latents were given for {len(starts)} chunks: give one latent, "
                 "or one per chunk"
             )
     # (chunks, targets, latent_dim): the latent of every target in every chunk
-    table = torch.stack(
+    table = np.stack(
         [
-            z.float() if z.dim() == 2 else z.float().reshape(1, -1).expand(len(starts), -1)
-            for z in latents
+            z if z.ndim == 2 else np.broadcast_to(z.reshape(1, -1), (len(starts), z.size))
+            for z in rows
         ],
-        dim=1,
+        axis=1,
     )
-    targets, channels = len(latents), reader.channels
+    targets, channels = len(rows), reader.channels
     per_batch = max(1, batch_size // targets)
     acc = np.zeros((targets, channels, 0), dtype=np.float32)  # weighted sums from `emitted` on
     wsum = np.zeros(0, dtype=np.float32)
@@ -495,7 +508,7 @@ def separate_stream(
         batch_starts = starts[b : b + per_batch]
         chunks = np.stack([reader.read(s, plan.segment) for s in batch_starts])
         z = table[b : b + len(batch_starts)]
-        est = _separate_chunks(model, chunks, reader.sample_rate, z, device, masks, rest)
+        est = _separate_chunks(network, chunks, reader.sample_rate, z, masks, rest)
         if progress is not None:
             progress(
                 {
@@ -524,10 +537,10 @@ def separate_stream(
 
 
 def separate_array(
-    model: Network, audio: np.ndarray, sample_rate: int, latent: Latent, **kwargs: object
+    model: Network | Any, audio: np.ndarray, sample_rate: int, latent: Latent | Any, **kwargs: Any
 ) -> np.ndarray:
     """One target of an in-memory ``(channels, samples)`` array: :func:`separate_stream` with one
     latent, the estimate ``(channels, samples)``."""
     reader = AudioReader(audio, sample_rate)
-    blocks = list(separate_stream(model, reader, [latent], **kwargs))  # type: ignore[arg-type]
+    blocks = list(separate_stream(model, reader, [latent], **kwargs))
     return np.concatenate(blocks, axis=-1)[0]

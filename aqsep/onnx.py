@@ -34,8 +34,11 @@ cannot be exported with a dynamic batch by this exporter.
 them with the model (:data:`VERIFY_TOLERANCE`); ``tests/test_onnx.py`` states the tolerances of
 masks, latents and separated audio.
 
-**Start-up.** This path still imports PyTorch: the core's STFT, mask mapping and latents are
-torch tensors. See docs/benchmarks.md ("ONNX runtime") for what importing torch costs.
+**Without PyTorch.** The runtime half of this module (:class:`OnnxNetwork`,
+:func:`load_onnx_model`) imports numpy and onnxruntime only, and the core it serves works on numpy
+arrays, so ``Separator(..., backend="onnx")`` and ``aqsep separate --backend onnx`` never import
+PyTorch (``tests/test_onnx.py`` checks ``sys.modules``); an install without torch separates with
+an export (README, "Without PyTorch"). The export half imports torch when it is called.
 """
 
 from __future__ import annotations
@@ -44,29 +47,26 @@ import contextlib
 import copy
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from aqsep.config import UNET_DEPTH, ModelConfig
 from aqsep.errors import ModelError, OutputError, SettingError
-from aqsep.fastforms import accelerate
-from aqsep.model import Posterior, QuerySeparator
 from aqsep.release import (
     CLASSES,
     CONFIG,
     ReleasedModel,
-    load_model,
+    open_model_folder,
     read_classes,
-    read_config,
-    resolve_model_path,
+    write_folder,
 )
+
+if TYPE_CHECKING:
+    from aqsep.model import QuerySeparator
 
 QUERY_GRAPH = "query.onnx"
 SEPARATOR_GRAPH = "separator.onnx"
@@ -93,28 +93,11 @@ def _onnxruntime() -> Any:
 # ---- export ------------------------------------------------------------------------------------
 
 
-class _QueryGraph(nn.Module):
-    def __init__(self, model: QuerySeparator) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        posterior = self.model.encode(magnitude)
-        return posterior.mu, posterior.logvar
-
-
-class _SeparatorGraph(nn.Module):
-    def __init__(self, model: QuerySeparator) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.model.mask(magnitude, z)
-
-
 def exportable(model: QuerySeparator) -> QuerySeparator:
     """A float32 CPU copy of ``model`` in eval mode with the exact fast layers (the caller's
     model is left as it is)."""
+    from aqsep.fastforms import accelerate
+
     return accelerate(copy.deepcopy(model).cpu().float().eval())
 
 
@@ -126,6 +109,26 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
         raise SettingError(
             f"exporting to ONNX needs the onnx package, an optional extra: {INSTALL_HINT}"
         ) from None
+    import torch
+    from torch import nn
+
+    class QueryGraph(nn.Module):
+        def __init__(self, model: QuerySeparator) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            posterior = self.model.encode(magnitude)
+            return posterior.mu, posterior.logvar
+
+    class SeparatorGraph(nn.Module):
+        def __init__(self, model: QuerySeparator) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return self.model.mask(magnitude, z)
+
     net = exportable(model)
     bins = net.config.audio.n_fft // 2 + 1
     generator = torch.Generator().manual_seed(0)
@@ -138,7 +141,7 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
         # multiples of FRAME_STEP and a fixed number of bins, which OnnxNetwork respects.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _QueryGraph(net).eval(),
+            QueryGraph(net).eval(),
             (magnitude,),
             str(folder / QUERY_GRAPH),
             dynamo=False,
@@ -148,7 +151,7 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
             opset_version=OPSET,
         )
         torch.onnx.export(
-            _SeparatorGraph(net).eval(),
+            SeparatorGraph(net).eval(),
             (magnitude, z),
             str(folder / SEPARATOR_GRAPH),
             dynamo=False,
@@ -177,17 +180,20 @@ def graph_difference(model: QuerySeparator, network: OnnxNetwork, *, seed: int =
     """The largest absolute difference between ``network``'s outputs (mask, mu, logvar) and
     ``model``'s, on random magnitudes of shapes other than the traced ones (3 examples; 3 * 64 - 5
     frames: padded by the network)."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     bins = model.config.audio.n_fft // 2 + 1
     magnitude = 3 * torch.rand(3, bins, 3 * FRAME_STEP - 5, generator=generator)
     z = torch.randn(3, model.config.query.latent_dim, generator=generator)
     with torch.inference_mode():
         want_mask, want = model.mask(magnitude, z), model.encode(magnitude)
-    got_mask, got = network.mask(magnitude, z), network.encode(magnitude)
+    got_mask = network.mask(magnitude.numpy(), z.numpy())
+    got_mu, got_logvar = network.posterior(magnitude.numpy())
     return max(
-        float((got_mask - want_mask).abs().max()),
-        float((got.mu - want.mu).abs().max()),
-        float((got.logvar - want.logvar).abs().max()),
+        float(np.abs(got_mask - want_mask.numpy()).max()),
+        float(np.abs(got_mu - want.mu.numpy()).max()),
+        float(np.abs(got_logvar - want.logvar.numpy()).max()),
     )
 
 
@@ -225,6 +231,8 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
         OutputError: ``out_dir`` cannot be written, or holds other files.
         SettingError: onnx or onnxruntime is not installed.
     """
+    from aqsep.release import load_model
+
     released = load_model(model)
     source = released.path
     assert source is not None  # load_model always says where the model came from
@@ -236,12 +244,8 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
     out_dir = check_export_destination(out_dir, source)
     if verify:
         _onnxruntime()  # before the export, not after it
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as err:
-        raise OutputError(f"cannot export to {out_dir}: {err.strerror or err}") from None
-    try:
+
+    def fill(tmp: Path) -> None:
         export_graphs(released.model, tmp)
         for name in (CONFIG, CLASSES):
             if (source / name).is_file():
@@ -254,23 +258,9 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
                     f"the ONNX graphs of {source} differ from the model by up to {worst:.3g} "
                     f"(more than {VERIFY_TOLERANCE:g}): the export is not usable"
                 )
-        tmp.chmod(0o755)  # mkdtemp makes the folder private; an export is for everyone
-        for child in tmp.iterdir():
-            child.chmod(0o644)
-        if out_dir.is_dir() and any(out_dir.iterdir()):
-            in_place = out_dir.resolve() == source.resolve()  # config and classes are there
-            for name in GRAPHS if in_place else EXPORT_FILES:
-                if (tmp / name).exists():
-                    os.replace(tmp / name, out_dir / name)
-                else:  # classes.json of an earlier export, for a model that has none
-                    (out_dir / name).unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out_dir)
-    except OSError as err:
-        raise OutputError(f"exporting to {out_dir} failed: {err.strerror or err}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+    in_place = out_dir.is_dir() and out_dir.resolve() == source.resolve()  # config is there
+    return write_folder(out_dir, fill, GRAPHS if in_place else EXPORT_FILES, what="the export")
 
 
 # ---- runtime -----------------------------------------------------------------------------------
@@ -283,7 +273,7 @@ class OnnxNetwork:
     Args:
         folder: an export (:func:`export_onnx`).
         config: the model's configuration (its ``config.json``).
-        threads: threads of each graph's operators (default: ``torch.get_num_threads()``, the
+        threads: threads of each graph's operators (default: :func:`default_threads`, the
             number the PyTorch backend uses); idle ones sleep unless ``OMP_WAIT_POLICY`` is
             ``ACTIVE``, as torch's do.
 
@@ -297,7 +287,7 @@ class OnnxNetwork:
         self.config = config
         self.folder = folder
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         # The waiting policy of torch's threads (aqsep sets OMP_WAIT_POLICY=PASSIVE unless it is
         # set): spinning threads slow separation down whenever anything else runs on the machine.
@@ -346,35 +336,37 @@ class OnnxNetwork:
     def latent_dim(self) -> int:
         return self.config.query.latent_dim
 
-    def mask(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Separator mask ``(batch, bins, frames)`` for a magnitude of that shape and latents
         ``(batch, latent_dim)`` (:meth:`~aqsep.model.QuerySeparator.mask`)."""
         frames = magnitude.shape[-1]
-        x = _array(magnitude)
+        x = np.ascontiguousarray(magnitude, dtype=np.float32)
         pad = (-frames) % FRAME_STEP
         if pad:
             x = np.pad(x, ((0, 0), (0, 0), (0, pad)))
-        (mask,) = self.separator.run(None, {"magnitude": x, "z": _array(z)})
-        return torch.from_numpy(np.ascontiguousarray(mask[..., :frames]))
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        (mask,) = self.separator.run(None, {"magnitude": x, "z": z})
+        return np.ascontiguousarray(mask[..., :frames])
 
-    def encode(self, magnitude: torch.Tensor) -> Posterior:
-        """Query-net posterior of a magnitude ``(batch, bins, frames)``
-        (:meth:`~aqsep.model.QuerySeparator.encode`)."""
-        mu, logvar = self.query.run(None, {"magnitude": _array(magnitude)})
-        return Posterior(torch.from_numpy(mu), torch.from_numpy(logvar))
+    def posterior(self, magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Query-net's ``mu`` and ``logvar`` ``(batch, latent_dim)`` of a magnitude ``(batch,
+        bins, frames)`` (:meth:`~aqsep.model.QuerySeparator.encode`)."""
+        x = np.ascontiguousarray(magnitude, dtype=np.float32)
+        mu, logvar = self.query.run(None, {"magnitude": x})
+        return mu, logvar
 
-    # A loaded network is used as a torch module would be: on the CPU, in eval mode.
-    def to(self, device: torch.device | str) -> OnnxNetwork:
-        if torch.device(device).type != "cpu":
-            raise SettingError(f"the ONNX backend runs on the CPU, not on {device}")
-        return self
-
-    def eval(self) -> OnnxNetwork:
-        return self
+    def latent(self, magnitude: np.ndarray) -> np.ndarray:
+        """The Query-net's ``mu`` (:meth:`posterior`)."""
+        return self.posterior(magnitude)[0]
 
 
-def _array(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+def default_threads() -> int:
+    """Operator threads when none are asked for: ``OMP_NUM_THREADS`` where it is set, else the
+    physical cores this process may use, as PyTorch counts them (onnxruntime's own default)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 0  # onnxruntime picks: one thread per physical core
 
 
 def load_onnx_model(
@@ -386,12 +378,7 @@ def load_onnx_model(
         ModelError: the folder is missing, has no graphs, or they do not fit its config.
         SettingError: onnxruntime is not installed.
     """
-    folder = resolve_model_path(name_or_path)
-    if not folder.is_dir():
-        raise ModelError(f"model folder {folder} does not exist")
-    if not (folder / CONFIG).is_file():
-        raise ModelError(f"model folder {folder} has no {CONFIG}")
-    config, metadata = read_config(folder)
+    folder, config, metadata = open_model_folder(name_or_path, QUERY_GRAPH)
     network = OnnxNetwork(folder, config, threads=threads)
     classes = read_classes(folder, config.query.latent_dim)
     return ReleasedModel(model=network, classes=classes, metadata=metadata, path=folder)

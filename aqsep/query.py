@@ -17,19 +17,24 @@ a released model) goes through :class:`LatentMeans`:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
-import torch
 
 from aqsep.audio import AudioReader, resample, rms_db, to_mono
 from aqsep.config import SILENCE_DB
 from aqsep.errors import QueryError
-from aqsep.model import Posterior, QuerySeparator
-from aqsep.transforms import stft
+from aqsep.inference import Network, as_network
+from aqsep.transforms import stft_array
+
+if TYPE_CHECKING:
+    import torch
+
+    from aqsep.model import Posterior, QuerySeparator
 
 __all__ = [
     "SILENCE_DB",
@@ -44,23 +49,25 @@ __all__ = [
 ]
 
 
-def window_length(model: QuerySeparator, sample_rate: int) -> int:
+def window_length(model: Network, sample_rate: int) -> int:
     """The model's excerpt length in samples at ``sample_rate`` (one query window)."""
     a = model.config.audio
     return max(1, round(a.segment_samples * sample_rate / a.sample_rate))
 
 
-@torch.inference_mode()
-def encode_windows(model: QuerySeparator, windows: torch.Tensor) -> torch.Tensor:
+def encode_windows(model: Network | Any, windows: np.ndarray, device: Any = "cpu") -> np.ndarray:
     """mu of the Query-net for mono windows ``(batch, samples)`` at the model's rate, with no
-    silence rule: ``(batch, latent_dim)``."""
-    a = model.config.audio
-    return model.encode(stft(windows, a.n_fft, a.hop_length).abs()).mu
+    silence rule: ``(batch, latent_dim)`` (a PyTorch model runs on ``device``)."""
+    network = as_network(model, device)
+    a = network.config.audio
+    return network.latent(np.abs(stft_array(windows, a.n_fft, a.hop_length)))
 
 
 def encode_frozen(model: QuerySeparator, magnitude: torch.Tensor) -> Posterior:
     """``model.encode`` with the Query-net's parameters detached: gradients reach ``magnitude``
     (and whatever produced it) but not the Query-net (training's latent regressor term)."""
+    import torch
+
     query_net = model.query_net
     params = {name: p.detach() for name, p in query_net.named_parameters()}
     params.update(dict(query_net.named_buffers()))
@@ -72,7 +79,7 @@ K = TypeVar("K", bound=Hashable)
 
 @dataclass
 class _Sum:
-    total: torch.Tensor | None = None
+    total: np.ndarray | None = None
     count: int = 0
     loudest_db: float = -np.inf
 
@@ -81,11 +88,12 @@ class _Sum:
 class LatentMeans(Generic[K]):
     """Running means of mu, per key, over the non-silent windows added (the module's path).
 
-    Windows are queued and encoded ``batch_size`` at a time.
+    Windows are queued and encoded ``batch_size`` at a time, by ``model`` (a :class:`Network`, or
+    a PyTorch model run on ``device``).
     """
 
-    model: QuerySeparator
-    device: torch.device | str = "cpu"
+    model: Network | Any
+    device: Any = "cpu"
     batch_size: int = 32
     silence_db: float = SILENCE_DB
     _sums: dict[K, _Sum] = field(default_factory=lambda: defaultdict(_Sum))
@@ -112,14 +120,14 @@ class LatentMeans(Generic[K]):
         """Encode the queued windows."""
         if not self._pending:
             return
-        windows = torch.from_numpy(np.stack([w for _, w in self._pending])).to(self.device)
-        mu = encode_windows(self.model, windows).float().cpu()
+        windows = np.stack([w for _, w in self._pending])
+        mu = encode_windows(self.model, windows, self.device).astype(np.float32)
         for (key, _), m in zip(self._pending, mu, strict=True):
             entry = self._sums[key]
-            entry.total = m.clone() if entry.total is None else entry.total + m
+            entry.total = m.copy() if entry.total is None else entry.total + m
         self._pending.clear()
 
-    def mean(self, key: K, what: str = "the query") -> torch.Tensor:
+    def mean(self, key: K, what: str = "the query") -> np.ndarray:
         """The mean latent ``(latent_dim,)`` of ``key``.
 
         Raises:
@@ -139,7 +147,7 @@ class LatentMeans(Generic[K]):
             )
         return entry.total / entry.count
 
-    def means(self) -> dict[K, tuple[torch.Tensor, int]]:
+    def means(self) -> dict[K, tuple[np.ndarray, int]]:
         """``{key: (mean latent, windows)}`` of every key with at least one window kept."""
         self.flush()
         return {
@@ -150,14 +158,14 @@ class LatentMeans(Generic[K]):
 
 
 def encode_blocks(
-    model: QuerySeparator,
+    model: Network | Any,
     blocks: Iterable[np.ndarray],
     sample_rate: int,
     *,
     batch_size: int = 8,
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     what: str = "the query",
-) -> torch.Tensor:
+) -> np.ndarray:
     """Mean latent of audio given as consecutive blocks ``(channels, n)`` at ``sample_rate``
     (a file read block by block, or an estimate as :func:`aqsep.inference.separate_stream` yields
     it): cut into windows, silent windows left out (see the module docstring).
@@ -165,8 +173,9 @@ def encode_blocks(
     Raises:
         QueryError: the audio is empty or silent.
     """
+    model = as_network(model, device)
     win = window_length(model, sample_rate)
-    means: LatentMeans[None] = LatentMeans(model, device=device, batch_size=batch_size)
+    means: LatentMeans[None] = LatentMeans(model, batch_size=batch_size)
     rate = model.config.audio.sample_rate
     pending: list[np.ndarray] = []
 
@@ -191,15 +200,15 @@ def encode_blocks(
 
 
 def encode_reader(
-    model: QuerySeparator,
+    model: Network | Any,
     reader: AudioReader,
     *,
     start: int = 0,
     stop: int | None = None,
     batch_size: int = 8,
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     what: str | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Mean latent of a query file or array (:func:`encode_blocks`); ``start``/``stop`` (input
     samples) restrict the query to a range."""
     stop = reader.frames if stop is None else min(stop, reader.frames)
@@ -218,25 +227,27 @@ def encode_reader(
 
 
 def encode_clip(
-    model: QuerySeparator,
+    model: Network | Any,
     audio: np.ndarray,
     sample_rate: int,
     *,
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     what: str = "the query",
-) -> torch.Tensor:
+) -> np.ndarray:
     """Mean latent of an in-memory clip ``(channels, samples)`` (:func:`encode_blocks`)."""
     return encode_blocks(model, [audio], sample_rate, device=device, what=what)
 
 
-def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
+def slerp(z0: np.ndarray, z1: np.ndarray, alpha: float) -> np.ndarray:
     """Spherical interpolation (docs/paper.md section 7.3); alpha 0 gives z0 and 1 gives z1.
 
     z(alpha) = sin((1 - alpha) theta) / sin(theta) z0 + sin(alpha theta) / sin(theta) z1, with
     theta the angle between z0 and z1; falls back to linear interpolation when they are parallel.
     """
-    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp_min(1e-12)
-    theta = torch.arccos(cos.clamp(-1.0, 1.0))
-    if float(theta.sin()) < 1e-6:
-        return (1 - alpha) * z0 + alpha * z1
-    return (torch.sin((1 - alpha) * theta) * z0 + torch.sin(alpha * theta) * z1) / torch.sin(theta)
+    z0, z1 = np.asarray(z0, dtype=np.float32), np.asarray(z1, dtype=np.float32)
+    cos = float(np.dot(z0, z1)) / max(float(np.linalg.norm(z0) * np.linalg.norm(z1)), 1e-12)
+    theta = math.acos(min(1.0, max(-1.0, cos)))
+    if math.sin(theta) < 1e-6:
+        return ((1 - alpha) * z0 + alpha * z1).astype(np.float32)
+    w0, w1 = math.sin((1 - alpha) * theta), math.sin(alpha * theta)
+    return ((w0 * z0 + w1 * z1) / math.sin(theta)).astype(np.float32)

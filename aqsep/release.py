@@ -4,6 +4,11 @@
 :class:`~aqsep.config.ModelConfig` dict) and a format version; ``classes.json`` holds the mean
 latent of every class the model knows (``"separation without a query"``). Loading is strict
 (every weight present, no extra ones, shapes equal) and never unpickles anything.
+
+The folder's JSON files are read without PyTorch (:func:`read_config`, :func:`read_classes`,
+:func:`open_model_folder`: the ONNX runtime of :mod:`aqsep.onnx` loads an export through them);
+PyTorch is imported by :func:`load_model` and :func:`save_model` only. Both kinds of folder are
+written by :func:`write_folder`, the one atomic folder writer.
 """
 
 from __future__ import annotations
@@ -13,24 +18,31 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+import numpy as np
 
 from aqsep.config import ModelConfig
-from aqsep.errors import ModelError, OutputError
-from aqsep.fastforms import accelerate
-from aqsep.model import QuerySeparator
+from aqsep.errors import ModelError, OutputError, QueryError
+
+if TYPE_CHECKING:
+    import torch
+
+    from aqsep.model import QuerySeparator
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CLASSES = "classes.json"
 MODEL_FILES = (WEIGHTS, CONFIG, CLASSES)  # everything save_model writes, and all it may replace
+# what a folder missing a loader's file is told (open_model_folder)
+_NEEDS = {
+    WEIGHTS: f"a released model needs {WEIGHTS} and {CONFIG}",
+    "query.onnx": "export the model first (aqsep export-onnx MODEL OUT_DIR)",
+}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
 BUNDLED_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "default"
@@ -58,14 +70,13 @@ class ReleasedModel(Generic[N]):
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def class_latent(self, name: str) -> torch.Tensor:
-        from aqsep.errors import QueryError
-
+    def class_latent(self, name: str) -> np.ndarray:
+        """The stored mean latent of class ``name`` (any case), float32 ``(latent_dim,)``."""
         key = name.lower()
         if key not in self.classes:
             known = ", ".join(sorted(self.classes)) or "none"
             raise QueryError(f"unknown class {name!r}; this model knows: {known}")
-        return torch.tensor(self.classes[key].latent, dtype=torch.float32)
+        return np.asarray(self.classes[key].latent, dtype=np.float32)
 
 
 def check_model_destination(out_dir: str | Path) -> Path:
@@ -106,18 +117,21 @@ def save_model(
     files is replaced by a rename of its own and every other file is left as it is. A folder that
     holds other files and no model is refused (:func:`check_model_destination`).
     """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
     out_dir = check_model_destination(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as err:
-        raise OutputError(f"cannot write the model to {out_dir}: {err.strerror or err}") from None
-    try:
+
+    def fill(tmp: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # Spleeter's 20 M parameters: float16 in the file, float32 once loaded (a pretrained
         # separator's every weight; a vocal stage's own, the rest as trained)
         state = {k: v.half() if _stored_half(model, k, v) else v for k, v in state.items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        try:
+            save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        except SafetensorError as err:  # safetensors words a full disk in its own error
+            reason = str(err).rpartition("I/O error: ")[2]
+            raise OutputError(f"writing the model to {out_dir} failed: {reason or err}") from None
         config = {
             "format_version": FORMAT_VERSION,
             "model": model.config.to_dict(),
@@ -133,17 +147,43 @@ def save_model(
             for name, c in sorted(classes.items())
         }
         (tmp / CLASSES).write_text(json.dumps(payload, indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes the folder private; a released model is for everyone
+
+    return write_folder(out_dir, fill, MODEL_FILES, what="the model")
+
+
+def write_folder(
+    out_dir: Path, fill: Callable[[Path], None], replace: Sequence[str], *, what: str
+) -> Path:
+    """Write a folder's files atomically: nothing is left half-written, nothing else is deleted.
+
+    ``fill`` writes the files into a temporary folder beside ``out_dir``. A new or empty
+    ``out_dir`` is then replaced by that folder in one rename; in a folder that holds files, each
+    name of ``replace`` is replaced by a rename of its own (or removed, where ``fill`` did not
+    write it) and every other file is left as it is. On an error the temporary folder is removed.
+
+    Raises:
+        OutputError: the folder cannot be written (``what`` names what was being written).
+    """
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as err:
+        raise OutputError(f"cannot write {what} to {out_dir}: {err.strerror or err}") from None
+    try:
+        fill(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes the folder private; what is written is for everyone
         for child in tmp.iterdir():
             child.chmod(0o644)
         if out_dir.is_dir() and any(out_dir.iterdir()):
-            for name in MODEL_FILES:  # each file in one rename; other files stay
-                os.replace(tmp / name, out_dir / name)
+            for name in replace:  # each file in one rename; other files stay
+                if (tmp / name).exists():
+                    os.replace(tmp / name, out_dir / name)
+                else:
+                    (out_dir / name).unlink(missing_ok=True)
         else:
             os.replace(tmp, out_dir)  # a new folder, or over an empty one
-    except (OSError, SafetensorError) as err:  # safetensors words a full disk in its own error
-        reason = err.strerror if isinstance(err, OSError) else str(err).rpartition("I/O error: ")[2]
-        raise OutputError(f"writing the model to {out_dir} failed: {reason or err}") from None
+    except OSError as err:
+        raise OutputError(f"writing {what} to {out_dir} failed: {err.strerror or err}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -282,16 +322,15 @@ def load_model(
     name_or_path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> ReleasedModel[QuerySeparator]:
     """Load a released model strictly. Raises :class:`ModelError` with a specific message."""
-    folder = resolve_model_path(name_or_path)
-    if not folder.is_dir():
-        raise ModelError(f"model folder {folder} does not exist")
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from aqsep.fastforms import accelerate
+    from aqsep.model import QuerySeparator
+
+    folder, model_config, metadata = open_model_folder(name_or_path, WEIGHTS)
     weights, config_path = folder / WEIGHTS, folder / CONFIG
-    for p in (weights, config_path):
-        if not p.is_file():
-            raise ModelError(
-                f"model folder {folder} has no {p.name}; a released model needs {WEIGHTS} and {CONFIG}"
-            )
-    model_config, metadata = read_config(folder)
     try:
         model = QuerySeparator(model_config)
     except (ValueError, TypeError, AssertionError) as err:
@@ -320,3 +359,26 @@ def load_model(
     accelerate(model).eval().to(device)  # exact fast layers, the same parameters
     classes = read_classes(folder, model.latent_dim)
     return ReleasedModel(model=model, classes=classes, metadata=metadata, path=folder)
+
+
+def open_model_folder(
+    name_or_path: str | Path | None, needs: str
+) -> tuple[Path, ModelConfig, dict[str, Any]]:
+    """The folder of a model (a path or a bundled name), its configuration and metadata: the
+    skeleton both loaders share (:func:`load_model`, :func:`aqsep.onnx.load_onnx_model`).
+
+    ``needs`` is the file the loader reads beside ``config.json`` (the weights, or a graph).
+
+    Raises:
+        ModelError: no such folder, a file missing, or a config that cannot be read.
+    """
+    folder = resolve_model_path(name_or_path)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist")
+    for name in (needs, CONFIG):
+        if not (folder / name).is_file():
+            raise ModelError(
+                f"model folder {folder} has no {name}; {_NEEDS.get(needs, f'it needs {needs}')}"
+            )
+    config, metadata = read_config(folder)
+    return folder, config, metadata

@@ -80,9 +80,10 @@ def test_the_core_applies_the_gated_masks_on_the_stages_grid(cascade_dir: Path) 
             g = float(model.side(z[None])[0])
             m = model.mask(stft(torch.from_numpy(mono), a.n_fft, a.hop_length).abs(), z[None])
             m = map_mask(
-                m, src_sr=a.sample_rate, src_n_fft=a.n_fft, src_hop=a.hop_length,
+                m.numpy(), src_sr=a.sample_rate, src_n_fft=a.n_fft, src_hop=a.hop_length,
                 dst_sr=rate, dst_n_fft=512, dst_hop=128, dst_frames=spec.shape[-1],
             )  # fmt: skip
+            m = torch.from_numpy(m)
             want = istft(spec * (g * r + (1 - g) * (1 - r) * m), 512, 128, x.shape[-1])
             got = separate_array(model, x, rate, z, segment=x.shape[-1] / rate)
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
@@ -93,10 +94,11 @@ def test_the_gate_votes_by_class_and_moves_smoothly_between_classes(cascade_dir:
     gate = released.model.side
     with torch.no_grad():
         for name in released.classes:
-            g = float(gate(released.class_latent(name)[None])[0])
+            g = float(gate(torch.from_numpy(released.class_latent(name))[None])[0])
             assert (g > 0.97) if is_vocal(name) else (g < 0.03), (name, g)
         alpha = torch.linspace(0, 1, 201)[:, None]
-        path = (1 - alpha) * released.class_latent("vocals") + alpha * released.class_latent("bass")
+        vocals, bass = (torch.from_numpy(released.class_latent(c)) for c in ("vocals", "bass"))
+        path = (1 - alpha) * vocals + alpha * bass
         g = gate(path)
     assert g[0] > 0.97 and g[-1] < 0.03
     assert float(g.diff().abs().max()) < 0.25  # no jump between neighbouring points

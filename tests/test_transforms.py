@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from aqsep.transforms import features, hann, istft, stft
+from aqsep.transforms import features, hann, hann_array, istft, istft_array, stft, stft_array
 
 
 @pytest.mark.parametrize(("n_fft", "hop"), [(256, 64), (1024, 256), (512, 100)])
@@ -44,3 +45,25 @@ def test_features_are_log1p_of_the_magnitude():
     mag = torch.tensor([0.0, 1.0, 100.0])
     torch.testing.assert_close(features(mag), torch.log1p(mag))
     assert features(mag)[0] == 0
+
+
+@pytest.mark.parametrize(("n_fft", "hop"), [(256, 64), (512, 100), (4458, 1115)])
+@pytest.mark.parametrize("length", [1, 300, 9001])
+def test_the_array_transform_is_the_tensor_transform(n_fft, hop, length):
+    # the separation core's numpy STFT against training's torch.stft, both ways; a hop that does
+    # not divide n_fft (the native grid of a 48 kHz input) included
+    wave = np.random.default_rng(length).standard_normal((2, length)).astype(np.float32)
+    spec = stft_array(wave, n_fft, hop)
+    want = stft(torch.from_numpy(wave), n_fft, hop).numpy()
+    assert spec.shape == want.shape and spec.dtype == np.complex64
+    np.testing.assert_allclose(spec, want, rtol=0, atol=2e-6 * np.abs(want).max())
+    back = istft_array(spec, n_fft, hop, length)
+    assert back.shape == wave.shape and back.dtype == np.float32
+    np.testing.assert_allclose(
+        back, istft(torch.from_numpy(want), n_fft, hop, length).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(back, wave, atol=1e-5)
+
+
+def test_the_array_window_is_the_tensor_window():
+    np.testing.assert_allclose(hann_array(8), torch.hann_window(8).numpy(), atol=3e-7)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 from tqdm import tqdm
 
 from aqsep.api import (
@@ -376,7 +376,7 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _other_latent(sep: Separator, other: str) -> torch.Tensor:
+def _other_latent(sep: Separator, other: str) -> np.ndarray:
     path = Path(other)
     if path.is_file():
         return sep.query_latent([path])
@@ -487,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
             f"--masks {masks} with one output and no --residual would give the whole input back: "
             "ask for several outputs, add --residual, or use --masks independent"
         )
-    fixed: dict[str, torch.Tensor] = {}
+    fixed: dict[str, np.ndarray] = {}
     for out in outputs:
         if out.kind == "class":
             fixed[out.name] = sep.class_latent(str(out.source))

@@ -52,7 +52,7 @@ def track_latents(ctx: Context, targets: list[str]) -> dict[tuple[str, str], np.
                 try:
                     out[(entry.name, t)] = encode_reader(
                         ctx.separator.model, reader, device=ctx.separator.device
-                    ).numpy()
+                    )
                 except QueryError:
                     continue  # silent all along
     return out
@@ -82,7 +82,7 @@ def run(ctx: Context) -> list[Path]:
             after = multi.get(track, {}).get(t, {}).get("SDR", math.nan)
             z = latents.get((track, t))
             dist = (
-                float(np.linalg.norm(z - ctx.separator.class_latent(t).numpy()))
+                float(np.linalg.norm(z - ctx.separator.class_latent(t)))
                 if z is not None
                 else math.nan
             )
@@ -128,7 +128,7 @@ def run(ctx: Context) -> list[Path]:
         pts = [r for r in sub if (r["track"], t) in latents]
         if pts:
             x = np.stack(
-                [latents[(r["track"], t)] for r in pts] + [ctx.separator.class_latent(t).numpy()]
+                [latents[(r["track"], t)] for r in pts] + [ctx.separator.class_latent(t)]
             )
             xy, method = embed_2d(x, ctx.seed)
             for r, p in zip(pts, xy[:-1], strict=True):

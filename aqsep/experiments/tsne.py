@@ -58,7 +58,7 @@ def collect_latents(ctx: Context, windows: int) -> tuple[np.ndarray, list[dict[s
                     )
                 except QueryError:
                     continue  # silent once resampled to the model's rate
-                latents.append(z.numpy())
+                latents.append(z)
                 lab = track.labels[stem]
                 rows.append(
                     {
@@ -178,7 +178,7 @@ def run(ctx: Context) -> list[Path]:
         scores.append({"level": "fine", **cluster_scores(x, fine, groups, ctx.seed)})
     # class means stored with the model are embedded with the excerpts and drawn as stars
     means = {
-        c: ctx.separator.class_latent(c).numpy()
+        c: ctx.separator.class_latent(c)
         for c in sorted(set(coarse))
         if c in ctx.separator.classes
     }
