@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
@@ -111,8 +112,8 @@ def _initialise(model: QuerySeparator, spec: RunSpec) -> None:
         others = [n for n in ("drums", "bass", "other") if n in names]
         if "vocals" in names and others:
             model.separator.aim_gate(
-                released.class_latent("vocals"),
-                torch.stack([released.class_latent(n) for n in others]),
+                torch.from_numpy(released.class_latent("vocals")),
+                torch.from_numpy(np.stack([released.class_latent(n) for n in others])),
             )
 
 
