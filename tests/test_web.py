@@ -358,6 +358,63 @@ def test_separate_by_query_clips_and_by_class(page: Page) -> None:
     one_line_error(response, 404)
 
 
+def test_every_stem_in_one_pass_sums_to_the_song_and_zips(
+    page: Page, separator: Separator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    audio = make_audio(2.5, 44100, 2, seed=7)
+    song = page.song(wav_bytes(audio=audio, sr=44100), name="My Song.wav")
+    passes: list[list[str]] = []
+    separate_file = separator.separate_file
+
+    def counted(path, out_dir, latent, **options):  # noqa: ANN001, ANN003, ANN202
+        passes.append(list(latent))
+        return separate_file(path, out_dir, latent, **options)
+
+    monkeypatch.setattr(separator, "separate_file", counted)
+    job = page.separate(song, {"kind": "stems"})
+    assert passes == [separator.coarse_classes]  # one pass over the song for every stem
+    result = job["result"]
+    assert result["stems"] is True and result["label"] == "every stem"
+    assert result["files"] == separator.coarse_classes
+    mixture = read(page.get(f"/api/results/{result['id']}/mixture").content)[0]
+    stems = {}
+    for name in result["files"]:
+        response = page.get(f"/api/results/{result['id']}/{name}")
+        assert response.status_code == 200
+        assert f'filename="My_Song-{name}.wav"' in response.headers["content-disposition"]
+        stems[name] = read(response.content)[0]
+        assert stems[name].shape == audio.shape
+    total = sum(stems.values())
+    assert np.abs(total - mixture).max() < len(stems) / 32768  # 16-bit rounding of each stem
+    assert all(np.abs(s).max() > 1e-3 for s in stems.values())
+    assert not np.allclose(stems["vocals"], stems["drums"], atol=1e-3)
+    view = page.get(f"/api/results/{result['id']}/bass/overview?columns=50").json()
+    assert view["columns"] == 50
+
+    response = page.get(f"/api/results/{result['id']}/all.zip?format=flac")
+    assert response.status_code == 200
+    assert 'filename="My_Song-stems.zip"' in response.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        names = archive.namelist()
+        assert names == [f"My_Song-{n}.flac" for n in result["files"]]
+        for name in result["files"]:
+            inside = read(archive.read(f"My_Song-{name}.flac"))[0]
+            assert np.array_equal(inside, stems[name])  # lossless: the same samples as the WAV
+    one_line_error(page.get(f"/api/results/{result['id']}/target"), 404)
+
+    for extra, words in (
+        ({"other": {"kind": "class", "name": "drums"}}, "no slider"),
+        ({"refine": 1}, "not refined"),
+    ):
+        message = one_line_error(
+            page.post("/api/jobs", json={"song": song["id"], "query": {"kind": "stems"}, **extra}),
+            400,
+        )
+        assert words in message
+
+
 def test_refine_steps_run_more_passes(page: Page) -> None:
     song = page.song(wav_bytes(2.0, seed=2))
     plain = page.separate(song, {"kind": "class", "name": "bass"})

@@ -22,20 +22,19 @@ import shutil
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from aqsep.api import Separator
 from aqsep.audio import AudioInfo, _pid_alive, audio_info
 from aqsep.errors import AqsepError, AudioError, QueryError
+from aqsep.inference import Latent
 from aqsep.web.media import convert
 
 log = logging.getLogger("aqsep.web")
 
 ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-STEMS = ("target", "rest", "mixture")
 FORMATS = ("wav", "flac")
 MAX_REFINE = 4
 # The longest song or clip the page takes: its cost (decoding, the overview, every separation)
@@ -74,9 +73,11 @@ def display_name(name: str | None, default: str) -> str:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """What to look for: a time range of the song, uploaded clips, or a class of the model."""
+    """What to look for: a time range of the song, uploaded clips, a class of the model, or
+    ``"stems"``: every coarse class of the model at once (vocals, drums, bass, other), in one
+    pass, their ratio masks making the stems sum to the song."""
 
-    kind: str  # "range" | "clips" | "class"
+    kind: str  # "range" | "clips" | "class" | "stems"
     start: float = 0.0
     end: float = 0.0
     clips: tuple[str, ...] = ()
@@ -87,14 +88,19 @@ class QuerySpec:
             return ("range", round(self.start, 3), round(self.end, 3))
         if self.kind == "clips":
             return ("clips", tuple(sorted(self.clips)))
+        if self.kind == "stems":
+            return ("stems",)
         return ("class", self.name.lower())
 
     def describe(self) -> str:
+        """A few words for the page: ``vocals``, ``the region 5.00-8.00 s``, ``2 clips``."""
         if self.kind == "range":
-            return f"range {self.start:.2f}-{self.end:.2f} s"
+            return f"the region {self.start:.2f}-{self.end:.2f} s"
         if self.kind == "clips":
-            return f"{len(self.clips)} query clip{'s' if len(self.clips) != 1 else ''}"
-        return f"class {self.name}"
+            return f"{len(self.clips)} clip{'s' if len(self.clips) != 1 else ''}"
+        if self.kind == "stems":
+            return "every stem"
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,16 @@ class Request:
 
     def at(self, alpha: float) -> Request:
         return Request(self.song, self.query, self.other, alpha, self.refine)
+
+    def describe(self) -> str:
+        """Which query made a result, for the page's history: ``vocals``, ``vocals to drums at
+        0.25``, with ``, refined twice`` after two refinement steps."""
+        words = self.query.describe()
+        if self.other is not None:
+            words += f" to {self.other.describe()} at {self.alpha:.2f}"
+        if self.refine:
+            words += f", refined {self.refine}x"
+        return words
 
 
 @dataclass
@@ -152,11 +168,23 @@ class Result:
     id: str
     request: Request
     folder: Path
-    files: dict[str, Path]  # "target", "rest": 16-bit WAV at the song's rate and channels
+    # 16-bit WAV at the song's rate and channels: "target" and "rest", or one file per stem
+    files: dict[str, Path]
     elapsed: float
 
+    @property
+    def stems(self) -> bool:
+        return self.request.query.kind == "stems"
+
     def public(self) -> dict:
-        return {"id": self.id, "elapsed": round(self.elapsed, 3), "alpha": self.request.alpha}
+        return {
+            "id": self.id,
+            "elapsed": round(self.elapsed, 3),
+            "alpha": self.request.alpha,
+            "label": self.request.describe(),
+            "files": list(self.files),
+            "stems": self.stems,
+        }
 
 
 @dataclass
@@ -202,7 +230,7 @@ class Session:
     clips: dict[str, Clip] = field(default_factory=dict)
     results: dict[tuple, Result] = field(default_factory=dict)  # by Request.key()
     jobs: dict[str, Job] = field(default_factory=dict)
-    latents: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    latents: dict[tuple, Latent] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
 
     def result(self, result_id: str) -> Result:
@@ -424,7 +452,8 @@ class Workshop:
             raise WebError(404, "no such song in this session: open a song first")
         return song
 
-    def download(self, session: Session, path: Path, fmt: str) -> Path:
+    @staticmethod
+    def download(path: Path, fmt: str) -> Path:
         """``path`` (a WAV) as ``fmt``, converted once and kept beside it."""
         if fmt == "wav":
             return path
@@ -460,6 +489,8 @@ class Workshop:
         for spec in (request.query, request.other):
             if spec is None:
                 continue
+            if spec.kind == "stems":
+                self._check_stems(request, spec)
             if spec.kind == "class" and spec.name.lower() not in self.separator.classes:
                 known = ", ".join(self.separator.classes)
                 raise WebError(400, f"unknown class {spec.name!r}; this model knows: {known}")
@@ -482,6 +513,19 @@ class Workshop:
             raise WebError(400, f"the slider position must be in [0, 1], got {request.alpha}")
         if not 0 <= request.refine <= MAX_REFINE:
             raise WebError(400, f"refine steps must be 0 to {MAX_REFINE}, got {request.refine}")
+
+    def _check_stems(self, request: Request, spec: QuerySpec) -> None:
+        """Every stem at once: the first query only, no slider, no refinement."""
+        if spec is not request.query:
+            raise WebError(400, "every stem at once cannot be a slider's end; choose one sound")
+        if request.other is not None:
+            raise WebError(
+                400, "every stem at once has no slider: choose nothing under 'Slide towards'"
+            )
+        if request.refine:
+            raise WebError(400, "every stem at once is not refined: set refine steps to 0")
+        if len(self.separator.coarse_classes) < 2:
+            raise WebError(400, "this model stores no set of stems that make up a song")
 
     def submit(self, session: Session, request: Request, *, background: bool = False) -> Job:
         """A job for ``request``: done at once if its result is cached, the same job if one for
@@ -612,7 +656,7 @@ class Workshop:
             with contextlib.suppress(WebError):
                 self.submit(session, position, background=True)
 
-    def _latent(self, session: Session, song: Song, spec: QuerySpec) -> torch.Tensor:
+    def _latent(self, session: Session, song: Song, spec: QuerySpec) -> Latent:
         key = (song.id, spec.key()) if spec.kind == "range" else spec.key()
         with self.lock:
             cached = session.latents.get(key)
@@ -637,6 +681,8 @@ class Workshop:
         request, sep = job.request, self.separator
         with self.lock:
             song = self.song(session, request.song)
+        if request.query.kind == "stems":
+            return self._separate_stems(job, song, folder)
         progress = _JobProgress(job, passes=1 + request.refine)
         job.stage = "reading the query"
         z = self._latent(session, song, request.query)
@@ -651,6 +697,31 @@ class Workshop:
         out = sep.separate_file(song.path, folder, z, residual=True, force=True, progress=progress)
         self.separations += 1
         return {"target": out.outputs["target"], "rest": out.outputs["rest"]}
+
+    def _separate_stems(self, job: Job, song: Song, folder: Path) -> dict[str, Path]:
+        """Every coarse class of the model, one file each, in one pass over the song: the
+        separator's default rule for several targets (ratio masks) makes them sum to the song."""
+        sep = self.separator
+        latents = {name: sep.class_latent(name) for name in sep.coarse_classes}
+        job.stage = "separating every stem"
+        out = sep.separate_file(
+            song.path, folder, latents, force=True, progress=_JobProgress(job, 1)
+        )
+        self.separations += 1
+        return dict(out.outputs)
+
+    def zip_of(self, result: Result, fmt: str, names: dict[str, str]) -> Path:
+        """Every file of ``result`` in one zip (stored: the audio hardly compresses), each named
+        ``names[key]``; made once per format and kept beside them."""
+        out = result.folder / f"all-{fmt}.zip"
+        if out.exists():
+            return out
+        part = result.folder / f"{new_id()}.part"
+        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_STORED) as archive:
+            for key, path in result.files.items():
+                archive.write(self.download(path, fmt), names[key])
+        part.replace(out)
+        return out
 
     # ---- shutdown --------------------------------------------------------------------------
     def close(self) -> None:

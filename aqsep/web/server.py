@@ -31,7 +31,9 @@ from aqsep.errors import AqsepError
 from aqsep.web.jobs import (
     MAX_REFINE,
     QuerySpec,
+    Result,
     Session,
+    Song,
     WebError,
     Workshop,
     display_name,
@@ -61,7 +63,7 @@ SECURITY_HEADERS = {
 
 
 class QueryIn(BaseModel):
-    kind: Literal["range", "clips", "class"]
+    kind: Literal["range", "clips", "class", "stems"]
     start: float = 0.0
     end: float = 0.0
     clips: list[str] = Field(default_factory=list, max_length=64)
@@ -300,7 +302,7 @@ def create_app(
         ws, session = workshop(), session_of(request)
         song = ws.song(session, song_id)
         with _guard(ws, session):
-            path = ws.download(session, ws.mixture_wav(session, song), format)
+            path = ws.download(ws.mixture_wav(session, song), format)
         return _audio_file(path, f"{_stem(song.name)}-mixture.{format}")
 
     # ---- query clips -----------------------------------------------------------------------
@@ -350,36 +352,50 @@ def create_app(
 
     # ---- results ---------------------------------------------------------------------------
     def result_file(session: Session, result_id: str, stem: str) -> tuple[Path, str]:
-        """The file of ``stem`` and its download name's start (the song, then the query)."""
+        """The file of ``stem`` (``mixture`` or one of the result's files) and its download
+        name without the extension."""
         ws = workshop()
         with ws.lock:
             result = session.result(result_id)
             song = ws.song(session, result.request.song)
         if stem == "mixture":
             with _guard(ws, session):
-                return ws.mixture_wav(session, song), _stem(song.name)
-        return result.files[stem], f"{_stem(song.name)}-{_query_name(result.request)}"
+                return ws.mixture_wav(session, song), f"{_stem(song.name)}-mixture"
+        if stem not in result.files:
+            raise WebError(404, f"this result has no {stem!r}; it has {', '.join(result.files)}")
+        return result.files[stem], _file_name(song, result, stem)
+
+    @app.get("/api/results/{result_id}/all.zip")
+    def result_zip(
+        result_id: str,
+        request: Request,
+        format: Literal["wav", "flac"] = "wav",  # noqa: A002
+    ) -> FileResponse:
+        ws, session = workshop(), session_of(request)
+        with ws.lock:
+            result = session.result(result_id)
+            song = ws.song(session, result.request.song)
+        names = {key: f"{_file_name(song, result, key)}.{format}" for key in result.files}
+        with _guard(ws, session):
+            path = ws.zip_of(result, format, names)
+        base = _stem(song.name) + ("-stems" if result.stems else f"-{_query_name(result.request)}")
+        return FileResponse(path, media_type="application/zip", filename=f"{base}.zip")
 
     @app.get("/api/results/{result_id}/{stem}")
     def result_audio(
         result_id: str,
-        stem: Literal["target", "rest", "mixture"],
+        stem: str,
         request: Request,
         format: Literal["wav", "flac"] = "wav",  # noqa: A002
-    ):
+    ) -> FileResponse:
         ws, session = workshop(), session_of(request)
-        path, track = result_file(session, result_id, stem)
+        path, name = result_file(session, result_id, stem)
         with _guard(ws, session):
-            path = ws.download(session, path, format)
-        return _audio_file(path, f"{track}-{'estimate' if stem == 'target' else stem}.{format}")
+            path = ws.download(path, format)
+        return _audio_file(path, f"{name}.{format}")
 
     @app.get("/api/results/{result_id}/{stem}/overview")
-    def result_overview(
-        result_id: str,
-        stem: Literal["target", "rest", "mixture"],
-        request: Request,
-        columns: int = 1000,
-    ) -> dict:
+    def result_overview(result_id: str, stem: str, request: Request, columns: int = 1000) -> dict:
         ws, session = workshop(), session_of(request)
         path, _ = result_file(session, result_id, stem)
         with _guard(ws, session):
@@ -411,6 +427,16 @@ def _query_name(request: Separation) -> str:
     if request.refine:
         name += f"-refine{request.refine}"
     return name
+
+
+def _file_name(song: Song, result: Result, key: str) -> str:
+    """A result file's download name without its extension: the song, then the query and what
+    the file is (``mixture-vocals-estimate``, ``mixture-drums-rest``), or the stem
+    (``mixture-bass``) of every stem at once."""
+    if result.stems:
+        return f"{_stem(song.name)}-{_stem(key)}"
+    what = "estimate" if key == "target" else key
+    return f"{_stem(song.name)}-{_query_name(result.request)}-{what}"
 
 
 def _audio_file(path: Path, filename: str) -> FileResponse:
