@@ -9,8 +9,11 @@ Values tagged [default] in docs/paper.md fill the paper's gaps: see that file fo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
+
+from aqsep.errors import SettingError
 
 T = TypeVar("T")
 
@@ -273,9 +276,98 @@ class ModelConfig:
         )
 
 
+class TrainSettingError(SettingError):
+    """A training setting out of its range: ``setting`` names the field of :class:`TrainConfig`
+    (or of its :class:`SamplingConfig`), ``requirement`` says what it must be."""
+
+    def __init__(self, setting: str, requirement: str) -> None:
+        self.setting, self.requirement = setting, requirement
+        super().__init__(f"training setting {setting} {requirement}")
+
+
+def _number(
+    name: str, value: Any, low: float, high: float, *, open_low: bool, open_high: bool
+) -> None:
+    """Refuse anything but a finite number in the interval from ``low`` to ``high``."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if numeric and math.isfinite(value):
+        above = low < value if open_low else low <= value
+        if above and (value < high if open_high else value <= high):
+            return
+    if high == math.inf:
+        interval = f"{'> ' if open_low else '>= '}{low:g}"
+    elif low == -math.inf:
+        interval = f"{'< ' if open_high else '<= '}{high:g}"
+    else:
+        interval = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    what = "a finite number " if not numeric or not math.isfinite(value) else ""
+    raise TrainSettingError(name, f"must be {what}{interval}, got {value!r}")
+
+
+def _count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TrainSettingError(name, f"must be a whole number >= {minimum}, got {value!r}")
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TrainSettingError(name, f"must be true or false, got {value!r}")
+
+
+_INF = math.inf
+
+#: Lightning precisions that training accepts (aqsep.train.run refuses float16 on a CPU).
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """The paper's sampling strategy and its guards (:mod:`aqsep.data.sampling`)."""
+
+    keep_prob: float = 0.5  # [paper] alpha ~ Bernoulli(0.5)
+    gain_low: float = 0.25  # [paper] beta ~ Uniform(0.25, 1.25)
+    gain_high: float = 1.25
+    remix_prob: float = 0.0  # probability of drawing each stem from a random other track
+    # bandwidth augmentation: with this probability every stem of an excerpt (so target, rest and
+    # mixture alike) is low-passed at a cutoff drawn uniformly in [lowpass_low, lowpass_high] Hz
+    lowpass_prob: float = 0.0
+    lowpass_low: float = 4000.0
+    lowpass_high: float = 11000.0
+    silence_db: float = SILENCE_DB  # reject a target whose RMS (dBFS) is below this [default]
+    relative_db: float = -60.0  # ... or that lies more than 60 dB below the mixture [default]
+    require_rest: bool = False  # also reject an excerpt whose rest is silent (validation)
+    max_tries: int = 200  # excerpts drawn before giving up on a (silent) data set
+
+    def __post_init__(self) -> None:
+        _number("keep_prob", self.keep_prob, 0, 1, open_low=True, open_high=False)
+        _number("gain_low", self.gain_low, 0, _INF, open_low=False, open_high=True)
+        _number("gain_high", self.gain_high, self.gain_low, _INF, open_low=False, open_high=True)
+        _number("remix_prob", self.remix_prob, 0, 1, open_low=False, open_high=False)
+        _number("lowpass_prob", self.lowpass_prob, 0, 1, open_low=False, open_high=False)
+        _number("lowpass_low", self.lowpass_low, 0, _INF, open_low=True, open_high=True)
+        _number(
+            "lowpass_high",
+            self.lowpass_high,
+            self.lowpass_low,
+            _INF,
+            open_low=False,
+            open_high=True,
+        )
+        _number("silence_db", self.silence_db, -_INF, 0, open_low=True, open_high=False)
+        _number("relative_db", self.relative_db, -_INF, 0, open_low=True, open_high=False)
+        _flag("require_rest", self.require_rest)
+        _count("max_tries", self.max_tries, 1)
+
+
+#: The names of :class:`SamplingConfig`'s settings (a flat :class:`TrainConfig` dict of older
+#: runs held them beside the others).
+SAMPLING_SETTINGS = tuple(f.name for f in fields(SamplingConfig))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Loss weights, optimiser and sampling settings (docs/paper.md sections 5 and 6)."""
+    """Loss weights, optimiser and sampling settings (docs/paper.md sections 5 and 6), each
+    checked when the config is made (:class:`TrainSettingError` names the first bad one)."""
 
     lambda_rec: float = 1.0
     lambda_kl: float = 0.01
@@ -299,28 +391,86 @@ class TrainConfig:
     max_steps: int = 200_000
     lr_decay_every: int = 50_000  # multiply the learning rate by lr_decay_gamma every N steps
     lr_decay_gamma: float = 0.5
-    keep_prob: float = 0.5  # Bernoulli keep probability of each stem [paper]
-    gain_low: float = 0.25  # Uniform gain range [paper]
-    gain_high: float = 1.25
-    remix_prob: float = 0.0  # probability of drawing each stem from a random other track
-    lowpass_prob: float = 0.0  # probability of low-passing a whole excerpt (bandwidth augmentation)
-    lowpass_low: float = 4000.0  # its cutoff is uniform in [lowpass_low, lowpass_high] Hz
-    lowpass_high: float = 11000.0
-    silence_db: float = SILENCE_DB  # reject excerpts whose target RMS is below this (dBFS)
+    # how excerpts are drawn: the paper's keep probability and gains, remixing, low-passing, and
+    # the silence rule of training targets
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     excerpts_per_epoch: int = 4000
     valid_excerpts: int = 64
     val_every: int = 1000
     checkpoint_every: int = 500
     num_workers: int = 2
-    precision: str = "32"  # Lightning precision, e.g. "bf16-mixed"
+    precision: str = "32"  # Lightning precision, one of PRECISIONS
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_rec", "lambda_kl", "lambda_latent"):
+            _number(name, getattr(self, name), 0, _INF, open_low=False, open_high=True)
+        for name in ("latent_updates_query", "freeze_query", "freeze_pretrained"):
+            _flag(name, getattr(self, name))
+        _number(
+            "conditioning_lr_scale",
+            self.conditioning_lr_scale,
+            0,
+            _INF,
+            open_low=False,
+            open_high=True,
+        )
+        _number("latent_fraction", self.latent_fraction, 0, 1, open_low=True, open_high=False)
+        _number("lr", self.lr, 0, 1, open_low=True, open_high=True)
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise TrainSettingError("betas", f"must be two numbers, got {self.betas!r}")
+        for beta in self.betas:
+            _number("betas", beta, 0, 1, open_low=False, open_high=True)
+        for name in ("batch_size", "max_steps", "lr_decay_every", "excerpts_per_epoch"):
+            _count(name, getattr(self, name), 1)
+        _number("lr_decay_gamma", self.lr_decay_gamma, 0, 1, open_low=True, open_high=False)
+        if not isinstance(self.sampling, SamplingConfig):
+            raise TrainSettingError("sampling", f"must be a SamplingConfig, got {self.sampling!r}")
+        for name in ("valid_excerpts", "val_every", "checkpoint_every"):
+            _count(name, getattr(self, name), 1)
+        _count("num_workers", self.num_workers, 0)
+        if self.precision not in PRECISIONS:
+            raise TrainSettingError(
+                "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        _count("seed", self.seed, 0)
+
+    def with_settings(self, **settings: Any) -> TrainConfig:
+        """This config with the settings given by name changed, those of :attr:`sampling`
+        (``remix_prob``, ...) included.
+
+        Raises:
+            TrainSettingError: an unknown name, or a value out of its range.
+        """
+        own = {f.name for f in fields(self)} - {"sampling"}
+        unknown = sorted(set(settings) - own - set(SAMPLING_SETTINGS))
+        if unknown:
+            raise TrainSettingError(unknown[0], "is not a training setting")
+        sampling = {k: v for k, v in settings.items() if k in SAMPLING_SETTINGS}
+        return replace(
+            self,
+            sampling=replace(self.sampling, **sampling),
+            **{k: v for k, v in settings.items() if k in own},
+        )
+
+    def setting(self, name: str) -> Any:
+        """A setting by name, of this config or of its :attr:`sampling`."""
+        return getattr(self.sampling if name in SAMPLING_SETTINGS else self, name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _build(cls, data)
+        """Rebuild from :meth:`to_dict`'s output, or from the flat dict of older runs (the
+        sampling settings beside the others)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"TrainConfig must be an object, got {_json_type(data)}")
+        values = {k: v for k, v in data.items() if k not in SAMPLING_SETTINGS}
+        flat = {k: v for k, v in data.items() if k in SAMPLING_SETTINGS}
+        nested = values.pop("sampling", {})
+        sampling = _build(SamplingConfig, nested)
+        return replace(_build(cls, values), sampling=replace(sampling, **flat))
 
 
 def _json_type(value: Any) -> str:

@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 from conftest import save_tiny_model, subprocess_env, tiny_config
 
-from aqsep.config import TrainConfig, preset
-from aqsep.data import open_tracks
+from aqsep.config import TrainConfig, TrainSettingError, preset
+from aqsep.data import DataSource, open_tracks
 from aqsep.data.sampling import ExcerptDataset, SamplingConfig
 from aqsep.errors import AqsepError, DataError
 from aqsep.losses import reconstruction_loss
@@ -407,6 +407,11 @@ def test_size_options_shape_a_new_run_and_are_fixed_on_resume(
     )
     assert cli("train", *common, *sizes, "--resume", "--steps", 2).code == 0
     assert load_model(run_dir / "model").metadata["steps"] == 2
+    # every setting of RunSpec's one list is fixed, those the command line once let pass too
+    assert (
+        "--conditioning-lr-scale cannot change when a run is resumed"
+        in cli("train", *common, "--resume", "--conditioning-lr-scale", 3).one_line_error()
+    )
     # --init brings its own sizes
     error = cli(
         "train", "--data", corpus, "--out", tmp_path / "ft", "--init", run_dir / "model",
@@ -433,7 +438,8 @@ def test_a_run_over_two_data_sets(corpus: Path, tmp_path: Path, cli) -> None:  #
     assert cli("train", *common, "--steps", 2).code == 0
     spec = RunSpec.load(run_dir)
     assert [str(s) for s in spec.sources] == [f"stems:{corpus}", f"mir1k:{karaoke}@2"]
-    assert spec.train_config.remix_prob == 0.5 and spec.train_config.lowpass_prob == 0.5
+    sampling = spec.train_config.sampling
+    assert sampling.remix_prob == 0.5 and sampling.lowpass_prob == 0.5
     model = load_model(run_dir / "model")
     assert {"vocals", "accompaniment", "drums", "bass"} <= set(model.classes)
     assert model.metadata["data"] == [f"stems:{corpus}", f"mir1k:{karaoke}@2"]
@@ -624,14 +630,71 @@ def test_resume_rules_live_with_the_run(corpus: Path) -> None:
     spec = tiny_spec(corpus, remix_prob=0.5)
     same = spec.resumed(lr=spec.train_config.lr, remix_prob=0.5, max_steps=99, num_workers=None)
     assert same.train_config.max_steps == 99 and same.train_config.lr == spec.train_config.lr
-    assert same.data == spec.data
+    assert same.sources == spec.sources
     with pytest.raises(ResumeConflict, match="lr, remix_prob cannot change") as caught:
         spec.resumed(lr=1e-2, remix_prob=0.1, kernel_size=spec.model_config.separator.kernel_size)
     assert caught.value.names == ["lr", "remix_prob"]
     with pytest.raises(ValueError, match="unknown run settings"):
         spec.resumed(learning_rate=1e-3)
     moved = spec.resumed(data=["elsewhere"], preload=True)
-    assert moved.data == ["elsewhere"] and moved.preload
+    assert [s.path for s in moved.sources] == ["elsewhere"] and moved.preload
+
+
+def test_a_run_spec_holds_its_parsed_data_and_reads_back_as_it_was_written(
+    corpus: Path, tmp_path: Path
+) -> None:
+    spec = tiny_spec(corpus, remix_prob=0.5)
+    assert spec.sources == (DataSource("stems", str(corpus.resolve())),)
+    assert spec.train_config.sampling.remix_prob == 0.5
+    spec.save(tmp_path)
+    assert RunSpec.load(tmp_path) == spec
+    # the run.json of an older run: its training settings in one flat dict
+    written = spec.to_dict()
+    flat = {**written["train"], **written["train"]["sampling"]}
+    del flat["sampling"]
+    (tmp_path / "run.json").write_text(json.dumps({**written, "train": flat}))
+    assert RunSpec.load(tmp_path) == spec
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"lr": 1.5}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"latent_fraction": 0.0}, "latent_fraction"),
+        ({"remix_prob": 1.5}, "remix_prob"),
+        ({"lowpass_low": float("nan")}, "lowpass_low"),
+        ({"keep_prob": 0.0}, "keep_prob"),
+        ({"gain_low": 2.0}, "gain_high"),
+        ({"precision": "64"}, "precision"),
+        ({"seed": -1}, "seed"),
+        ({"freeze_query": 1}, "freeze_query"),
+        ({"learning_rate": 1e-3}, "learning_rate"),
+    ],
+)
+def test_training_settings_are_checked_where_they_are_made(
+    settings: dict[str, object], name: str
+) -> None:
+    with pytest.raises(TrainSettingError) as caught:
+        TrainConfig().with_settings(**settings)
+    assert caught.value.setting == name
+    with pytest.raises(ValueError, match=name):  # TrainSettingError, or an unknown key
+        TrainConfig.from_dict({**TrainConfig().to_dict(), **settings})
+
+
+def test_a_training_setting_out_of_range_is_one_line_naming_its_option(
+    corpus: Path, tmp_path: Path, cli
+) -> None:  # type: ignore[no-untyped-def]
+    common = _quick_run(corpus, tmp_path / "run", batch_size=1)
+    error = cli("train", *common, "--lr", 5).one_line_error()
+    assert "--lr must be in (0, 1), got 5.0" in error
+    assert (
+        "--remix must be in [0, 1], got 2.0" in cli("train", *common, "--remix", 2).one_line_error()
+    )
+    error = cli("train", *common, "--conditioning-lr-scale", -1).one_line_error()
+    assert "--conditioning-lr-scale must be >= 0, got -1.0" in error
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_bad_export_folder_fails_before_training(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
@@ -744,10 +807,9 @@ def test_a_full_disk_in_a_checkpoint_or_the_export_is_one_line_and_leaves_no_par
 ) -> None:  # type: ignore[no-untyped-def]
     import errno
 
+    import safetensors.torch
     from lightning.pytorch.plugins.io import TorchCheckpointIO
     from safetensors import SafetensorError
-
-    import aqsep.release
 
     def full_checkpoint(self, checkpoint, path, storage_options=None):  # type: ignore[no-untyped-def]
         Path(path).write_bytes(b"half a checkpoint")
@@ -768,7 +830,8 @@ def test_a_full_disk_in_a_checkpoint_or_the_export_is_one_line_and_leaves_no_par
     shutil.rmtree(run_dir)
     model_dir = tmp_path / "model"
     with monkeypatch.context() as patch:
-        patch.setattr(aqsep.release, "save_file", full_weights)
+        # release.save_model imports safetensors' writer where it writes
+        patch.setattr(safetensors.torch, "save_file", full_weights)
         error = cli("train", *common, "--quiet", "--export", model_dir).one_line_error()
     assert str(model_dir) in error and "No space left on device" in error
     assert not model_dir.exists() and not list(tmp_path.glob(".model*"))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 from aqsep.cli.argtypes import checked_float, non_negative_int, positive_int
-from aqsep.config import PRESETS, TRAIN_PRESETS, ModelConfig, preset
+from aqsep.config import PRECISIONS, PRESETS, TRAIN_PRESETS, ModelConfig, preset
 from aqsep.errors import AqsepError
 
 EPILOG = """\
@@ -38,52 +39,24 @@ examples:
 # The model sizes that can be given for a new run (not with --init, which brings its own).
 _SIZES = ("channels", "kernel_size", "latent_dim")
 
-# Options that define a run: they cannot change when it is resumed (repeating them is fine;
-# RunSpec.resumed decides). --no-latent-loss is one too (lambda_latent).
-_FIXED_ON_RESUME = (
-    "musdb",
-    "is_wav",
-    "preset",
-    "level",
-    "batch_size",
-    "lr",
-    "seed",
-    "latent_updates_query",
-    "latent_fraction",
-    "remix",
-    "lowpass",
-    "init",
-    "init_separator",
-    *_SIZES,
-)
-# The run setting behind an option, where their names differ.
-_RUN_SETTING = {"remix": "remix_prob", "lowpass": "lowpass_prob", "no_latent_loss": "lambda_latent"}
+# The option of a training setting, where their names differ (the others: the setting's name
+# with dashes).
+_OPTION = {
+    "max_steps": "steps",
+    "remix_prob": "remix",
+    "lowpass_prob": "lowpass",
+    "lambda_latent": "no_latent_loss",
+}
 
 
-def _learning_rate(text: str) -> float:
+def _option(setting: str) -> str:
+    return "--" + _OPTION.get(setting, setting).replace("_", "-")
+
+
+def _number(text: str) -> float:
+    """A finite number; its range is TrainConfig's to decide (``_settings_error`` words it)."""
     return checked_float(
-        text,
-        lambda v: 0 < v < 1,
-        "expected a number such as 2e-4, got {text!r}",
-        "learning rate must be in (0, 1), got {value}",
-    )
-
-
-def _fraction(text: str) -> float:
-    return checked_float(
-        text,
-        lambda v: 0 < v <= 1,
-        "expected a number such as 0.5, got {text!r}",
-        "must be in (0, 1], got {value}",
-    )
-
-
-def _probability(text: str) -> float:
-    return checked_float(
-        text,
-        lambda v: 0 <= v <= 1,
-        "expected a number such as 0.5, got {text!r}",
-        "must be in [0, 1], got {value}",
+        text, math.isfinite, "expected a number such as 0.5, got {text!r}", "must be finite"
     )
 
 
@@ -118,7 +91,7 @@ def _size_defaults(get: Any) -> str:
 
 
 def _preset_defaults(field: str) -> str:
-    return ", ".join(f"{name} {getattr(tc, field):g}" for name, tc in sorted(TRAIN_PRESETS.items()))
+    return ", ".join(f"{name} {tc.setting(field):g}" for name, tc in sorted(TRAIN_PRESETS.items()))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -208,12 +181,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run_opts.add_argument(
         "--freeze-pretrained",
         action="store_true",
+        default=None,
         help="with --init-separator: train only the conditioning (z taps, FiLM maps, gate); "
         "Spleeter's layers keep their weights",
     )
     run_opts.add_argument(
         "--conditioning-lr-scale",
-        type=float,
+        type=_number,
         metavar="K",
         help="learning-rate factor of the conditioning a pretrained separator adds "
         f"(default: {_preset_defaults('conditioning_lr_scale')})",
@@ -232,7 +206,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--lr",
-        type=_learning_rate,
+        type=_number,
         metavar="LR",
         help=f"Adam learning rate (default: {_preset_defaults('lr')})",
     )
@@ -256,7 +230,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--latent-fraction",
-        type=_fraction,
+        type=_number,
         metavar="F",
         help="share of each batch's mixtures that also take the L_latent path (a separator pass "
         "with z ~ N(0, I) and a re-encoding): less is faster (0.5: about 1.3x per step) but was "
@@ -264,7 +238,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--remix",
-        type=_probability,
+        type=_number,
         metavar="P",
         help="probability of taking each stem of an excerpt from another random track (of any "
         "data set) with a stem of the same name: cross-source remixing "
@@ -272,7 +246,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run_opts.add_argument(
         "--lowpass",
-        type=_probability,
+        type=_number,
         metavar="P",
         help="probability of low-passing a whole excerpt (target, rest and mixture alike) at a "
         "random cutoff, so that bandwidth tells nothing about the class "
@@ -341,7 +315,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     hw.add_argument(
         "--precision",
-        choices=("32", "bf16-mixed", "16-mixed"),
+        choices=PRECISIONS,
         default=None,
         help="32-bit (default), or mixed precision: bfloat16 autocast (GPUs, and CPUs with native "
         "bfloat16 such as AVX512-BF16/AMX; on AVX2-only CPUs it is many times slower) or "
@@ -406,22 +380,30 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _resume_spec(args: argparse.Namespace) -> Any:
-    from aqsep.train import RESUMABLE, ResumeConflict, RunSpec
+def _settings_error(err: Exception) -> AqsepError:
+    """A training setting out of its range (TrainSettingError), worded by its option."""
+    setting, requirement = getattr(err, "setting", ""), getattr(err, "requirement", str(err))
+    return AqsepError(f"{_option(setting)} {requirement}")
 
-    given = {_RUN_SETTING.get(name, name): getattr(args, name) for name in _FIXED_ON_RESUME}
-    given["lambda_latent"] = 0.0 if args.no_latent_loss else None
-    given.update({k: v for k, v in _overrides(args).items() if k in RESUMABLE})
+
+def _resume_spec(args: argparse.Namespace) -> Any:
+    from aqsep.config import TrainSettingError
+    from aqsep.train import FIXED_ON_RESUME, RESUMABLE, ResumeConflict, RunSpec
+
+    overrides = _overrides(args)
+    given = {name: getattr(args, name, None) for name in FIXED_ON_RESUME}
+    given.update({k: v for k, v in overrides.items() if k in FIXED_ON_RESUME or k in RESUMABLE})
     try:
         return RunSpec.load(args.out).resumed(data=args.data, preload=args.preload, **given)
     except ResumeConflict as err:
-        option = {v: k for k, v in _RUN_SETTING.items()}
-        changed = [f"--{option.get(n, n).replace('_', '-')}" for n in err.names]
+        changed = [_option(n) for n in err.names]
         raise AqsepError(
             f"{', '.join(changed)} cannot change when a run is resumed (see "
             f"{Path(args.out) / 'run.json'}); start a new run with another --out, or --init "
             "from its model"
         ) from None
+    except TrainSettingError as err:
+        raise _settings_error(err) from None
 
 
 def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
@@ -452,6 +434,7 @@ def _sized(config: ModelConfig, args: argparse.Namespace) -> ModelConfig:
 def _new_spec(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
+    from aqsep.config import TrainSettingError
     from aqsep.release import load_model
     from aqsep.train import RunSpec
 
@@ -479,18 +462,21 @@ def _new_spec(args: argparse.Namespace) -> Any:
         raise AqsepError(
             "--init-separator spleeter needs a pretrained separator: add --preset spleeter"
         )
-    return RunSpec.create(
-        args.data,
-        preset=args.preset or "cpu",
-        train_overrides=_overrides(args),
-        model_config=model_config,
-        musdb=bool(args.musdb),
-        is_wav=bool(args.is_wav),
-        level=args.level or "coarse",
-        init=args.init,
-        init_separator=args.init_separator,
-        preload=bool(args.preload),
-    )
+    try:
+        return RunSpec.create(
+            args.data,
+            preset=args.preset or "cpu",
+            train_overrides=_overrides(args),
+            model_config=model_config,
+            musdb=bool(args.musdb),
+            is_wav=bool(args.is_wav),
+            level=args.level or "coarse",
+            init=args.init,
+            init_separator=args.init_separator,
+            preload=bool(args.preload),
+        )
+    except TrainSettingError as err:
+        raise _settings_error(err) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,49 +31,15 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from aqsep.audio import rms_db
-from aqsep.config import SILENCE_DB, TrainConfig
+from aqsep.config import SamplingConfig
 from aqsep.data.stems import Track
 from aqsep.errors import DataError
 
+#: The paper's sampling strategy with the project's guards (:class:`aqsep.config.SamplingConfig`).
+PAPER_SAMPLING = SamplingConfig()
+
 TRAIN_STREAM = 0
 VALID_STREAM = 1
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    keep_prob: float = 0.5  # [paper] alpha ~ Bernoulli(0.5)
-    gain_low: float = 0.25  # [paper] beta ~ Uniform(0.25, 1.25)
-    gain_high: float = 1.25
-    remix_prob: float = 0.0
-    # bandwidth augmentation: with this probability every stem of an excerpt (so target, rest and
-    # mixture alike) is low-passed at a cutoff drawn uniformly in [lowpass_low, lowpass_high] Hz
-    lowpass_prob: float = 0.0
-    lowpass_low: float = 4000.0
-    lowpass_high: float = 11000.0
-    silence_db: float = SILENCE_DB  # reject a target whose RMS (dBFS) is below this [default]
-    relative_db: float = -60.0  # ... or that lies more than 60 dB below the mixture [default]
-    require_rest: bool = False  # also reject an excerpt whose rest is silent (validation)
-    max_tries: int = 200  # excerpts drawn before giving up on a (silent) data set
-
-    def __post_init__(self) -> None:
-        assert 0.0 < self.keep_prob <= 1.0, "keep_prob must be in (0, 1]"
-        assert 0.0 <= self.gain_low <= self.gain_high, "need 0 <= gain_low <= gain_high"
-        assert 0.0 <= self.remix_prob <= 1.0, "remix_prob must be in [0, 1]"
-        assert 0.0 <= self.lowpass_prob <= 1.0, "lowpass_prob must be in [0, 1]"
-        assert 0.0 < self.lowpass_low <= self.lowpass_high, "need 0 < lowpass_low <= lowpass_high"
-
-    @classmethod
-    def from_train_config(cls, config: TrainConfig) -> SamplingConfig:
-        return cls(
-            keep_prob=config.keep_prob,
-            gain_low=config.gain_low,
-            gain_high=config.gain_high,
-            remix_prob=config.remix_prob,
-            lowpass_prob=config.lowpass_prob,
-            lowpass_low=config.lowpass_low,
-            lowpass_high=config.lowpass_high,
-            silence_db=config.silence_db,
-        )
 
 
 @dataclass
@@ -218,7 +184,7 @@ def sample_excerpt(
     tracks: Sequence[Track] | TrackPool,
     length: int,
     rng: np.random.Generator,
-    config: SamplingConfig = SamplingConfig(),
+    config: SamplingConfig = PAPER_SAMPLING,
 ) -> Excerpt:
     """Draw one training example: a random track and offset (stems from other tracks with
     ``config.remix_prob``), the bandwidth augmentation, then :func:`mix_stems`.

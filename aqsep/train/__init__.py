@@ -29,11 +29,19 @@ from aqsep.train.export import export_from_module, export_model
 from aqsep.train.module import QueryTraining, is_conditioning
 from aqsep.train.objective import latent_batch, training_losses, weighted_loss
 from aqsep.train.run import DEFAULT_EXPORT, LOG_DIR, RunExists, TrainResult, train
-from aqsep.train.spec import RESUMABLE, RUN_FILE, ResumeConflict, RunSpec
+from aqsep.train.spec import (
+    FIXED_ON_RESUME,
+    RESUMABLE,
+    RUN_FILE,
+    ResumeConflict,
+    RunSpec,
+    parse_sources,
+)
 
 __all__ = [
     "CHECKPOINT_DIR",
     "DEFAULT_EXPORT",
+    "FIXED_ON_RESUME",
     "LAST_CHECKPOINT",
     "LOG_DIR",
     "RESUMABLE",
@@ -53,6 +61,7 @@ __all__ = [
     "last_checkpoint",
     "latent_batch",
     "load_checkpoint_model",
+    "parse_sources",
     "read_checkpoint",
     "train",
     "training_losses",

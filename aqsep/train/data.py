@@ -17,7 +17,6 @@ from aqsep.data.sampling import (
     TRAIN_STREAM,
     VALID_STREAM,
     ExcerptDataset,
-    SamplingConfig,
     StepBatchSampler,
     TrackPool,
 )
@@ -47,7 +46,7 @@ class ExcerptData(L.LightningDataModule):
         self.train_tracks, self.valid_tracks = train, valid
         self.length = length
         self.config = config
-        self.sampling = SamplingConfig.from_train_config(config)
+        self.sampling = config.sampling
 
     def train_dataloader(self) -> DataLoader:
         trainer, tc = self.trainer, self.config

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from aqsep.config import TrainConfig
 from aqsep.errors import AqsepError, DataError, ModelError
 from aqsep.model import QuerySeparator
 from aqsep.release import load_model, save_model
 from aqsep.train.checkpoints import load_checkpoint_model
 from aqsep.train.classes import class_latents, weighted_class_latents
 from aqsep.train.data import open_data
-from aqsep.train.spec import RUN_FILE, RunSpec
+from aqsep.train.spec import RUN_FILE, RunSpec, parse_sources
 
 
 def export_from_module(
@@ -57,7 +58,9 @@ def export_from_module(
         raise DataError(f"no training tracks in {spec.data_label} to compute class latents from")
     classes = weighted_class_latents(
         [
-            class_latents(model, g, silence_db=tc.silence_db, max_windows=max_windows, seed=tc.seed)
+            class_latents(
+                model, g, silence_db=tc.sampling.silence_db, max_windows=max_windows, seed=tc.seed
+            )
             for g in groups
         ],
         [s.weight for s in spec.sources],
@@ -111,16 +114,18 @@ def export_model(
     run_dir = source if source.is_dir() else source.parent.parent
     if (run_dir / RUN_FILE).is_file():
         spec = RunSpec.load(run_dir)
+    elif data is None:
+        raise AqsepError(f"{source} has no {RUN_FILE} beside it: pass the training data folder")
     else:
-        if data is None:
-            raise AqsepError(f"{source} has no {RUN_FILE} beside it: pass the training data folder")
-        spec = RunSpec(data="", model=model.config.to_dict(), train=extras["train_config"])
+        train = TrainConfig.from_dict(extras["train_config"])
+        spec = RunSpec(sources=(), model_config=model.config, train_config=train)
+    spec = replace(
+        spec,
+        musdb=spec.musdb if musdb is None else musdb,
+        is_wav=spec.is_wav if is_wav is None else is_wav,
+    )
     if data is not None:
-        spec = replace(spec, data=str(data) if isinstance(data, (str, Path)) else list(data))
-    if musdb is not None:
-        spec = replace(spec, musdb=musdb)
-    if is_wav is not None:
-        spec = replace(spec, is_wav=is_wav)
+        spec = replace(spec, sources=parse_sources(data, musdb=spec.musdb, is_wav=spec.is_wav))
     return export_from_module(
         model,
         spec,

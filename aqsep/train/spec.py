@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,63 @@ from aqsep.errors import AqsepError
 RUN_FILE = "run.json"
 
 
-@dataclass
-class RunSpec:
-    """What a run trains on and with which settings (``RUN_DIR/run.json``)."""
+#: The settings that define a run, by name (:meth:`RunSpec.setting`): a resumed run keeps them
+#: (giving one again with its value is fine). The one list of them: the command line checks its
+#: options against it through :meth:`RunSpec.resumed`.
+FIXED_ON_RESUME = (
+    "musdb",
+    "is_wav",
+    "preset",
+    "level",
+    "init",
+    "init_separator",
+    "batch_size",
+    "lr",
+    "seed",
+    "lambda_latent",
+    "latent_updates_query",
+    "latent_fraction",
+    "remix_prob",
+    "lowpass_prob",
+    "freeze_pretrained",
+    "conditioning_lr_scale",
+    "channels",
+    "kernel_size",
+    "latent_dim",
+)
 
-    data: str | list[str]  # one or more data sets, each ``[KIND:]PATH[@WEIGHT]`` (DataSource.parse)
+#: TrainConfig fields that a resumed run may change: its length, how often it validates and
+#: saves, and how it loads data.
+RESUMABLE = (
+    "max_steps",
+    "val_every",
+    "checkpoint_every",
+    "valid_excerpts",
+    "num_workers",
+    "precision",
+)
+
+
+def parse_sources(
+    data: str | Path | Sequence[str | Path], *, musdb: bool = False, is_wav: bool = False
+) -> tuple[DataSource, ...]:
+    """Data sets given as ``[KIND:]PATH[@WEIGHT]`` (:meth:`DataSource.parse`), one or several."""
+    given = [data] if isinstance(data, str | Path) else list(data)
+    return tuple(DataSource.parse(str(d), musdb=musdb, is_wav=is_wav) for d in given)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run trains on and with which settings (``RUN_DIR/run.json``): its data sets,
+    parsed once, and its model and training configs, checked when made."""
+
+    sources: tuple[DataSource, ...]
     musdb: bool = False
     is_wav: bool = False
     level: str = "coarse"
     preset: str = "cpu"
-    model: dict[str, Any] = field(default_factory=lambda: model_preset("cpu").to_dict())
-    train: dict[str, Any] = field(default_factory=lambda: TRAIN_PRESETS["cpu"].to_dict())
+    model_config: ModelConfig = field(default_factory=lambda: model_preset("cpu"))
+    train_config: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["cpu"])
     init: str | None = None
     init_separator: str | None = None  # "spleeter": the separator starts from Spleeter 2-stems
     preload: bool = False
@@ -44,47 +90,65 @@ class RunSpec:
         model_config: ModelConfig | None = None,
         **kwargs: Any,
     ) -> RunSpec:
-        """A spec from a preset name, with TrainConfig fields overridden by ``train_overrides``."""
+        """A spec from a preset name, with training settings (sampling ones included) overridden
+        by ``train_overrides``.
+
+        Raises:
+            TrainSettingError: an override out of its range.
+        """
         if preset not in TRAIN_PRESETS:
             raise AqsepError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
-        train_config = replace(TRAIN_PRESETS[preset], **(train_overrides or {}))
-        model = (model_config or model_preset(preset)).to_dict()
-        given = [data] if isinstance(data, (str, Path)) else list(data)
+        train_config = TRAIN_PRESETS[preset].with_settings(**(train_overrides or {}))
         musdb, is_wav = bool(kwargs.get("musdb")), bool(kwargs.get("is_wav"))
         # each data set with its kind and an absolute path: the run (and the model's metadata,
         # which evaluation checks for training tracks) means the same folders from anywhere
-        items = [
-            str(replace(parsed, path=str(Path(parsed.path).resolve())))
-            for parsed in (DataSource.parse(str(d), musdb=musdb, is_wav=is_wav) for d in given)
-        ]
+        sources = tuple(
+            replace(s, path=str(Path(s.path).resolve()))
+            for s in parse_sources(data, musdb=musdb, is_wav=is_wav)
+        )
         return cls(
-            data=items[0] if len(items) == 1 else items,
+            sources=sources,
             preset=preset,
-            model=model,
-            train=train_config.to_dict(),
+            model_config=model_config or model_preset(preset),
+            train_config=train_config,
             **kwargs,
         )
-
-    @property
-    def sources(self) -> list[DataSource]:
-        items = [self.data] if isinstance(self.data, str) else self.data
-        return [DataSource.parse(d, musdb=self.musdb, is_wav=self.is_wav) for d in items]
 
     @property
     def data_label(self) -> str:
         return ", ".join(str(s) for s in self.sources)
 
-    @property
-    def model_config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.model)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``run.json``: each data set as ``KIND:PATH[@WEIGHT]`` (one string for one
+        data set), the configs as their dicts."""
+        data = [str(s) for s in self.sources]
+        return {
+            "data": data[0] if len(data) == 1 else data,
+            "musdb": self.musdb,
+            "is_wav": self.is_wav,
+            "level": self.level,
+            "preset": self.preset,
+            "model": self.model_config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "init": self.init,
+            "init_separator": self.init_separator,
+            "preload": self.preload,
+        }
 
-    @property
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.train)
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunSpec:
+        """Rebuild from :meth:`to_dict`'s output (or an older run's, whose training settings were
+        one flat dict)."""
+        values = dict(values)
+        musdb, is_wav = bool(values.get("musdb", False)), bool(values.get("is_wav", False))
+        sources = parse_sources(values.pop("data"), musdb=musdb, is_wav=is_wav)
+        model = ModelConfig.from_dict(values.pop("model", model_preset("cpu").to_dict()))
+        train = TrainConfig.from_dict(values.pop("train", TRAIN_PRESETS["cpu"].to_dict()))
+        return cls(sources=sources, model_config=model, train_config=train, **values)
 
     def save(self, run_dir: Path) -> None:
         tmp = run_dir / f".{RUN_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
         os.replace(tmp, run_dir / RUN_FILE)
 
     @classmethod
@@ -93,80 +157,67 @@ class RunSpec:
         if not path.is_file():
             raise AqsepError(f"{run_dir} is not a training run folder (no {RUN_FILE})")
         try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as err:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as err:
             raise AqsepError(
                 f"{path} is damaged ({err}); start a new run in another folder"
             ) from None
 
-    def defining(self) -> dict[str, Any]:
-        """The settings that define the run, by name: they cannot change when it is resumed."""
-        tc, mc = self.train_config, self.model_config
-        return {
-            "musdb": self.musdb,
-            "is_wav": self.is_wav,
-            "preset": self.preset,
-            "level": self.level,
-            "init": self.init,
-            "init_separator": self.init_separator,
-            "batch_size": tc.batch_size,
-            "lr": tc.lr,
-            "seed": tc.seed,
-            "lambda_latent": tc.lambda_latent,
-            "latent_updates_query": tc.latent_updates_query,
-            "latent_fraction": tc.latent_fraction,
-            "remix_prob": tc.remix_prob,
-            "lowpass_prob": tc.lowpass_prob,
-            "freeze_pretrained": tc.freeze_pretrained,
-            "conditioning_lr_scale": tc.conditioning_lr_scale,
-            "channels": tuple(mc.separator.channels),
-            "kernel_size": getattr(mc.separator, "kernel_size", None),
-            "latent_dim": mc.query.latent_dim,
+    def setting(self, name: str) -> Any:
+        """One setting of the run by name: the spec's own, a training setting (sampling ones
+        included), or one of the separator's sizes (``channels``, ``kernel_size``,
+        ``latent_dim``)."""
+        mc = self.model_config
+        sizes = {
+            "channels": lambda: tuple(mc.separator.channels),
+            "kernel_size": lambda: getattr(mc.separator, "kernel_size", None),
+            "latent_dim": lambda: mc.query.latent_dim,
         }
+        if name in sizes:
+            return sizes[name]()
+        if name in {f.name for f in fields(self)}:
+            return getattr(self, name)
+        return self.train_config.setting(name)
+
+    def defining(self) -> dict[str, Any]:
+        """The settings that define the run (:data:`FIXED_ON_RESUME`), by name."""
+        return {name: self.setting(name) for name in FIXED_ON_RESUME}
 
     def resumed(
         self,
         *,
-        data: str | list[str] | None = None,
+        data: str | Sequence[str] | None = None,
         preload: bool | None = None,
         **settings: Any,
     ) -> RunSpec:
         """This run as it continues: ``settings`` (None = not given) may repeat the defining ones
-        (:meth:`defining`) and change those of :data:`RESUMABLE`; ``data`` may point at the same
-        data sets in another place.
+        (:data:`FIXED_ON_RESUME`) and change those of :data:`RESUMABLE`; ``data`` may point at the
+        same data sets in another place.
 
         Raises:
             ResumeConflict: a defining setting differs from the run's.
+            TrainSettingError: a changed setting out of its range.
         """
-        defining = self.defining()
-        unknown = sorted(set(settings) - set(defining) - set(RESUMABLE))
+        unknown = sorted(set(settings) - set(FIXED_ON_RESUME) - set(RESUMABLE))
         if unknown:
             raise ValueError(f"unknown run settings {unknown}")
         conflicts = [
-            k for k, v in settings.items() if k in defining and v is not None and v != defining[k]
+            k
+            for k, v in settings.items()
+            if k in FIXED_ON_RESUME and v is not None and v != self.setting(k)
         ]
         if conflicts:
             raise ResumeConflict(conflicts)
-        train = dict(self.train)
-        train.update({k: v for k, v in settings.items() if k in RESUMABLE and v is not None})
+        changed = {k: v for k, v in settings.items() if k in RESUMABLE and v is not None}
+        sources = (
+            parse_sources(data, musdb=self.musdb, is_wav=self.is_wav) if data else self.sources
+        )
         return replace(
             self,
-            data=data or self.data,
+            sources=sources,
             preload=self.preload if preload is None else preload,
-            train=train,
+            train_config=self.train_config.with_settings(**changed),
         )
-
-
-#: TrainConfig fields that a resumed run may change: its length, how often it validates and
-#: saves, and how it loads data.
-RESUMABLE = (
-    "max_steps",
-    "val_every",
-    "checkpoint_every",
-    "valid_excerpts",
-    "num_workers",
-    "precision",
-)
 
 
 class ResumeConflict(AqsepError):
