@@ -21,7 +21,10 @@ __all__ = ["log_spectrogram", "save_spectrograms"]
 def log_spectrogram(
     audio: np.ndarray, sample_rate: int, *, n_fft: int = 1024, hop: int = 256
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Magnitude spectrogram in dB (Hann window), of the channel mean of ``audio``.
+    """Magnitude spectrogram in dB (Hann window), of the channel mean of ``audio``: the project's
+    one display spectrogram, drawn by :func:`save_spectrograms`, the experiments' figures
+    (:func:`aqsep.experiments.common.plot_spectrograms`) and the web page's overview
+    (:func:`aqsep.web.media.overview`). Plain numpy: the page's server needs no PyTorch for it.
 
     Args:
         audio: ``(samples,)`` or ``(channels, samples)``.

@@ -196,6 +196,9 @@ def test_upload_a_song_see_it_and_get_it_back_at_its_rate_and_channels(page: Pag
     assert (song["sample_rate"], song["channels"], song["seconds"]) == (44100, 2, 1.5)
 
     view = page.get(f"/api/song/{song['id']}/overview?columns=300").json()
+    zoom = page.get(f"/api/song/{song['id']}/overview?columns=100&start=0.5&end=1.0").json()
+    assert zoom["columns"] == 100 and zoom["start"] == 0.5 and zoom["end"] == 1.0
+    one_line_error(page.get(f"/api/song/{song['id']}/overview?start=1&end=0.5"), 400)
     assert view["columns"] == 300 and len(view["peaks"]) == 600
     peaks = np.array(view["peaks"]).reshape(-1, 2)
     assert np.all(peaks[:, 0] <= peaks[:, 1]) and peaks.max() > 0.1
@@ -235,6 +238,31 @@ def test_overview_shows_a_tone_at_its_frequency(tmp_path: Path) -> None:
     freqs = np.geomspace(spec["fmax"], spec["fmin"], spec["height"])
     assert abs(np.log2(freqs[brightest] / 1000)) < 0.1  # within a tenth of an octave
     assert image[:, 25].max() == 255 and np.median(image[:, 25]) < 128
+
+
+def test_a_zoomed_overview_draws_only_its_span_in_the_whole_songs_colours(
+    tmp_path: Path,
+) -> None:
+    sr = 22050
+    t = np.arange(sr * 2) / sr
+    tone = np.where(t < 1.0, np.sin(2 * np.pi * 500 * t), 0.1 * np.sin(2 * np.pi * 3000 * t))
+    path = tmp_path / "two tones.wav"
+    sf.write(path, 0.5 * tone, sr)
+    whole = overview(path, columns=40)
+    top = whole["spectrogram"]["top_db"]
+    zoom = overview(path, columns=40, start=1.25, end=1.75, top_db=top)
+    assert zoom["seconds"] == 2.0
+    assert (zoom["start"], zoom["end"]) == pytest.approx((1.25, 1.75), abs=1 / sr)
+    spec = zoom["spectrogram"]
+    image = np.frombuffer(__import__("base64").b64decode(spec["data"]), np.uint8)
+    image = image.reshape(spec["height"], spec["width"])
+    freqs = np.geomspace(spec["fmax"], spec["fmin"], spec["height"])
+    brightest = freqs[np.argmax(image, axis=0)]
+    assert np.all(np.abs(np.log2(brightest / 3000)) < 0.1)  # only the second tone is in view
+    assert image.max() < 255  # 20 dB under the loudest cell of the whole song, not 255
+    assert max(abs(v) for v in zoom["peaks"]) < 0.06
+    alone = overview(path, columns=40, start=1.25, end=1.75)
+    assert alone["spectrogram"]["top_db"] < top - 10  # alone, it would be drawn brightest
 
 
 @pytest.mark.parametrize(
@@ -335,6 +363,8 @@ def test_separate_by_query_clips_and_by_class(page: Page) -> None:
         page.upload("/api/clips", wav_bytes(1.0, seed=s), f"clip{s}.wav").json() for s in (5, 6)
     ]
     assert [c["name"] for c in page.get("/api/clips").json()] == ["clip5.wav", "clip6.wav"]
+    heard, sr = read(page.get(f"/api/clips/{clips[0]['id']}/audio").content)
+    assert sr == 22050 and heard.shape[-1] == 22050  # the clip, to play before separating
     by_clips = page.separate(song, {"kind": "clips", "clips": [c["id"] for c in clips]})
     by_class = page.separate(song, {"kind": "class", "name": "drums"})
     a = read(page.get(f"/api/results/{by_clips['result']['id']}/target").content)[0]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -23,8 +22,8 @@ from aqsep.audio import resample, rms_db, to_mono
 from aqsep.data.track import Track
 from aqsep.errors import QueryError
 from aqsep.evaluate import Progress, Scores, coarse_targets, evaluate_tracks
+from aqsep.plots import log_spectrogram
 from aqsep.query import SILENCE_DB, window_length
-from aqsep.transforms import stft
 
 DPI = 100
 
@@ -169,11 +168,12 @@ def save_figure(fig: Figure, path: Path) -> Path:
 def spectrogram_db(
     audio: np.ndarray, sample_rate: int, separator: Separator
 ) -> tuple[np.ndarray, float, float]:
-    """dB magnitude on the model's STFT (mono, model rate): ``(bins, frames)``, seconds, top Hz."""
+    """:func:`aqsep.plots.log_spectrogram` of the mono mix at the model's rate, on the model's STFT
+    size and hop: dB ``(bins, frames)``, seconds, top Hz."""
     a = separator.model.config.audio
     mono = resample(to_mono(np.atleast_2d(audio))[None], sample_rate, a.sample_rate)[0]
-    mag = stft(torch.from_numpy(np.ascontiguousarray(mono)), a.n_fft, a.hop_length).abs().numpy()
-    return 20 * np.log10(mag + 1e-6), len(mono) / a.sample_rate, a.sample_rate / 2
+    db, _, _ = log_spectrogram(mono, a.sample_rate, n_fft=a.n_fft, hop=a.hop_length)
+    return db, len(mono) / a.sample_rate, a.sample_rate / 2
 
 
 def plot_spectrograms(

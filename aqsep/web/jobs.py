@@ -265,6 +265,11 @@ class _JobProgress:
         self.job.stage = f"refining ({index + 1}/{self.passes - 1})" if refining else "separating"
 
 
+def _played(path: Path) -> Path:
+    """Where the WAV copy of an uploaded file goes (beside it)."""
+    return path.with_name(f"{path.stem}-played.wav")
+
+
 def remove_stale_roots(parent: Path) -> list[Path]:
     """Remove the folders of servers that were killed before they could clean up (their process
     id, in the folder's name, no longer runs on this machine)."""
@@ -445,6 +450,18 @@ class Workshop:
         if clip is None:
             raise WebError(404, "no such query clip in this session")
         clip.path.unlink(missing_ok=True)
+        _played(clip.path).unlink(missing_ok=True)
+
+    def clip_wav(self, session: Session, clip_id: str) -> Path:
+        """A query clip as 16-bit WAV at its own rate and channels, made once."""
+        with self.lock:
+            clip = session.clips.get(clip_id)
+        if clip is None:
+            raise WebError(404, "no such query clip in this session")
+        out = _played(clip.path)
+        if not out.exists():
+            convert(clip.path, out, "wav")
+        return out
 
     def song(self, session: Session, song_id: str) -> Song:
         song = session.song

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -83,6 +83,23 @@ class JobIn(BaseModel):
     def request(self) -> Separation:
         other = None if self.other is None else self.other.spec()
         return Separation(self.song, self.query.spec(), other, self.alpha, self.refine)
+
+
+class View(BaseModel):
+    """The part of a file a picture shows: ``columns`` across seconds ``start`` to ``end`` (the
+    whole file by default), its brightest level ``top_db`` (default: its loudest)."""
+
+    columns: int = Field(default=1000, ge=16, le=4000)
+    start: float = Field(default=0.0, ge=0.0)
+    end: float | None = Field(default=None, gt=0.0)
+    top_db: float | None = Field(default=None, ge=-400.0, le=400.0)
+
+    def of(self, path: Path) -> dict:
+        if self.end is not None and self.end <= self.start:
+            raise WebError(400, f"a view must end after it starts ({self.start} s)")
+        return overview(
+            path, columns=self.columns, start=self.start, end=self.end, top_db=self.top_db
+        )
 
 
 class EndIn(BaseModel):
@@ -291,11 +308,11 @@ def create_app(
         return ws.song(session, song_id).public()
 
     @app.get("/api/song/{song_id}/overview")
-    def song_overview(song_id: str, request: Request, columns: int = 1000) -> dict:
+    def song_overview(song_id: str, request: Request, view: View = Depends()) -> dict:  # noqa: B008
         ws, session = workshop(), session_of(request)
         song = ws.song(session, song_id)
         with _guard(ws, session):
-            return overview(song.path, columns=max(16, min(columns, 4000)))
+            return view.of(song.path)
 
     @app.get("/api/song/{song_id}/audio")
     def song_audio(song_id: str, request: Request, format: Literal["wav", "flac"] = "wav"):  # noqa: A002
@@ -321,6 +338,14 @@ def create_app(
         finally:
             ws.discard(upload)
         return clip.public()
+
+    @app.get("/api/clips/{clip_id}/audio")
+    def clip_audio(clip_id: str, request: Request) -> FileResponse:
+        """The clip as 16-bit WAV (what every browser plays), to hear it before separating."""
+        ws, session = workshop(), session_of(request)
+        with _guard(ws, session):
+            path = ws.clip_wav(session, clip_id)
+        return _audio_file(path, f"{_stem(session.clips[clip_id].name)}.wav")
 
     @app.delete("/api/clips/{clip_id}", status_code=204)
     def remove_clip(clip_id: str, request: Request) -> Response:
@@ -395,11 +420,16 @@ def create_app(
         return _audio_file(path, f"{name}.{format}")
 
     @app.get("/api/results/{result_id}/{stem}/overview")
-    def result_overview(result_id: str, stem: str, request: Request, columns: int = 1000) -> dict:
+    def result_overview(
+        result_id: str,
+        stem: str,
+        request: Request,
+        view: View = Depends(),  # noqa: B008
+    ) -> dict:
         ws, session = workshop(), session_of(request)
         path, _ = result_file(session, result_id, stem)
         with _guard(ws, session):
-            return overview(path, columns=max(16, min(columns, 4000)))
+            return view.of(path)
 
     return app
 
