@@ -48,7 +48,7 @@ import copy
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,12 @@ if TYPE_CHECKING:
 QUERY_GRAPH = "query.onnx"
 SEPARATOR_GRAPH = "separator.onnx"
 GRAPHS = (QUERY_GRAPH, SEPARATOR_GRAPH)
-EXPORT_FILES = (*GRAPHS, CONFIG, CLASSES)  # everything export_onnx writes, and all it may replace
+# a cascade's vocal stage (Spleeter 2-stems' vocal mask r) and its gate g(z)
+STAGE_GRAPH = "stage.onnx"
+GATE_GRAPH = "gate.onnx"
+STAGE_GRAPHS = (STAGE_GRAPH, GATE_GRAPH)
+ALL_GRAPHS = (*GRAPHS, *STAGE_GRAPHS)
+EXPORT_FILES = (*ALL_GRAPHS, CONFIG, CLASSES)  # everything export_onnx writes, all it may replace
 OPSET = 17  # InstanceNormalization, GRU and every other operator used are older than this
 FRAME_STEP = 2**UNET_DEPTH  # the Separator graph's frames are a multiple of this
 # The largest difference export_onnx accepts between a graph and the model (masks in [0, 1],
@@ -102,7 +107,12 @@ def exportable(model: QuerySeparator) -> QuerySeparator:
 
 
 def export_graphs(model: QuerySeparator, folder: Path) -> None:
-    """Write ``query.onnx`` and ``separator.onnx`` of ``model`` into ``folder``."""
+    """Write ``query.onnx`` and ``separator.onnx`` of ``model`` into ``folder``, and for a cascade
+    (``config.vocal_stage``) ``stage.onnx`` and ``gate.onnx``.
+
+    A cascade's separator graph is its query model on one patch: :class:`OnnxNetwork` cuts the
+    stage's chunks into the patches :meth:`~aqsep.model.QuerySeparator.mask` runs it on.
+    """
     try:
         import onnx  # noqa: F401  (the TorchScript-based exporter writes through it)
     except ImportError:
@@ -129,7 +139,24 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
         def forward(self, magnitude: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             return self.model.mask(magnitude, z)
 
+    class StageGraph(nn.Module):
+        def __init__(self, model: QuerySeparator) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+            return self.model.stage_share(magnitude)
+
+    class GateGraph(nn.Module):
+        def __init__(self, model: QuerySeparator) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.model.side(z)
+
     net = exportable(model)
+    stage = net.config.vocal_stage
     bins = net.config.audio.n_fft // 2 + 1
     generator = torch.Generator().manual_seed(0)
     # batch 2 and 2 * FRAME_STEP frames: no size of 1 for the tracer to take for a constant
@@ -150,6 +177,35 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
             dynamic_axes={"magnitude": {0: "batch", 2: "frames"}, "mu": {0: "batch"}},
             opset_version=OPSET,
         )
+        if stage is not None:
+            stage_bins = stage.audio.n_fft // 2 + 1
+            spec = torch.rand(
+                2, stage.audio_channels, stage_bins, 2 * FRAME_STEP, generator=generator
+            )
+            torch.onnx.export(
+                StageGraph(net).eval(),
+                (spec,),
+                str(folder / STAGE_GRAPH),
+                dynamo=False,
+                input_names=["magnitude"],
+                output_names=["share"],
+                dynamic_axes={
+                    "magnitude": {0: "batch", 3: "frames"},
+                    "share": {0: "batch", 3: "frames"},
+                },
+                opset_version=OPSET,
+            )
+            torch.onnx.export(
+                GateGraph(net).eval(),
+                (z,),
+                str(folder / GATE_GRAPH),
+                dynamo=False,
+                input_names=["z"],
+                output_names=["g"],
+                dynamic_axes={"z": {0: "batch"}, "g": {0: "batch"}},
+                opset_version=OPSET,
+            )
+            net.vocal_stage = None  # the query model alone, on one patch (see the docstring)
         torch.onnx.export(
             SeparatorGraph(net).eval(),
             (magnitude, z),
@@ -190,11 +246,22 @@ def graph_difference(model: QuerySeparator, network: OnnxNetwork, *, seed: int =
         want_mask, want = model.mask(magnitude, z), model.encode(magnitude)
     got_mask = network.mask(magnitude.numpy(), z.numpy())
     got_mu, got_logvar = network.posterior(magnitude.numpy())
-    return max(
-        float(np.abs(got_mask - want_mask.numpy()).max()),
-        float(np.abs(got_mu - want.mu.numpy()).max()),
-        float(np.abs(got_logvar - want.logvar.numpy()).max()),
-    )
+    gaps = [
+        np.abs(got_mask - want_mask.numpy()).max(),
+        np.abs(got_mu - want.mu.numpy()).max(),
+        np.abs(got_logvar - want.logvar.numpy()).max(),
+    ]
+    stage = model.config.vocal_stage
+    if stage is not None:
+        bins = stage.audio.n_fft // 2 + 1
+        spec = 3 * torch.rand(
+            2, stage.audio_channels, bins, 2 * FRAME_STEP - 3, generator=generator
+        )
+        with torch.inference_mode():
+            want_share, want_g = model.stage_share(spec), model.side(z)
+        gaps.append(np.abs(network.stage_share(spec.numpy()) - want_share.numpy()).max())
+        gaps.append(np.abs(network.side(z.numpy()) - want_g.numpy()).max())
+    return float(max(gaps))
 
 
 def check_export_destination(out_dir: str | Path, source: Path | None = None) -> Path:
@@ -236,10 +303,10 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
     released = load_model(model)
     source = released.path
     assert source is not None  # load_model always says where the model came from
-    if released.model.config.pretrained or released.model.config.vocal_stage is not None:
+    if released.model.config.pretrained:
         raise ModelError(
-            f"{source} holds Spleeter's networks, which the ONNX export does not cover yet: "
-            "export a model of the cpu or paper preset (for example --model fast)"
+            f"{source} is a Spleeter U-Net conditioned on the query (the spleeter preset), which "
+            "the ONNX export does not cover: export a model of the cpu, paper or cascade preset"
         )
     out_dir = check_export_destination(out_dir, source)
     if verify:
@@ -260,7 +327,8 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
                 )
 
     in_place = out_dir.is_dir() and out_dir.resolve() == source.resolve()  # config is there
-    return write_folder(out_dir, fill, GRAPHS if in_place else EXPORT_FILES, what="the export")
+    replaced = ALL_GRAPHS if in_place else EXPORT_FILES
+    return write_folder(out_dir, fill, replaced, what="the export")
 
 
 # ---- runtime -----------------------------------------------------------------------------------
@@ -298,6 +366,9 @@ class OnnxNetwork:
         options.enable_cpu_mem_arena = False
         self.query = self._session(ort, options, QUERY_GRAPH)
         self.separator = self._session(ort, options, SEPARATOR_GRAPH)
+        if config.vocal_stage is not None:
+            self.stage = self._session(ort, options, STAGE_GRAPH)
+            self.gate = self._session(ort, options, GATE_GRAPH)
         self._check_inputs()
 
     def _session(self, ort: Any, options: Any, name: str) -> Any:
@@ -338,15 +409,27 @@ class OnnxNetwork:
 
     def mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Separator mask ``(batch, bins, frames)`` for a magnitude of that shape and latents
-        ``(batch, latent_dim)`` (:meth:`~aqsep.model.QuerySeparator.mask`)."""
-        frames = magnitude.shape[-1]
-        x = np.ascontiguousarray(magnitude, dtype=np.float32)
-        pad = (-frames) % FRAME_STEP
-        if pad:
-            x = np.pad(x, ((0, 0), (0, 0), (0, pad)))
+        ``(batch, latent_dim)`` (:meth:`~aqsep.model.QuerySeparator.mask`): for a cascade, in the
+        query model's patches."""
         z = np.ascontiguousarray(z, dtype=np.float32)
-        (mask,) = self.separator.run(None, {"magnitude": x, "z": z})
-        return np.ascontiguousarray(mask[..., :frames])
+        if self.config.vocal_stage is None:
+            return self._patch_mask(magnitude, z)
+        return _patched(self._patch_mask, magnitude, z, self.config.audio.segment_frames)
+
+    def _patch_mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
+        (mask,) = self.separator.run(None, {"magnitude": _frames_padded(magnitude), "z": z})
+        return np.ascontiguousarray(mask[..., : magnitude.shape[-1]])
+
+    def stage_share(self, magnitude: np.ndarray) -> np.ndarray:
+        """A cascade's vocal-stage mask ``r`` ``(batch, channels, bins, frames)`` of a magnitude
+        of that shape (:meth:`~aqsep.model.QuerySeparator.stage_share`)."""
+        (share,) = self.stage.run(None, {"magnitude": _frames_padded(magnitude)})
+        return np.ascontiguousarray(share[..., : magnitude.shape[-1]])
+
+    def side(self, z: np.ndarray) -> np.ndarray:
+        """A cascade's gate ``g(z)`` ``(batch,)`` (:meth:`~aqsep.model.QuerySeparator.side`)."""
+        (g,) = self.gate.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32)})
+        return g
 
     def posterior(self, magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Query-net's ``mu`` and ``logvar`` ``(batch, latent_dim)`` of a magnitude ``(batch,
@@ -358,6 +441,37 @@ class OnnxNetwork:
     def latent(self, magnitude: np.ndarray) -> np.ndarray:
         """The Query-net's ``mu`` (:meth:`posterior`)."""
         return self.posterior(magnitude)[0]
+
+
+def _frames_padded(magnitude: np.ndarray) -> np.ndarray:
+    """``magnitude (..., frames)`` as float32, zero-padded to a multiple of :data:`FRAME_STEP`
+    frames (the graphs' U-Nets halve them six times; ``log1p(0) = 0``, so padding the magnitude
+    is padding the features)."""
+    x = np.ascontiguousarray(magnitude, dtype=np.float32)
+    pad = (-x.shape[-1]) % FRAME_STEP
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
+
+
+def _patched(
+    net: Callable[[np.ndarray, np.ndarray], np.ndarray], spec: np.ndarray, z: np.ndarray, patch: int
+) -> np.ndarray:
+    """:func:`aqsep.model._patched` on arrays: ``net`` on patches of ``patch`` frames that
+    overlap by half, in one batch, cross-faded with triangular weights."""
+    frames = spec.shape[-1]
+    if frames <= patch:
+        return net(spec, z)
+    hop = patch // 2
+    starts = [*range(0, frames - patch, hop), frames - patch]
+    pieces = np.concatenate([spec[..., s : s + patch] for s in starts], axis=0)
+    masks = np.split(net(pieces, np.tile(z, (len(starts), 1))), len(starts), axis=0)
+    ramp = np.arange(1, patch + 1, dtype=np.float32)
+    weight = np.minimum(ramp, ramp[::-1])
+    out = np.zeros((*masks[0].shape[:-1], frames), dtype=np.float32)
+    total = np.zeros(frames, dtype=np.float32)
+    for start, m in zip(starts, masks, strict=True):
+        out[..., start : start + patch] += m * weight
+        total[start : start + patch] += weight
+    return out / total
 
 
 def default_threads() -> int:

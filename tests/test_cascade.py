@@ -154,3 +154,25 @@ def test_cli_cascade_needs_its_two_parts_and_trains_nothing(cli, tiny_model_dir:
     )  # fmt: skip
     assert result.code == 2 and "trains nothing" in result.one_line_error()
     assert not Path("nowhere").exists()
+
+
+def test_the_onnx_export_of_a_cascade_separates_as_the_model_does(
+    cascade_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from aqsep.onnx import ALL_GRAPHS, export_onnx
+
+    export = export_onnx(cascade_dir, tmp_path / "export")  # verified against the model on export
+    assert sorted(p.name for p in export.iterdir()) == sorted(
+        [*ALL_GRAPHS, "config.json", "classes.json"]
+    )
+    torch_sep = Separator(cascade_dir, device="cpu")
+    onnx_sep = Separator(export, backend="onnx")
+    # chunks of the stage (0.37 s) hold two to three of the query model's patches (0.18 s)
+    song = (np.random.default_rng(5).standard_normal((2, 3 * 22050)) * 0.1).astype(np.float32)
+    latents = {c: torch_sep.class_latent(c) for c in ("vocals", "drums", "bass")}
+    want = torch_sep.separate(song, 22050, latents, residual=True)
+    got = onnx_sep.separate(song, 22050, latents, residual=True)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
+    assert np.abs(want["vocals"] - want["drums"]).max() > 1e-3  # the gate chose other sides

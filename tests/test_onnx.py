@@ -31,14 +31,14 @@ from aqsep.onnx import (
     graph_difference,
     load_onnx_model,
 )
-from aqsep.release import BUNDLED_DIR, DEFAULT_MODEL, load_model
+from aqsep.release import BUNDLED_DIR, load_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 TINY_TOL = 1e-5
 SHIPPED_TOL = 1e-4
-FAST = "fast"  # the bundled model the ONNX export covers (the default holds Spleeter's networks)
+FAST = "fast"  # the bundled query model alone (the cascade's export: tests/test_cascade.py)
 
 
 @pytest.fixture(scope="module")
@@ -264,14 +264,6 @@ def test_benchmark_section_renders_from_its_json() -> None:
     end = f"<!-- {onnx_speed.SECTION}: generated section, end -->"
     assert onnx_speed.markdown(data["rows"], data["meta"]) == doc.split(begin, 1)[1].split(end)[0]
     assert {r["backend"] for r in data["rows"]} == {"torch", "onnx", ""}
-
-
-def test_a_model_with_spleeters_networks_is_refused_in_words(tmp_path: Path) -> None:
-    if not (BUNDLED_DIR / DEFAULT_MODEL).is_dir():
-        pytest.skip("the bundled model is not installed")
-    with pytest.raises(ModelError, match="ONNX export does not cover"):
-        export_onnx(None, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
 
 
 # The CLI and the API on the ONNX path, in a process where PyTorch cannot be imported at all
