@@ -515,6 +515,7 @@ def test_the_class_menu_groups_whole_stems_first_with_words_for_each(
     )
     assert groups[0][0] == "Whole stems"
     assert [v for v, _ in groups[0][1]] == [
+        "stems",  # every stem at once
         "class:vocals",
         "class:drums",
         "class:bass",
@@ -522,7 +523,7 @@ def test_the_class_menu_groups_whole_stems_first_with_words_for_each(
         "class:accompaniment",
     ]
     classes = page.evaluate("() => state.config.classes")
-    listed = [v for _, options in groups for v, _ in options]
+    listed = [v for _, options in groups for v, _ in options if v != "stems"]
     assert sorted(listed) == sorted(f"class:{c}" for c in classes)  # each class once
     assert all(": " in label for _, options in groups for _, label in options)  # described
 
@@ -559,3 +560,237 @@ def test_the_region_loops_before_separating(server_url: str, browser) -> None:  
     assert page.get_attribute("#loop-region", "aria-pressed") == "true"
     page.click("#loop-region")
     assert page.evaluate(f"() => {PLAYER}.paused")
+
+
+# ---- every stem, zoom, clips, history ----------------------------------------------------
+
+STEM_SUM = """async () => {
+  const answer = await fetch('/api/song/' + state.song.id + '/audio', {headers: {'X-Session': state.session}});
+  const mix = await mixer.ctx.decodeAudioData(await answer.arrayBuffer());
+  let worst = 0;
+  const levels = [];
+  for (let c = 0; c < mix.numberOfChannels; c++) {
+    const m = mix.getChannelData(c);
+    const stems = mixer.buffers.map((b) => b.getChannelData(c));
+    for (const s of stems) levels.push(Math.sqrt(s.reduce((a, v) => a + v * v, 0) / s.length));
+    for (let i = 0; i < m.length; i++) {
+      let total = 0;
+      for (const s of stems) total += s[i];
+      worst = Math.max(worst, Math.abs(total - m[i]));
+    }
+  }
+  return {worst, levels, lengths: mixer.buffers.map((b) => b.length), mix: mix.length,
+    rate: mixer.ctx.sampleRate};
+}"""
+GAINS = "() => mixer.gains.map((g) => g.gain.value)"
+
+
+def test_every_stem_in_one_job_sums_to_the_song_in_a_mixer_and_a_zip(
+    server_url: str, browser, tmp_path: Path
+) -> None:  # noqa: ANN001
+    import zipfile
+
+    import soundfile as sf
+
+    page = open_page(browser, server_url)
+    open_example(page)
+    posts: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            posts.append(r.url) if r.method == "POST" and r.url.endswith("/api/jobs") else None
+        ),
+    )
+    page.select_option("#query-a", "stems")
+    page.click("#separate")
+    wait_until(page, "() => !document.getElementById('mixer').hidden")
+    stems = page.evaluate("() => state.config.stems")
+    assert len(posts) == 1  # one job for every stem
+    names = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#stems li'), (li) => li.dataset.stem)"
+    )
+    assert names == stems == ["bass", "drums", "other", "vocals"], names
+    checked = page.evaluate(STEM_SUM)
+    assert checked["lengths"] == [checked["mix"]] * 4 and checked["mix"] == 8 * 22050, checked
+    assert checked["rate"] == 22050  # decoded at the song's rate: the files' own samples
+    assert checked["worst"] < 4.5 / 32768, checked  # the stems sum to the song (16-bit each)
+    assert min(checked["levels"]) > 1e-4, checked
+    assert page.is_disabled(".ab button[data-source=target]")  # no single estimate here
+
+    # solo, mute and volume set each stem's gain
+    assert page.evaluate(GAINS) == [1, 1, 1, 1]
+    page.click("#stems li[data-stem=vocals] button.solo")
+    assert page.evaluate(GAINS) == [0, 0, 0, 1]
+    page.click("#stems li[data-stem=drums] button.solo")
+    page.click("#stems li[data-stem=vocals] button.mute")
+    assert page.evaluate(GAINS) == [0, 1, 0, 0]
+    page.click("#stems li[data-stem=vocals] button.solo")
+    page.click("#stems li[data-stem=drums] button.solo")
+    page.click("#stems li[data-stem=vocals] button.mute")
+    page.evaluate(
+        """() => { const v = document.querySelector('#stems li[data-stem=bass] input');
+        v.value = '0.5'; v.dispatchEvent(new Event('input')); }"""
+    )
+    assert page.evaluate(GAINS) == [0.5, 1, 1, 1]
+
+    # the stems play together on the audio clock
+    page.click("#mixer-play")
+    wait_until(page, "() => mixer.playing && mixerPosition() > 0.3", timeout=20)
+    assert page.evaluate("() => mixer.sources.length") == 4
+    assert page.evaluate("() => mixer.ctx.state") == "running"
+    page.click("#mixer-play")
+    assert page.evaluate("() => mixer.playing") is False
+
+    with page.expect_download() as download:
+        page.click("[data-zip=wav]")
+    assert download.value.suggested_filename == "mixture-stems.zip"
+    saved = tmp_path / "stems.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.namelist() == [f"mixture-{n}.wav" for n in stems]
+        for name in archive.namelist():
+            with archive.open(name) as member:
+                info = sf.info(member)
+            assert (info.samplerate, info.frames) == (22050, 8 * 22050), name
+    with page.expect_download() as download:
+        page.click("#stems li[data-stem=drums] a[data-format=flac]")
+    assert download.value.suggested_filename == "mixture-drums.flac"
+    assert page.text_content("#player-error") == ""
+
+
+def drag(page, x0: float, x1: float, y: float) -> None:  # noqa: ANN001
+    page.mouse.move(x0, y)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, y, steps=4)
+    page.mouse.move(x1, y, steps=4)
+    page.mouse.up()
+
+
+def test_zoom_scroll_and_region_handles_on_the_waveform(server_url: str, browser) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    wave = "document.getElementById('wave')"
+    assert page.is_disabled("#zoom-out") and not page.is_disabled("#zoom-in")
+    page.click("#zoom-in")
+    page.click("#zoom-in")
+    assert page.evaluate(f"() => {wave}.dataset.view") == "3.000-5.000"  # 2 s around the middle
+    detail = wait_until(
+        page, "() => state.detail && state.detail.view === state.view && state.detail.overview"
+    )
+    assert abs(detail["start"] - 3.0) < 0.01 and abs(detail["end"] - 5.0) < 0.01
+    whole = page.evaluate("() => state.shown.spectrogram.top_db")
+    assert detail["spectrogram"]["top_db"] == whole  # the whole song's colours
+
+    # a region typed, then its end handle dragged 40 px: 40 px of a 2 s view
+    page.fill("#region-start", "3.5")
+    page.press("#region-start", "Enter")
+    page.fill("#region-end", "4.5")
+    page.press("#region-end", "Enter")
+    box = page.locator("#wave").bounding_box()
+    assert box is not None
+    per_second = box["width"] / 2.0
+    y = box["y"] + box["height"] / 2
+    end_x = box["x"] + (4.5 - 3.0) * per_second
+    drag(page, end_x, end_x + 40, y)
+    region = page.evaluate("() => [state.region.start, state.region.end]")
+    assert region[0] == 3.5 and abs(region[1] - (4.5 + 40 / per_second)) < 0.01, region
+    start_x = box["x"] + (3.5 - 3.0) * per_second
+    drag(page, start_x, start_x - 20, y)
+    region = page.evaluate("() => [state.region.start, state.region.end]")
+    assert abs(region[0] - (3.5 - 20 / per_second)) < 0.01, region
+    assert abs(float(page.input_value("#region-start")) - region[0]) < 0.006
+    assert page.input_value("#query-a") == "range"
+
+    # scrolled to the end, Ctrl + wheel zooms around the pointer, then the whole song again
+    page.evaluate(
+        """() => { const s = document.getElementById('scroll');
+        s.value = '1'; s.dispatchEvent(new Event('input')); }"""
+    )
+    assert page.evaluate(f"() => {wave}.dataset.view") == "6.000-8.000"
+    page.mouse.move(box["x"] + box["width"] / 2, y)  # 7 s
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
+    view = page.evaluate("() => [state.view.start, state.view.end]")
+    assert abs(view[1] - view[0] - 1.6) < 1e-6 and abs((view[0] + view[1]) / 2 - 7.0) < 1e-6
+    page.click("#zoom-all")
+    assert page.evaluate(f"() => {wave}.dataset.view") == ""
+    assert page.is_disabled("#zoom-out")
+    assert page.text_content("#song-error") == ""
+
+
+def test_a_query_clip_plays_in_a_loop_before_separating(
+    server_url: str, browser, tmp_path: Path
+) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    clip = tmp_path / "hit.wav"
+    clip.write_bytes(wav_bytes(0.4, seed=3))
+    page.set_input_files("#clip-files", str(clip))
+    wait_until(page, "() => document.querySelectorAll('#clips li').length === 1")
+    page.click("#clips .play-clip")
+    wait_until(
+        page, "() => !state.clipAudio.paused && state.clipAudio.currentTime > 0.1", timeout=20
+    )
+    assert page.evaluate("() => state.clipAudio.loop") is True
+    assert page.evaluate("() => Math.abs(state.clipAudio.duration - 0.4)") < 0.01
+    assert page.get_attribute("#clips .play-clip", "aria-pressed") == "true"
+    time.sleep(1.0)  # more than two turns of the clip: it loops rather than ends
+    assert page.evaluate("() => !state.clipAudio.paused && !state.clipAudio.ended")
+    page.click("#clips .play-clip")
+    assert page.evaluate("() => state.clipAudio.paused")
+    assert page.get_attribute("#clips .play-clip", "aria-pressed") == "false"
+    assert page.text_content("#error") == ""
+
+
+def test_the_history_goes_back_to_an_earlier_result(server_url: str, browser) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    results = []
+    for query in ("class:vocals", "class:drums", "stems"):
+        page.select_option("#query-a", query)
+        count = len(results)
+        page.click("#separate")
+        results.append(
+            wait_until(
+                page,
+                f"() => state.history.length === {count + 1} && state.result "
+                f"&& state.result.id === state.history[{count}].result.id && state.result.id",
+            )
+        )
+    labels = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#history button'), (b) => b.textContent)"
+    )
+    assert labels == ["1. vocals", "2. drums", "3. every stem"], labels
+    assert not page.is_hidden("#mixer")
+
+    page.click("#history button[data-result='" + results[0] + "']")
+    wait_until(
+        page,
+        f"() => {PLAYER}.dataset.result === '{results[0]}' && {PLAYER}.dataset.source === 'target'",
+    )
+    assert page.is_hidden("#mixer")
+    assert (
+        page.get_attribute(f"#history button[data-result='{results[0]}']", "aria-pressed") == "true"
+    )
+    with page.expect_download() as download:
+        page.click("[data-download=target][data-format=wav]")
+    assert download.value.suggested_filename == "mixture-vocals-estimate.wav"
+
+    page.click("#history button[data-result='" + results[2] + "']")
+    wait_until(
+        page,
+        "() => !document.getElementById('mixer').hidden && mixer.result && mixer.result.id === '"
+        + results[2]
+        + "'",
+    )
+    assert page.is_disabled("[data-source=target]")
+    page.click("#history button[data-result='" + results[1] + "']")
+    wait_until(page, f"() => {PLAYER}.dataset.result === '{results[1]}'")
+    with page.expect_download() as download:
+        page.click("[data-download=rest][data-format=flac]")
+    assert download.value.suggested_filename == "mixture-drums-rest.flac"
+
+    open_example(page)  # another song: its own history
+    assert page.evaluate("() => state.history.length") == 0
+    assert page.is_hidden("#history-row")

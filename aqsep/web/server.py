@@ -270,6 +270,7 @@ def create_app(
             "max_clips": ws.max_clips,
             "blend_positions": ws.blend_positions,
             "example": EXAMPLE_SONG.is_file(),
+            "stems": ws.separator.coarse_classes,
         }
 
     @app.post("/api/session/end", status_code=204)

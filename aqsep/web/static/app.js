@@ -22,8 +22,21 @@ const state = {
   viewToken: 0,        // counts view changes: only the latest one draws and sets the player
   looping: false,      // whether the player loops the region
   blobs: new Map(),    // object URLs of fetched result audio by "<result>/<source>", newest last
+  view: null,          // {start, end}: the seconds the waveform shows (null: the whole song)
+  detail: null,        // {key, view, overview}: the shown view drawn at full detail
+  history: [],         // [{result, request, pair}]: this song's results, in the order first heard
+  clipAudio: new Audio(),  // plays a query clip in a loop, before separating
+  clipPlaying: null,   // the id of the clip playing
 };
+const MIN_VIEW = 0.5;  // the shortest span the waveform zooms to, in seconds
 const KEEP_BLOBS = 24;  // fetched stops kept in the browser's memory
+// The Blob behind each object URL of result audio (fetching a blob: URL back would need the
+// Content-Security-Policy to allow it).
+const blobsByUrl = new Map();
+function revokeBlob(url) {
+  URL.revokeObjectURL(url);
+  blobsByUrl.delete(url);
+}
 
 // ---- talking to the server --------------------------------------------------------------
 
@@ -95,7 +108,9 @@ async function openSession() {
   state.songToken += 1;
   state.clips = [];
   state.overviews = {};
+  stopClip();
   resetResult();
+  setHistory([]);
   clearSong("No song yet.");
   renderClips();
   fillQueryMenus();
@@ -121,6 +136,7 @@ function clearSong(label) {
   $("wave").dataset.shown = "";
   $("song-name").textContent = label;
   $("views").setAttribute("aria-busy", label === "No song yet." ? "false" : "true");
+  setView(null);
   draw(label === "No song yet." ? null : label);
 }
 
@@ -173,6 +189,7 @@ async function songOpened(song, token) {
   $("progress-text").textContent = "";
   $("cancel").disabled = true;
   resetResult();
+  setHistory([]);
   $("song-name").textContent = `${song.name}: ${song.seconds.toFixed(2)} s, ${song.sample_rate} Hz, ${song.channels === 1 ? "mono" : song.channels + " channels"}`;
   $("region-start").max = $("region-end").max = song.seconds.toFixed(2);
   setRegion(null);
@@ -187,6 +204,7 @@ async function songOpened(song, token) {
   if (token !== state.songToken) return;
   $("views").setAttribute("aria-busy", "false");
   $("separate").disabled = false;
+  setView(null);
   fillQueryMenus();
 }
 
@@ -253,10 +271,14 @@ function setLooping(on) {
   $("loop-region").textContent = state.looping ? "Stop the loop" : "Loop the region";
 }
 $("loop-region").addEventListener("click", guarded(async () => {
-  if (state.looping) { setLooping(false); $("player").pause(); return; }
+  if (state.looping) { setLooping(false); $("player").pause(); mixerPause(); return; }
   if (!state.region) throw new PageError("choose a region first: drag over the waveform or type it");
-  const player = $("player");
   setLooping(true);
+  if (mixer.active && mixer.buffers.length) {  // the stems were played last: loop them
+    mixerPlay(state.region.start);
+    return;
+  }
+  const player = $("player");
   player.currentTime = state.region.start;
   await player.play();
 }));
@@ -321,11 +343,15 @@ function queryOptions() {
   }
   if (own.length) groups.push(["From this song and your clips", own]);
   const classes = state.config ? state.config.classes : [];
+  const stems = state.config ? state.config.stems : [];
   const placed = new Set();
   for (const [group, described] of CLASS_GROUPS) {
     const entries = classes.filter((name) => name in described)
       .sort((a, b) => Object.keys(described).indexOf(a) - Object.keys(described).indexOf(b))
       .map((name) => { placed.add(name); return [`class:${name}`, `${name}: ${described[name]}`]; });
+    if (group === "Whole stems" && stems.length > 1) {
+      entries.unshift(["stems", `every stem at once: ${stems.join(", ")} (a mixer and a zip)`]);
+    }
     if (entries.length) groups.push([group, entries]);
   }
   const rest = classes.filter((name) => !placed.has(name)).map((name) => [`class:${name}`, name]);
@@ -363,6 +389,7 @@ function querySpec(value) {
     return { kind: "range", start: state.region.start, end: state.region.end };
   }
   if (value === "clips") return { kind: "clips", clips: state.clips.map((c) => c.id) };
+  if (value === "stems") return { kind: "stems" };
   return { kind: "class", name: value.slice("class:".length) };
 }
 
@@ -371,12 +398,22 @@ function renderClips() {
   list.textContent = "";
   for (const clip of state.clips) {
     const item = document.createElement("li");
-    item.textContent = `${clip.name} (${clip.seconds.toFixed(1)} s)`;
+    item.dataset.clip = clip.id;
+    const play = document.createElement("button");
+    play.type = "button";
+    play.className = "play-clip";
+    const on = state.clipPlaying === clip.id;
+    play.textContent = on ? "\u25a0" : "\u25b6";
+    play.setAttribute("aria-pressed", on ? "true" : "false");
+    play.setAttribute("aria-label", on ? `Stop ${clip.name}` : `Play ${clip.name} in a loop`);
+    play.addEventListener("click", guarded(() => toggleClip(clip)));
+    item.append(play, `${clip.name} (${clip.seconds.toFixed(1)} s)`);
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "\u00d7";
     remove.title = `remove ${clip.name}`;
     remove.addEventListener("click", guarded(async () => {
+      if (state.clipPlaying === clip.id) stopClip();
       await api(`/api/clips/${clip.id}`, { method: "DELETE" });
       state.clips = state.clips.filter((c) => c.id !== clip.id);
       renderClips();
@@ -388,6 +425,31 @@ function renderClips() {
 }
 
 $("clip-open").addEventListener("click", () => $("clip-files").click());
+
+// A query clip heard in a loop before separating (from the server, as WAV: every browser plays it).
+async function toggleClip(clip) {
+  if (state.clipPlaying === clip.id) { stopClip(); return; }
+  stopClip();
+  if (!clip.url) {
+    const response = await api(`/api/clips/${clip.id}/audio`, { raw: true });
+    clip.url = URL.createObjectURL(await response.blob());
+  }
+  $("player").pause();
+  mixerPause();
+  const audio = state.clipAudio;
+  audio.loop = true;
+  audio.src = clip.url;
+  state.clipPlaying = clip.id;
+  renderClips();
+  await audio.play();
+}
+
+function stopClip() {
+  state.clipAudio.pause();
+  if (state.clipPlaying === null) return;
+  state.clipPlaying = null;
+  renderClips();
+}
 
 const addClips = guarded(async (files) => {
   const limit = state.config ? state.config.max_clips : Infinity;
@@ -488,7 +550,10 @@ async function runJob(request) {
   showProgress(job);
   $("cancel").disabled = true;
   if (job.state === "error") throw new PageError(job.error);
-  if (job.state === "done") await showResult(job.result);
+  if (job.state === "done") {
+    addHistory(job.result, request);
+    await showResult(job.result);
+  }
 }
 
 function showProgress(job) {
@@ -524,7 +589,8 @@ $("blend").addEventListener("change", guarded(async () => {
 
 function resetResult() {
   state.result = null;
-  for (const url of state.blobs.values()) URL.revokeObjectURL(url);
+  mixerClose();
+  for (const url of state.blobs.values()) revokeBlob(url);
   state.blobs.clear();
   delete state.urls.target;
   delete state.urls.rest;
@@ -532,13 +598,22 @@ function resetResult() {
     URL.revokeObjectURL(state.urls.mixture);
     delete state.urls.mixture;
   }
+  listenControls(null);
+}
+
+// What the Listen panel offers for ``result`` (null: the song alone): A/B and downloads of the
+// estimate and the rest for one sound, the stem mixer and its zips for every stem.
+function listenControls(result) {
+  const one = !!result && !result.stems;
   for (const button of document.querySelectorAll(".ab button")) {
-    button.disabled = button.dataset.source !== "mixture" || !state.song;
+    button.disabled = button.dataset.source === "mixture" ? !state.song : !one;
   }
   for (const link of document.querySelectorAll("[data-download]")) {
-    const ready = link.dataset.download === "mixture" && !!state.song;
+    const ready = link.dataset.download === "mixture" ? !!state.song : one;
     link.setAttribute("aria-disabled", ready ? "false" : "true");
   }
+  $("mixer").hidden = !(result && result.stems);
+  renderHistory();
 }
 
 async function loadSource(source, path) {
@@ -555,16 +630,18 @@ async function resultBlob(resultId, source) {
   if (url) {
     state.blobs.delete(key);  // newest last
   } else {
-    const response = await api(`/api/results/${resultId}/${source}`, { raw: true });
-    url = URL.createObjectURL(await response.blob());
-    if (state.blobs.has(key)) URL.revokeObjectURL(state.blobs.get(key));
+    const response = await api(`/api/results/${resultId}/${encodeURIComponent(source)}`, { raw: true });
+    const blob = await response.blob();
+    url = URL.createObjectURL(blob);
+    blobsByUrl.set(url, blob);
+    if (state.blobs.has(key)) revokeBlob(state.blobs.get(key));
   }
   state.blobs.set(key, url);
   const inUse = new Set(Object.values(state.urls));
   for (const [old, oldUrl] of state.blobs) {
     if (state.blobs.size <= KEEP_BLOBS) break;
     if (old === key || inUse.has(oldUrl)) continue;
-    URL.revokeObjectURL(oldUrl);
+    revokeBlob(oldUrl);
     state.blobs.delete(old);
     delete state.overviews[old];
   }
@@ -574,16 +651,30 @@ async function resultBlob(resultId, source) {
 async function showResult(result) {
   const token = ++state.viewToken;
   const songToken = state.songToken;
-  const first = !state.result;
+  const stale = () => token !== state.viewToken || songToken !== state.songToken;
+  if (result.stems) {
+    $("progress-text").textContent = "decoding the stems...";
+    const urls = await Promise.all(result.files.map((name) => resultBlob(result.id, name)));
+    if (stale()) return;
+    if (!await mixerLoad(result, urls, stale)) return;
+    state.result = result;
+    delete state.urls.target;
+    delete state.urls.rest;
+    listenControls(result);
+    $("progress-text").textContent = `every stem: ${result.files.join(", ")}`;
+    await selectSource("mixture");
+    return;
+  }
+  const fresh = !state.result || state.result.stems;
   const [target, rest] = await Promise.all([resultBlob(result.id, "target"), resultBlob(result.id, "rest")]);
   // a newer result, view or song took over while these were fetched
-  if (token !== state.viewToken || songToken !== state.songToken) return;
+  if (stale()) return;
+  mixerClose();
   state.result = result;
   state.urls.target = target;
   state.urls.rest = rest;
-  for (const button of document.querySelectorAll(".ab button")) button.disabled = false;
-  for (const link of document.querySelectorAll("[data-download]")) link.setAttribute("aria-disabled", "false");
-  await selectSource(state.source === "mixture" && first ? "target" : state.source);
+  listenControls(result);
+  await selectSource(state.source === "mixture" && fresh ? "target" : state.source);
 }
 
 // Switch what the player plays, keeping the playback position and whether it plays.
@@ -624,10 +715,26 @@ const selectSource = guarded(async (source) => {
   state.shown = state.overviews[key] || null;
   $("wave").dataset.shown = key;
   draw();
+  requestDetail();
 }, "player-error");
 
 for (const button of document.querySelectorAll(".ab button")) {
   button.addEventListener("click", () => selectSource(button.dataset.source));
+}
+
+// Save what ``path`` answers under the name the server gives it.
+async function download(path, fallback) {
+  const response = await api(path, { raw: true });
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = /filename="?([^";]+)"?/.exec(disposition);
+  const blob = await response.blob();
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = match ? match[1] : fallback;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
 for (const link of document.querySelectorAll("[data-download]")) {
@@ -644,18 +751,251 @@ for (const link of document.querySelectorAll("[data-download]")) {
       if (!state.result) throw new PageError("separate first");
       path = `/api/results/${state.result.id}/${source}?format=${format}`;
     }
-    const response = await api(path, { raw: true });
-    const disposition = response.headers.get("Content-Disposition") || "";
-    const match = /filename="?([^";]+)"?/.exec(disposition);
-    const blob = await response.blob();
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = match ? match[1] : `${source}.${format}`;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    await download(path, `${source}.${format}`);
   }, "player-error"));
+}
+
+for (const link of document.querySelectorAll("[data-zip]")) {
+  link.addEventListener("click", guarded(async (event) => {
+    event.preventDefault();
+    if (!state.result) throw new PageError("separate first");
+    await download(`/api/results/${state.result.id}/all.zip?format=${link.dataset.zip}`, "stems.zip");
+  }, "player-error"));
+}
+
+// ---- the stem mixer ----------------------------------------------------------------------
+
+// Every stem decoded into the browser's memory and played by Web Audio: one buffer source per
+// stem, all started at the same instant of the audio clock, each through its own gain (mute,
+// solo, volume), so the stems stay sample-aligned whatever is muted.
+const mixer = {
+  ctx: null,
+  result: null,
+  names: [],
+  buffers: [],
+  gains: [],
+  sources: [],
+  settings: {},       // by stem name: {mute, solo, volume}, kept from one result to the next
+  playing: false,
+  startedAt: 0,       // the audio clock's time at which the playback started from ``offset``
+  offset: 0,          // the song's second playing at ``startedAt`` (or where it was paused)
+  active: false,      // the mixer, not the player, was played last (its time is the playhead)
+};
+
+async function mixerLoad(result, urls, stale) {
+  mixerClose();
+  const rate = state.song.sample_rate;
+  if (!mixer.ctx || mixer.ctx.sampleRate !== rate) {
+    if (mixer.ctx) mixer.ctx.close();
+    mixer.ctx = new AudioContext({ sampleRate: rate });  // no resampling: the stems' own samples
+  }
+  const blobs = await Promise.all(urls.map(blobOf));
+  const buffers = await Promise.all(blobs.map(async (b) => mixer.ctx.decodeAudioData(await b.arrayBuffer())));
+  if (stale()) return false;
+  mixer.result = result;
+  mixer.names = result.files.slice();
+  mixer.buffers = buffers;
+  mixer.gains = buffers.map(() => {
+    const gain = mixer.ctx.createGain();
+    gain.connect(mixer.ctx.destination);
+    return gain;
+  });
+  for (const name of mixer.names) {
+    if (!mixer.settings[name]) mixer.settings[name] = { mute: false, solo: false, volume: 1 };
+  }
+  mixer.offset = 0;
+  renderMixer();
+  applyGains();
+  return true;
+}
+
+function blobOf(url) { return blobsByUrl.get(url); }
+
+function mixerClose() {
+  mixerPause();
+  for (const gain of mixer.gains) gain.disconnect();
+  mixer.result = null;
+  mixer.names = [];
+  mixer.buffers = [];
+  mixer.gains = [];
+  mixer.active = false;
+  $("mixer").hidden = true;
+  $("stems").textContent = "";
+}
+
+function mixerDuration() { return mixer.buffers.length ? Math.max(...mixer.buffers.map((b) => b.duration)) : 0; }
+
+function mixerPosition() {
+  if (!mixer.playing) return mixer.offset;
+  return Math.max(mixer.offset, mixer.offset + mixer.ctx.currentTime - mixer.startedAt);
+}
+
+function mixerPlay(at) {
+  if (!mixer.buffers.length) return;
+  mixerHalt();
+  const ctx = mixer.ctx;
+  ctx.resume();
+  at = Math.min(Math.max(0, at), mixerDuration());
+  const when = ctx.currentTime + 0.05;  // every source starts at this instant
+  mixer.sources = mixer.buffers.map((buffer, i) => {
+    const source = ctx.createBufferSource();
+    source.buffer = buffer;
+    source.connect(mixer.gains[i]);
+    source.start(when, at);
+    return source;
+  });
+  mixer.startedAt = when;
+  mixer.offset = at;
+  mixer.playing = true;
+  mixer.active = true;
+  $("player").pause();
+  stopClip();
+  mixerButton();
+}
+
+// Stop the sources where they are (the position is kept in ``offset``).
+function mixerHalt() {
+  const position = mixerPosition();
+  for (const source of mixer.sources) {
+    source.onended = null;
+    try { source.stop(); } catch (_) { /* never started */ }
+    source.disconnect();
+  }
+  mixer.sources = [];
+  mixer.offset = position;
+  mixer.playing = false;
+}
+
+function mixerPause() {
+  if (!mixer.playing) return;
+  mixerHalt();
+  mixerButton();
+  draw();
+}
+
+function mixerSeek(at) {
+  if (mixer.playing) mixerPlay(at);
+  else mixer.offset = Math.min(Math.max(0, at), mixerDuration());
+}
+
+function mixerButton() {
+  $("mixer-play").textContent = mixer.playing ? "Pause the stems" : "Play the stems";
+  $("mixer-play").setAttribute("aria-pressed", mixer.playing ? "true" : "false");
+}
+
+// Mute silences a stem; once any stem is soloed, only the soloed ones play.
+function applyGains() {
+  const soloing = mixer.names.some((name) => mixer.settings[name].solo);
+  mixer.names.forEach((name, i) => {
+    const s = mixer.settings[name];
+    mixer.gains[i].gain.value = s.mute || (soloing && !s.solo) ? 0 : s.volume;
+  });
+}
+
+function renderMixer() {
+  const list = $("stems");
+  list.textContent = "";
+  for (const name of mixer.names) {
+    const s = mixer.settings[name];
+    const item = document.createElement("li");
+    item.dataset.stem = name;
+    const label = document.createElement("span");
+    label.className = "stem-name";
+    label.textContent = name;
+    const toggle = (what, text) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `small toggle ${what}`;
+      button.textContent = text;
+      button.setAttribute("aria-pressed", s[what] ? "true" : "false");
+      button.setAttribute("aria-label", `${text} ${name}`);
+      button.addEventListener("click", () => {
+        s[what] = !s[what];
+        button.setAttribute("aria-pressed", s[what] ? "true" : "false");
+        applyGains();
+      });
+      return button;
+    };
+    const volume = document.createElement("input");
+    volume.type = "range";
+    volume.min = "0";
+    volume.max = "1.5";
+    volume.step = "0.01";
+    volume.value = String(s.volume);
+    volume.className = "volume";
+    volume.setAttribute("aria-label", `Volume of ${name}`);
+    volume.addEventListener("input", () => { s.volume = parseFloat(volume.value); applyGains(); });
+    const links = document.createElement("span");
+    for (const format of ["wav", "flac"]) {
+      const link = document.createElement("a");
+      link.href = "#";
+      link.textContent = format.toUpperCase();
+      link.dataset.stem = name;
+      link.dataset.format = format;
+      link.setAttribute("aria-label", `Download ${name} as ${format.toUpperCase()}`);
+      link.addEventListener("click", guarded(async (event) => {
+        event.preventDefault();
+        await download(`/api/results/${mixer.result.id}/${encodeURIComponent(name)}?format=${format}`, `${name}.${format}`);
+      }, "player-error"));
+      links.append(link, " ");
+    }
+    item.append(label, toggle("mute", "Mute"), toggle("solo", "Solo"), volume, links);
+    list.append(item);
+  }
+  mixerButton();
+}
+
+$("mixer-play").addEventListener("click", () => {
+  if (mixer.playing) { mixerPause(); return; }
+  const from = mixer.offset >= mixerDuration() - 0.01 ? 0 : mixer.offset;
+  mixerPlay(state.looping && state.region ? state.region.start : from);
+});
+
+$("player").addEventListener("play", () => { mixerPause(); mixer.active = false; stopClip(); });
+
+// ---- history -----------------------------------------------------------------------------
+
+// A result joins the history when it is heard; moving the slider between the same two queries
+// updates its entry (the stop heard last) rather than adding one per stop.
+function addHistory(result, request) {
+  const pair = JSON.stringify(Object.assign({}, request, { alpha: 0 }));
+  const entry = { result, request, pair };
+  const at = state.history.findIndex((h) => h.pair === pair);
+  if (at >= 0) state.history[at] = entry;
+  else state.history.push(entry);
+  renderHistory();
+}
+
+function setHistory(entries) {
+  state.history = entries;
+  renderHistory();
+}
+
+function renderHistory() {
+  const list = $("history");
+  list.textContent = "";
+  $("history-row").hidden = state.history.length === 0;
+  state.history.forEach((entry, i) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "small";
+    button.dataset.result = entry.result.id;
+    button.textContent = `${i + 1}. ${entry.result.label}`;
+    const current = !!state.result && state.result.id === entry.result.id;
+    button.setAttribute("aria-pressed", current ? "true" : "false");
+    button.setAttribute("aria-label", `Listen again to result ${i + 1}: ${entry.result.label}`);
+    button.addEventListener("click", guarded(async () => {
+      state.lastQuery = entry.request;
+      if (entry.request.other) {
+        $("blend").value = String(entry.request.alpha);
+        $("blend-value").textContent = entry.request.alpha.toFixed(2);
+      }
+      await showResult(entry.result);
+    }, "player-error"));
+    item.append(button);
+    list.append(item);
+  });
 }
 
 // ---- drawing -----------------------------------------------------------------------------
@@ -673,7 +1013,7 @@ const COLOURS = (() => {
   return table;
 })();
 
-const specCache = { overview: null, bitmap: null };
+const bitmaps = new WeakMap();  // each overview's spectrogram as a canvas, made once
 
 function fitCanvas(canvas) {
   const ratio = window.devicePixelRatio || 1;
@@ -688,27 +1028,125 @@ function fitCanvas(canvas) {
 
 function seconds() { return state.song ? state.song.seconds : 0; }
 
+// ---- zoom and scroll ---------------------------------------------------------------------
+
+// The seconds the waveform and the spectrogram show now.
+function viewSpan() {
+  const total = seconds();
+  return state.view ? state.view : { start: 0, end: total };
+}
+
+// Show ``start`` to ``end`` (null: the whole song), kept inside the song and at least MIN_VIEW long.
+function setView(start, end) {
+  const total = seconds();
+  if (start === null || !total) {
+    state.view = null;
+  } else {
+    const width = Math.min(total, Math.max(Math.min(MIN_VIEW, total), end - start));
+    const from = Math.min(Math.max(0, start), total - width);
+    state.view = width >= total - 1e-9 ? null : { start: from, end: from + width };
+  }
+  const v = viewSpan();
+  const whole = !state.view;
+  $("zoom-in").disabled = !total || v.end - v.start <= Math.min(MIN_VIEW, total) + 1e-9;
+  $("zoom-out").disabled = $("zoom-all").disabled = whole;
+  const scroll = $("scroll");
+  scroll.disabled = whole;
+  scroll.value = whole ? "0" : String(v.start / (total - (v.end - v.start)));
+  $("view-range").textContent = whole ? "" : `${clock(v.start)} to ${clock(v.end)}`;
+  $("wave").dataset.view = whole ? "" : `${v.start.toFixed(3)}-${v.end.toFixed(3)}`;
+  draw();
+  requestDetail();
+}
+
+function zoomBy(factor, around) {
+  const v = viewSpan();
+  const centre = around === undefined ? (v.start + v.end) / 2 : around;
+  const share = (centre - v.start) / (v.end - v.start);
+  const width = (v.end - v.start) * factor;
+  setView(centre - share * width, centre - share * width + width);
+}
+
+$("zoom-in").addEventListener("click", () => zoomBy(0.5));
+$("zoom-out").addEventListener("click", () => zoomBy(2));
+$("zoom-all").addEventListener("click", () => setView(null));
+$("scroll").addEventListener("input", () => {
+  const v = viewSpan(), width = v.end - v.start;
+  const start = parseFloat($("scroll").value) * (seconds() - width);
+  setView(start, start + width);
+});
+
+// The zoomed view at full detail: asked for once the view stops changing, drawn in the whole
+// song's colours; until it comes, the whole song's picture is drawn stretched.
+let detailTimer = null;
+function requestDetail() {
+  clearTimeout(detailTimer);
+  detailTimer = setTimeout(() => fetchDetail().catch((err) => showError(err, "song-error")), 120);
+}
+
+async function fetchDetail() {
+  const key = $("wave").dataset.shown;
+  const view = state.view, whole = state.shown;
+  if (!view || !whole || !key || !state.song) { state.detail = null; return; }
+  if (state.detail && state.detail.key === key && state.detail.view === view) return;
+  const base = key === "song" ? `/api/song/${state.song.id}` : `/api/results/${key}`;
+  const query = `columns=${overviewColumns()}&start=${view.start.toFixed(3)}&end=${view.end.toFixed(3)}&top_db=${whole.spectrogram.top_db}`;
+  const detail = await api(`${base}/overview?${query}`);
+  if (key !== $("wave").dataset.shown || view !== state.view) return;  // moved on meanwhile
+  state.detail = { key, view, overview: detail };
+  draw();
+}
+
+// The picture to draw: the view's detail when it has come, else the whole song's.
+function picture() {
+  const d = state.detail;
+  if (d && d.view === state.view && d.key === $("wave").dataset.shown) return d.overview;
+  return state.shown;
+}
+
+function xOf(t, w) {
+  const v = viewSpan();
+  return ((t - v.start) / (v.end - v.start)) * w;
+}
+
+function clock(t) {
+  const m = Math.floor(t / 60), s = t - 60 * m;
+  return `${m}:${s.toFixed(1).padStart(4, "0")}`;
+}
+
+// ---- drawing the views -------------------------------------------------------------------
+
 function drawWave(message) {
   const canvas = $("wave");
   const ratio = fitCanvas(canvas);
   const g = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
   g.clearRect(0, 0, w, h);
-  const ov = state.shown;
+  const ov = picture();
   const axis = 16 * ratio;
   const mid = (h - axis) / 2;
+  const v = viewSpan();
   if (state.region && seconds() > 0) {
-    const x0 = (state.region.start / seconds()) * w, x1 = (state.region.end / seconds()) * w;
+    const x0 = xOf(state.region.start, w), x1 = xOf(state.region.end, w);
     g.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--region") || "rgba(47,111,219,0.22)";
     g.fillRect(x0, 0, x1 - x0, h - axis);
+    // the handles: a line and a tab at each edge, to drag
+    g.fillStyle = "#2f6fdb";
+    for (const x of [x0, x1]) {
+      g.fillRect(x - ratio, 0, 2 * ratio, h - axis);
+      g.fillRect(x - 4 * ratio, 0, 8 * ratio, 14 * ratio);
+    }
   }
   if (ov) {
     const n = ov.columns;
-    const top = Math.max(1e-6, ...ov.peaks.map(Math.abs));
+    const span = ov.end - ov.start;
+    const top = Math.max(1e-6, ...state.shown.peaks.map(Math.abs));  // the whole song's scale
     const scale = (mid * 0.95) / top;
     g.fillStyle = state.source === "mixture" ? "#44546a" : (state.source === "target" ? "#2f6fdb" : "#8a5a00");
     for (let x = 0; x < w; x++) {
-      const c = Math.min(n - 1, Math.floor((x / w) * n));
+      const t = v.start + ((x + 0.5) / w) * (v.end - v.start);
+      const c = Math.floor(((t - ov.start) / span) * n);
+      if (c < 0 || c >= n) continue;
       const lo = ov.peaks[2 * c], hi = ov.peaks[2 * c + 1];
       const y0 = mid - hi * scale, y1 = mid - lo * scale;
       g.fillRect(x, y0, 1, Math.max(1, y1 - y0));
@@ -724,16 +1162,38 @@ function drawWave(message) {
   g.fillRect(0, h - axis, w, 1);
   const total = seconds();
   if (total > 0) {
-    const steps = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300];
-    const step = steps.find((s) => (total / s) * 60 * ratio < w) || 600;
-    for (let t = 0; t <= total + 1e-9; t += step) {
-      const x = (t / total) * w;
+    const shown = v.end - v.start;
+    const steps = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300];
+    const step = steps.find((s) => (shown / s) * 60 * ratio < w) || 600;
+    for (let t = Math.ceil(v.start / step - 1e-9) * step; t <= v.end + 1e-9; t += step) {
+      const x = xOf(t, w);
       g.fillRect(x, h - axis, 1, 4 * ratio);
-      const label = total >= 120 ? `${Math.floor(t / 60)}:${String(Math.round(t % 60)).padStart(2, "0")}` : `${+t.toFixed(1)} s`;
+      const label = total >= 120 ? clock(t) : `${+t.toFixed(2)} s`;
       if (x + 2 * ratio + g.measureText(label).width < w) g.fillText(label, x + 2 * ratio, h - 3 * ratio);
     }
   }
   drawPlayhead(g, w, h - axis);
+}
+
+function spectrogramBitmap(ov) {
+  let bitmap = bitmaps.get(ov);
+  if (bitmap) return bitmap;
+  const s = ov.spectrogram;
+  const bytes = Uint8Array.from(atob(s.data), (ch) => ch.charCodeAt(0));
+  const image = new ImageData(s.width, s.height);
+  for (let i = 0; i < bytes.length; i++) {
+    const v = bytes[i] * 3;
+    image.data[4 * i] = COLOURS[v];
+    image.data[4 * i + 1] = COLOURS[v + 1];
+    image.data[4 * i + 2] = COLOURS[v + 2];
+    image.data[4 * i + 3] = 255;
+  }
+  bitmap = document.createElement("canvas");
+  bitmap.width = s.width;
+  bitmap.height = s.height;
+  bitmap.getContext("2d").putImageData(image, 0, 0);
+  bitmaps.set(ov, bitmap);
+  return bitmap;
 }
 
 function drawSpec() {
@@ -743,30 +1203,16 @@ function drawSpec() {
   const w = canvas.width, h = canvas.height;
   g.fillStyle = "#000004";
   g.fillRect(0, 0, w, h);
-  const ov = state.shown;
+  const ov = picture();
   if (!ov) return;
-  if (specCache.overview !== ov) {
-    const s = ov.spectrogram;
-    const bytes = Uint8Array.from(atob(s.data), (ch) => ch.charCodeAt(0));
-    const image = new ImageData(s.width, s.height);
-    for (let i = 0; i < bytes.length; i++) {
-      const v = bytes[i] * 3;
-      image.data[4 * i] = COLOURS[v];
-      image.data[4 * i + 1] = COLOURS[v + 1];
-      image.data[4 * i + 2] = COLOURS[v + 2];
-      image.data[4 * i + 3] = 255;
-    }
-    const off = document.createElement("canvas");
-    off.width = s.width;
-    off.height = s.height;
-    off.getContext("2d").putImageData(image, 0, 0);
-    specCache.overview = ov;
-    specCache.bitmap = off;
-  }
+  const bitmap = spectrogramBitmap(ov);
+  const v = viewSpan(), span = ov.end - ov.start;
+  const sx = ((v.start - ov.start) / span) * bitmap.width;
+  const sw = Math.max(1e-3, ((v.end - v.start) / span) * bitmap.width);
   g.imageSmoothingEnabled = true;
-  g.drawImage(specCache.bitmap, 0, 0, w, h);
+  g.drawImage(bitmap, sx, 0, sw, bitmap.height, 0, 0, w, h);
   if (state.region && seconds() > 0) {
-    const x0 = (state.region.start / seconds()) * w, x1 = (state.region.end / seconds()) * w;
+    const x0 = xOf(state.region.start, w), x1 = xOf(state.region.end, w);
     g.strokeStyle = "rgba(255,255,255,0.8)";
     g.lineWidth = ratio;
     g.strokeRect(x0, 1, x1 - x0, h - 2);
@@ -784,10 +1230,17 @@ function drawSpec() {
   drawPlayhead(g, w, h);
 }
 
-function drawPlayhead(g, w, h) {
+// Where the music is: the mixer's clock when the stems were played last, else the player's.
+function playhead() {
+  if (mixer.active && mixer.buffers.length) return mixer.playing || mixer.offset ? mixerPosition() : null;
   const player = $("player");
-  if (!seconds() || !player.src) return;
-  const x = (player.currentTime / seconds()) * w;
+  return player.src ? player.currentTime : null;
+}
+
+function drawPlayhead(g, w, h) {
+  const t = playhead();
+  if (!seconds() || t === null) return;
+  const x = xOf(t, w);
   g.fillStyle = "#e8590c";
   g.fillRect(x, 0, Math.max(1, window.devicePixelRatio || 1), h);
 }
@@ -802,49 +1255,103 @@ function draw(message) {
 
 window.addEventListener("resize", () => draw());
 
+// While something plays: redraw, loop the region in the stems too, keep the playhead in view.
 function animate() {
-  if (!$("player").paused) draw();
+  const playing = !$("player").paused || mixer.playing;
+  if (mixer.playing) {
+    const t = mixerPosition();
+    if (state.looping && state.region && t >= state.region.end) mixerPlay(state.region.start);
+    else if (t >= mixerDuration()) { mixerHalt(); mixer.offset = 0; mixerButton(); }
+    $("mixer-time").textContent = clock(mixerPosition());
+  }
+  if (playing) {
+    const t = playhead();
+    const v = viewSpan();
+    if (state.view && t !== null && (t > v.end || t < v.start)) setView(t, t + (v.end - v.start));
+    draw();
+  }
   requestAnimationFrame(animate);
 }
 requestAnimationFrame(animate);
 $("player").addEventListener("seeked", () => draw());
 $("player").addEventListener("pause", () => draw());
 
-// Drag on the waveform: choose the query region. A click (no drag): play from there.
+// On the waveform: drag to choose the query region, drag a region's edge to adjust it, click
+// (no drag) to play from there; Ctrl + wheel zooms around the pointer, Shift + wheel scrolls.
 (() => {
   const canvas = $("wave");
-  let from = null;
+  const GRAB = 7;  // CSS pixels either side of an edge that grab it
+  let from = null, edge = null;
   const timeAt = (event) => {
     const box = canvas.getBoundingClientRect();
     const x = Math.min(Math.max(event.clientX - box.left, 0), box.width);
-    return { x, t: (x / box.width) * seconds() };
+    const v = viewSpan();
+    return { x, t: v.start + (x / box.width) * (v.end - v.start) };
+  };
+  const edgeAt = (x) => {
+    if (!state.region) return null;
+    const width = canvas.getBoundingClientRect().width;
+    const d0 = Math.abs(xOf(state.region.start, width) - x), d1 = Math.abs(xOf(state.region.end, width) - x);
+    if (Math.min(d0, d1) > GRAB) return null;
+    return d1 <= d0 ? "end" : "start";
+  };
+  const showRegion = () => {
+    $("region-start").value = state.region.start.toFixed(2);
+    $("region-end").value = state.region.end.toFixed(2);
+    draw();
   };
   canvas.addEventListener("pointerdown", (event) => {
     if (!state.song) return;
     from = timeAt(event);
+    edge = edgeAt(from.x);
     canvas.setPointerCapture(event.pointerId);
   });
   canvas.addEventListener("pointermove", (event) => {
-    if (!from) return;
+    if (!from) {
+      canvas.style.cursor = state.song && edgeAt(timeAt(event).x) ? "ew-resize" : "crosshair";
+      return;
+    }
     const to = timeAt(event);
-    if (Math.abs(to.x - from.x) < 4) return;
-    state.region = { start: Math.min(from.t, to.t), end: Math.max(from.t, to.t) };
-    $("region-start").value = state.region.start.toFixed(2);
-    $("region-end").value = state.region.end.toFixed(2);
-    draw();
+    if (Math.abs(to.x - from.x) < (edge ? 1 : 4)) return;
+    if (edge) {
+      const r = state.region, least = 0.05;
+      state.region = edge === "start"
+        ? { start: Math.max(0, Math.min(to.t, r.end - least)), end: r.end }
+        : { start: r.start, end: Math.min(seconds(), Math.max(to.t, r.start + least)) };
+    } else {
+      state.region = { start: Math.min(from.t, to.t), end: Math.max(from.t, to.t) };
+    }
+    showRegion();
   });
   canvas.addEventListener("pointerup", (event) => {
     if (!from) return;
     const to = timeAt(event);
-    if (Math.abs(to.x - from.x) < 4) {
+    if (edge) {
+      setRegion(state.region);
+    } else if (Math.abs(to.x - from.x) < 4) {
       const player = $("player");
       if (player.src) player.currentTime = to.t;
+      if (mixer.active) mixerSeek(to.t);
       draw();
     } else {
       setRegion({ start: Math.min(from.t, to.t), end: Math.max(from.t, to.t) });
     }
     from = null;
+    edge = null;
   });
+  canvas.addEventListener("wheel", (event) => {
+    if (!state.song) return;
+    const sideways = event.shiftKey || Math.abs(event.deltaX) > Math.abs(event.deltaY);
+    if (event.ctrlKey || event.metaKey) {
+      event.preventDefault();
+      zoomBy(event.deltaY > 0 ? 1.25 : 0.8, timeAt(event).t);
+    } else if (sideways && state.view) {
+      event.preventDefault();
+      const v = viewSpan(), width = v.end - v.start;
+      const delta = (event.shiftKey && !event.deltaX ? event.deltaY : event.deltaX) / canvas.clientWidth;
+      setView(v.start + delta * width, v.start + delta * width + width);
+    }
+  }, { passive: false });
 })();
 
 // ---- start -------------------------------------------------------------------------------
