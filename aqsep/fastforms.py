@@ -22,9 +22,10 @@ layer runs the plain operation whenever autograd is on. A fourth form, :func:`ph
 stride-2 one-channel convolution of the spectrogram as phases), lost both ways (0.62x, 0.64x): no
 layer uses it; it stays for the benchmark and other machines.
 
-Loading a released model (:func:`aqsep.release.load_model`) and the ONNX export
-(:func:`aqsep.onnx.exportable`) apply :func:`accelerate`; a model built with
-``QuerySeparator(config)`` is the plain network until it is passed to :func:`accelerate`.
+Loading a released model (:func:`aqsep.release.load_model`), training
+(:class:`aqsep.train.QueryTraining`) and the ONNX export (:func:`aqsep.onnx.exportable`) apply
+:func:`accelerate`; a model built with ``QuerySeparator(config)`` is the plain network until it is
+passed to :func:`accelerate`.
 """
 
 from __future__ import annotations

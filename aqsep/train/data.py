@@ -116,6 +116,12 @@ def excerpt_samples(config: ModelConfig) -> int:
 
 
 def train_and_valid(spec: RunSpec) -> tuple[TrackPool, TrackPool]:
+    """The training and validation pools of the run's data sets, each set drawn by its weight;
+    validation takes other excerpts of the training tracks where the data has no valid split.
+
+    Raises:
+        DataError: a data set without training tracks, or no track as long as one excerpt.
+    """
     sr = spec.model_config.separator_audio.sample_rate
     weights = [s.weight for s in spec.sources]
     train_groups = open_data(spec, "train", sr)
