@@ -29,26 +29,9 @@ sync_api = pytest.importorskip(
 
 from aqsep import Separator  # noqa: E402
 from aqsep.web import create_app  # noqa: E402
+from aqsep.web.headless import CHROMIUM_ARGS, find_chromium  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(
@@ -176,6 +159,16 @@ def test_the_page_separates_the_bundled_example_in_chromium(
             assert page.text_content("#blend-value") == "0.25"
             assert abs(page.evaluate(f"() => {PLAYER}.duration") - 8.0) < 0.01
             assert page.text_content("#error") == ""
+
+            # every stem, in the mixer, with the region's view zoomed in
+            page.select_option("#query-b", "")
+            page.select_option("#query-a", "stems")
+            page.click("#separate")
+            wait_until(page, "() => !document.getElementById('mixer').hidden")
+            page.click("#stems li[data-stem=vocals] button.solo")
+            page.click("#zoom-in")
+            wait_until(page, "() => state.detail && state.detail.view === state.view")
+            assert page.locator("#history li").count() == 2  # the slider's pair, every stem
 
             shot = tmp_path / "web.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -427,6 +420,10 @@ def test_inputs_that_disagree_are_refused_next_to_them(
 def test_the_page_fits_a_phone(server_url: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     page = open_page(browser, server_url, 390, 844)
     open_example(page)
+    page.select_option("#query-a", "stems")
+    page.click("#separate")
+    wait_until(page, "() => !document.getElementById('mixer').hidden")
+    page.click("#zoom-in")
     page.select_option("#query-b", "class:drums")
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, width

@@ -16,6 +16,9 @@ from aqsep.audio import AtomicAudioWriter, AudioReader, to_mono
 from aqsep.plots import log_spectrogram
 
 SNIFF_BYTES = 16  # enough for every signature below
+# The most STFT frames an overview transforms at once (memory: frames x n_fft float64 numbers,
+# 32 MB at 44.1 kHz).
+MAX_FRAMES = 2048
 
 
 def sniff_audio(head: bytes) -> str | None:
@@ -63,8 +66,9 @@ def overview(
     """Waveform peaks and a log-frequency spectrogram of a file, or of its seconds ``start`` to
     ``end`` (a zoomed view), small enough to send to a page.
 
-    The file is read one column at a time (memory does not grow with its length). Each column's
-    spectrum is the mean power of :func:`aqsep.plots.log_spectrogram` over the column's span.
+    The file is read a group of columns at a time (memory does not grow with its length). Each
+    column's spectrum is the mean power of the frames of :func:`aqsep.plots.log_spectrogram`
+    centred in it (4 to 8 a column).
 
     Args:
         top_db: the level drawn brightest (default: the loudest cell), so that a zoomed view
@@ -82,24 +86,39 @@ def overview(
         sr, frames = reader.sample_rate, reader.frames
         first = min(max(0, round(start * sr)), max(0, frames - 1))
         last = frames if end is None else min(frames, max(first + 1, round(end * sr)))
-        span_frames = last - first
-        columns = max(1, min(columns, span_frames))
+        columns = max(1, min(columns, last - first))
         n_fft = 1 << max(8, round(math.log2(0.046 * sr)))  # ~46 ms: 2048 at 44.1 kHz
         fmin, fmax = 40.0, min(sr / 2, 16000.0)
-        where = _log_rows(rows, n_fft, sr, fmin, fmax)
+        bounds = first + np.arange(columns + 1, dtype=np.int64) * (last - first) // columns
+        width = (last - first) / columns  # samples a column
+        # 4 to 8 frames a column, at most half a window apart
+        hop = max(1, min(n_fft // 2, int(width) // 4), int(width) // 8)
+        group = max(1, int(MAX_FRAMES * hop // width))  # columns read and transformed at once
         peaks = np.zeros((columns, 2), dtype=np.float32)
-        power = np.zeros((columns, rows), dtype=np.float64)
-        for c in range(columns):
-            s = first + c * span_frames // columns
-            e = first + (c + 1) * span_frames // columns
-            span = max(e - s, n_fft)
-            at = max(0, (s + e) // 2 - span // 2)
-            block = to_mono(reader.read(at, span))
-            inside = block[s - at : e - at] if e > s else block[:1]
-            peaks[c] = inside.min(), inside.max()
-            db, _, _ = log_spectrogram(block, sr, n_fft=n_fft, hop=max(n_fft // 2, span // 8))
-            mean_power = np.power(10.0, db / 10).mean(axis=-1)
-            power[c] = np.interp(where, np.arange(mean_power.shape[0]), mean_power)
+        power = np.zeros((columns, n_fft // 2 + 1), dtype=np.float64)
+        for g0 in range(0, columns, group):
+            g1 = min(columns, g0 + group)
+            lo = max(0, int(bounds[g0]) - n_fft // 2)  # with the audio around it, not zeros
+            hi = min(frames, int(bounds[g1]) + n_fft // 2)
+            block = to_mono(reader.read(lo, hi - lo))
+            edges = bounds[g0 : g1 + 1] - lo
+            inside = block[edges[0] : edges[-1]]
+            peaks[g0:g1, 0] = np.minimum.reduceat(inside, edges[:-1] - edges[0])
+            peaks[g0:g1, 1] = np.maximum.reduceat(inside, edges[:-1] - edges[0])
+            db, _, _ = log_spectrogram(block, sr, n_fft=n_fft, hop=hop)
+            column = np.searchsorted(edges, np.arange(db.shape[1]) * hop, side="right") - 1
+            keep = (column >= 0) & (column < g1 - g0)
+            column = column[keep]  # in order: each column's frames follow one another
+            counts = np.bincount(column, minlength=g1 - g0)
+            starts = np.searchsorted(column, np.arange(g1 - g0))
+            sums = np.add.reduceat(
+                np.power(10.0, db[:, keep] / 10), np.minimum(starts, len(column) - 1), axis=1
+            )
+            power[g0:g1] = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).T
+    where = _log_rows(rows, n_fft, sr, fmin, fmax)  # each row's fractional bin
+    below = np.clip(np.floor(where).astype(int), 0, power.shape[1] - 2)
+    share = np.clip(where - below, 0.0, 1.0)
+    power = power[:, below] * (1 - share) + power[:, below + 1] * share  # (columns, rows)
     db = 10 * np.log10(power + 1e-12)
     top = float(db.max()) if top_db is None else float(top_db)
     level = np.clip((db - (top - floor_db)) / floor_db, 0.0, 1.0)

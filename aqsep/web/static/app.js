@@ -14,7 +14,7 @@ const state = {
   result: null,        // the result being listened to
   source: "mixture",   // "target" | "rest" | "mixture"
   urls: {},            // object URLs of the audio being listened to, by source
-  overviews: {},       // overview JSON by "song" or "<result>/<source>"
+  overviews: {},       // overview JSON of "song", promises of it by "<result>/<source>"
   shown: null,         // the overview drawn now
   lastQuery: null,     // the request of the last separation (for the slider)
   jobToken: 0,         // counts separation requests: only the latest one is shown
@@ -653,6 +653,7 @@ async function showResult(result) {
   const songToken = state.songToken;
   const stale = () => token !== state.viewToken || songToken !== state.songToken;
   if (result.stems) {
+    const said = $("progress-text").textContent;
     $("progress-text").textContent = "decoding the stems...";
     const urls = await Promise.all(result.files.map((name) => resultBlob(result.id, name)));
     if (stale()) return;
@@ -661,7 +662,7 @@ async function showResult(result) {
     delete state.urls.target;
     delete state.urls.rest;
     listenControls(result);
-    $("progress-text").textContent = `every stem: ${result.files.join(", ")}`;
+    $("progress-text").textContent = said;
     await selectSource("mixture");
     return;
   }
@@ -704,19 +705,28 @@ const selectSource = guarded(async (source) => {
   }
   if (token !== state.viewToken) return;
   const key = result ? `${result.id}/${source}` : "song";
-  if (!state.overviews[key] && result) {
-    const overview = await api(`/api/results/${result.id}/${source}/overview?columns=${overviewColumns()}`);
-    state.overviews[key] = overview;
-    if (token !== state.viewToken) return;
-  }
+  const overview = result ? await resultOverview(result.id, source) : state.overviews.song;
+  if (token !== state.viewToken) return;
   // what the player holds and the picture shows now, for anyone waiting on it (the browser test does)
   player.dataset.source = source;
   player.dataset.result = result ? result.id : "";
-  state.shown = state.overviews[key] || null;
+  state.shown = overview || null;
   $("wave").dataset.shown = key;
   draw();
   requestDetail();
+  // the picture of the other side of the A/B switch, asked for now that this one is drawn
+  if (result && !result.stems) resultOverview(result.id, source === "target" ? "rest" : "target").catch(() => {});
 }, "player-error");
+
+// The overview of a result's source: asked for once, shared by whoever waits for it.
+function resultOverview(resultId, source) {
+  const key = `${resultId}/${source}`;
+  if (!state.overviews[key]) {
+    const path = `/api/results/${resultId}/${encodeURIComponent(source)}/overview?columns=${overviewColumns()}`;
+    state.overviews[key] = api(path).catch((err) => { delete state.overviews[key]; throw err; });
+  }
+  return state.overviews[key];
+}
 
 for (const button of document.querySelectorAll(".ab button")) {
   button.addEventListener("click", () => selectSource(button.dataset.source));
