@@ -20,7 +20,7 @@ from conftest import save_tiny_model, subprocess_env, tiny_config
 from aqsep.config import TrainConfig, TrainSettingError, preset
 from aqsep.data import DataSource, open_tracks
 from aqsep.data.sampling import ExcerptDataset, SamplingConfig
-from aqsep.errors import AqsepError, DataError
+from aqsep.errors import AqsepError, DataError, SettingError
 from aqsep.losses import reconstruction_loss
 from aqsep.model import QuerySeparator
 from aqsep.release import ClassLatent, load_model
@@ -654,6 +654,19 @@ def test_a_run_spec_holds_its_parsed_data_and_reads_back_as_it_was_written(
     del flat["sampling"]
     (tmp_path / "run.json").write_text(json.dumps({**written, "train": flat}))
     assert RunSpec.load(tmp_path) == spec
+
+
+def test_a_run_spec_refuses_what_does_not_go_together(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """RunSpec decides (the command line only words it): a level, the Spleeter start, MUSDB18-HQ."""
+    with pytest.raises(SettingError, match="level must be one of coarse, fine, stems"):
+        RunSpec.create(corpus, level="bars")
+    with pytest.raises(SettingError, match="use the spleeter preset"):
+        RunSpec.create(corpus, preset="cpu", init_separator="spleeter")
+    with pytest.raises(SettingError, match="only applies to MUSDB18"):
+        RunSpec.create(corpus, is_wav=True)
+    run_dir = tmp_path / "run"
+    error = cli("train", "--data", corpus, "--out", run_dir, "--init-separator", "spleeter")
+    assert "use the spleeter preset" in error.one_line_error() and not run_dir.exists()
 
 
 @pytest.mark.parametrize(

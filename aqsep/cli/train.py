@@ -440,8 +440,6 @@ def _new_spec(args: argparse.Namespace) -> Any:
 
     if not args.data:
         raise AqsepError("--data PATH is required to start a run")
-    if args.is_wav and not args.musdb:
-        raise AqsepError("--is-wav only applies to --musdb data")
     model_config = None
     if args.init:
         sizes = [
@@ -458,10 +456,6 @@ def _new_spec(args: argparse.Namespace) -> Any:
             model_config = replace(wanted, audio=model_config.audio, query=model_config.query)
     else:
         model_config = _sized(preset(args.preset or "cpu"), args)
-    if args.init_separator and not model_config.pretrained:
-        raise AqsepError(
-            "--init-separator spleeter needs a pretrained separator: add --preset spleeter"
-        )
     try:
         return RunSpec.create(
             args.data,

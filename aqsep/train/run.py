@@ -102,8 +102,10 @@ def _initialise(model: QuerySeparator, spec: RunSpec) -> None:
             )
     if spec.init_separator is None:
         return
-    if spec.init_separator != "spleeter" or not isinstance(model.separator, SpleeterSeparator):
-        raise ModelError(f"--init-separator {spec.init_separator} needs the spleeter preset")
+    # RunSpec allows "spleeter" alone, with a pretrained separator
+    assert isinstance(model.separator, SpleeterSeparator), (
+        "init_separator without Spleeter's layout"
+    )
     from aqsep.spleeter_import import init_from_spleeter
 
     init_from_spleeter(model.separator)

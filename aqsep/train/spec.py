@@ -14,7 +14,8 @@ from typing import Any
 from aqsep.config import TRAIN_PRESETS, ModelConfig, TrainConfig
 from aqsep.config import preset as model_preset
 from aqsep.data import DataSource
-from aqsep.errors import AqsepError
+from aqsep.data.stems import LEVELS
+from aqsep.errors import AqsepError, SettingError
 
 RUN_FILE = "run.json"
 
@@ -80,6 +81,17 @@ class RunSpec:
     init_separator: str | None = None  # "spleeter": the separator starts from Spleeter 2-stems
     preload: bool = False
 
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise SettingError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.init_separator is not None and (
+            self.init_separator != "spleeter" or not self.model_config.pretrained
+        ):
+            raise SettingError(
+                f"init_separator {self.init_separator!r}: a separator starts from Spleeter "
+                "2-stems ('spleeter') only, and only a pretrained one: use the spleeter preset"
+            )
+
     @classmethod
     def create(
         cls,
@@ -100,6 +112,8 @@ class RunSpec:
             raise AqsepError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
         train_config = TRAIN_PRESETS[preset].with_settings(**(train_overrides or {}))
         musdb, is_wav = bool(kwargs.get("musdb")), bool(kwargs.get("is_wav"))
+        if is_wav and not musdb:
+            raise SettingError("is_wav (MUSDB18-HQ's layout) only applies to MUSDB18 data (musdb)")
         # each data set with its kind and an absolute path: the run (and the model's metadata,
         # which evaluation checks for training tracks) means the same folders from anywhere
         sources = tuple(
