@@ -47,6 +47,7 @@ FIGURES = {
     "stems_to_mixer_s": "Separate every stem to the mixer ready",
     "stems_server_s": "  of which the server's separation",
     "mixer_start_s": "the mixer's Play to sound",
+    "slider_stops_ahead_s": "the slider's other 4 stops computed in the background",
     "slider_new_stop_s": "slider to a stop computed ahead, not heard",
     "slider_heard_stop_s": "slider back to a stop heard before",
     "zoom_detail_s": "zoom in (drawn at once, stretched) to its full detail",
@@ -103,7 +104,7 @@ def timed(page, act: str, done: str, timeout: float = 300.0) -> float:  # noqa: 
         f"""async () => {{
         const t0 = performance.now();
         {act}
-        while (!({done})) {{
+        while (!(await ({done}))) {{
           if (performance.now() - t0 > {timeout * 1000}) throw new Error({json.dumps("timed out: " + done)});
           await new Promise((r) => setTimeout(r, 5));
         }}
@@ -117,9 +118,12 @@ def wait(page, done: str, timeout: float = 300.0) -> None:  # noqa: ANN001
 
 
 PLAYER = "document.getElementById('player')"
-IDLE = """(async () => {
+# Every slider stop but the one asked for computed ahead (their jobs are queued by the worker
+# once that one is done, so "no job running" alone could be seen before they are).
+AHEAD = """(async () => {
   const jobs = await (await fetch('/api/jobs', {headers: {'X-Session': state.session}})).json();
-  return !jobs.some((j) => j.state === 'queued' || j.state === 'running');
+  const ahead = jobs.filter((j) => j.background && j.state === 'done').length;
+  return ahead >= state.config.blend_positions.length - 1;
 })()"""
 
 
@@ -178,7 +182,7 @@ def one_round(browser, url: str, song: Path) -> dict:  # noqa: ANN001
         f"state.result && !state.result.stems && state.lastQuery && state.lastQuery.other "
         f"&& {PLAYER}.dataset.result === state.result.id",
     )
-    wait(page, IDLE)  # the other stops are computed ahead
+    r["slider_stops_ahead_s"] = timed(page, "", AHEAD, timeout=1800)  # computed in the background
     change = (
         "const b = document.getElementById('blend'); b.value = '{}'; "
         "b.dispatchEvent(new Event('change'));"
