@@ -56,6 +56,7 @@ import numpy as np
 
 from aqsep.config import UNET_DEPTH, ModelConfig
 from aqsep.errors import ModelError, OutputError, SettingError
+from aqsep.precision import EXPORT_INFO
 from aqsep.release import (
     CLASSES,
     CONFIG,
@@ -76,7 +77,7 @@ STAGE_GRAPH = "stage.onnx"
 GATE_GRAPH = "gate.onnx"
 STAGE_GRAPHS = (STAGE_GRAPH, GATE_GRAPH)
 ALL_GRAPHS = (*GRAPHS, *STAGE_GRAPHS)
-EXPORT_FILES = (*ALL_GRAPHS, CONFIG, CLASSES)  # everything export_onnx writes, all it may replace
+EXPORT_FILES = (*ALL_GRAPHS, CONFIG, CLASSES, EXPORT_INFO)  # all export_onnx writes or replaces
 OPSET = 17  # InstanceNormalization, GRU and every other operator used are older than this
 FRAME_STEP = 2**UNET_DEPTH  # the Separator graph's frames are a multiple of this
 # The largest difference export_onnx accepts between a graph and the model (masks in [0, 1],
@@ -285,21 +286,38 @@ def check_export_destination(out_dir: str | Path, source: Path | None = None) ->
     return out_dir
 
 
-def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool = True) -> Path:
+def export_onnx(
+    model: str | Path | None,
+    out_dir: str | Path,
+    *,
+    verify: bool = True,
+    precision: str = "fp32",
+    max_loss_db: float | None = None,
+) -> Path:
     """Export a released model (a folder or a bundled name; None: the bundled default) to
-    ``out_dir``: ``query.onnx``, ``separator.onnx``, ``config.json`` and ``classes.json``.
+    ``out_dir``: ``query.onnx``, ``separator.onnx`` (and a cascade's ``stage.onnx`` and
+    ``gate.onnx``), ``config.json``, ``classes.json`` and ``export.json``.
 
     The files are written to a temporary folder beside ``out_dir`` and moved into place only once
     all of them are written (and, with ``verify``, the graphs reproduce the model within
-    :data:`VERIFY_TOLERANCE`); nothing is left behind on an error.
+    :data:`VERIFY_TOLERANCE`); nothing is left behind on an error. ``precision`` ``fp16`` or
+    ``int8`` converts the heavy graphs and keeps them only if they lose at most ``max_loss_db``
+    (default :data:`aqsep.precision.MAX_LOSS_DB`) of SDR on the check sets
+    (:func:`aqsep.precision.check_sets`).
 
     Raises:
-        ModelError: the model cannot be loaded, or its graphs do not reproduce it.
+        ModelError: the model cannot be loaded, its graphs do not reproduce it, or the precision
+            loses more than ``max_loss_db``.
         OutputError: ``out_dir`` cannot be written, or holds other files.
         SettingError: onnx or onnxruntime is not installed.
     """
+    from aqsep import precision as reduced
     from aqsep.release import load_model
 
+    if precision not in reduced.PRECISIONS:
+        choices = ", ".join(reduced.PRECISIONS)
+        raise SettingError(f"unknown precision {precision!r}; choose one of {choices}")
+    limit = reduced.MAX_LOSS_DB if max_loss_db is None else max_loss_db
     released = load_model(model)
     source = released.path
     assert source is not None  # load_model always says where the model came from
@@ -311,6 +329,8 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
     out_dir = check_export_destination(out_dir, source)
     if verify:
         _onnxruntime()  # before the export, not after it
+
+    config = released.model.config
 
     def fill(tmp: Path) -> None:
         export_graphs(released.model, tmp)
@@ -325,6 +345,19 @@ def export_onnx(model: str | Path | None, out_dir: str | Path, *, verify: bool =
                     f"the ONNX graphs of {source} differ from the model by up to {worst:.3g} "
                     f"(more than {VERIFY_TOLERANCE:g}): the export is not usable"
                 )
+        check = None
+        if precision != "fp32":
+            reference = OnnxNetwork(tmp, config)  # the float32 graphs, held by their sessions
+            reduced.convert(tmp, config, precision)
+            classes = {n: released.class_latent(n) for n in released.classes}
+            check = reduced.measured_loss(reference, OnnxNetwork(tmp, config), classes)
+            if not check["loss_db"] <= limit:
+                raise ModelError(
+                    f"{precision} graphs of {source} lose {check['loss_db']:.2f} dB of SDR "
+                    f"(more than {limit:g} dB; measured on {', '.join(check['sets'])}): not "
+                    "written; export in fp32 (the default)"
+                )
+        reduced.write_info(tmp, precision, check)
 
     in_place = out_dir.is_dir() and out_dir.resolve() == source.resolve()  # config is there
     replaced = ALL_GRAPHS if in_place else EXPORT_FILES

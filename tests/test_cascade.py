@@ -176,3 +176,20 @@ def test_the_onnx_export_of_a_cascade_separates_as_the_model_does(
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
     assert np.abs(want["vocals"] - want["drums"]).max() > 1e-3  # the gate chose other sides
+
+
+def test_an_fp16_stage_is_kept_where_it_loses_nothing(cascade_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxconverter_common")
+    from aqsep.onnx import export_onnx
+
+    fp32 = export_onnx(cascade_dir, tmp_path / "fp32")
+    half = export_onnx(cascade_dir, tmp_path / "fp16", precision="fp16")
+    info = json.loads((half / "export.json").read_text())
+    assert info["precision"] == "fp16" and abs(info["check"]["loss_db"]) <= 0.1
+    import onnx
+
+    weights = {w.data_type for w in onnx.load(str(half / "stage.onnx")).graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in weights  # the stage's weights are half precision
+    assert (fp32 / "stage.onnx").read_bytes() != (half / "stage.onnx").read_bytes()
+    assert (half / "separator.onnx").read_bytes() == (fp32 / "separator.onnx").read_bytes()

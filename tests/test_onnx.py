@@ -9,6 +9,7 @@ Measured: about 1e-6 (tiny) and 6e-5 / 5e-6 / 3e-5 (shipped: masks, latents, aud
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import warnings
@@ -298,3 +299,36 @@ def test_the_onnx_path_never_imports_torch(tiny_export: Path, audio_file, tmp_pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
     assert sorted(p.name for p in (out / "song").iterdir()) == ["bass.wav", "drums.wav"]
+
+
+# ---- precisions: kept or refused by their measured loss ----------------------------------------
+def test_int8_is_kept_or_refused_by_its_measured_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    kept = export_onnx(tiny_model_dir, tmp_path / "int8", precision="int8", max_loss_db=math.inf)
+    info = json.loads((kept / "export.json").read_text())
+    assert info["precision"] == "int8" and math.isfinite(info["check"]["loss_db"])
+    checked = info["check"]["sets"]["the bundled example"]
+    assert set(checked) == {"vocals", "drums", "bass"}  # the example's true stems
+    fp32 = json.loads((export_onnx(tiny_model_dir, tmp_path / "fp32") / "export.json").read_text())
+    assert fp32 == {"precision": "fp32", "max_loss_db": 0.1, "check": None}
+    # the quantized graph is another graph (QDQ nodes), and it separates
+    assert (kept / "separator.onnx").read_bytes() != (
+        tmp_path / "fp32" / "separator.onnx"
+    ).read_bytes()
+    sep = Separator(kept, backend="onnx")
+    out = sep.separate(make_audio(0.5, 22050, 1), 22050, sep.class_latent("drums"))["target"]
+    assert np.isfinite(out).all() and np.abs(out).max() > 0
+    # the same conversion against a bar it cannot pass: refused with its figure, nothing written
+    with pytest.raises(ModelError, match=r"int8 graphs of .* lose -?\d+\.\d\d dB of SDR"):
+        export_onnx(tiny_model_dir, tmp_path / "strict", precision="int8", max_loss_db=-100.0)
+    assert not (tmp_path / "strict").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_fp16_needs_a_vocal_stage_and_an_unknown_precision_is_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SettingError, match="fp16 covers a cascade's vocal stage"):
+        export_onnx(tiny_model_dir, tmp_path / "fp16", precision="fp16")
+    with pytest.raises(SettingError, match="unknown precision 'int4'"):
+        export_onnx(tiny_model_dir, tmp_path / "int4", precision="int4")
+    assert list(tmp_path.iterdir()) == []
