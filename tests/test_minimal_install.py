@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parent.parent
 # what `python -c "import sys; sys.modules['torch'] = None; ..."` shows the ONNX path to import
-RUNTIME = ["numpy", "scipy", "soundfile", "soxr", "tqdm", "av", "onnxruntime"]
+RUNTIME = ["numpy", "soundfile", "soxr", "tqdm", "av", "onnxruntime"]
 
 
 @pytest.mark.slow
