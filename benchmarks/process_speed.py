@@ -136,16 +136,40 @@ def run_once(argv: list[str], env: dict[str, str], neighbours: int) -> dict[str,
 
 
 # ---- workers (run as `python benchmarks/process_speed.py --worker ...`) --------------------------
-def work_aqsep(path: str, out_dir: str, model: str | None) -> dict[str, Any]:
+def process_age() -> float:
+    """Seconds since this process started (``/proc``: its start in clock ticks since boot)."""
+    ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
+def work_aqsep(
+    path: str, out_dir: str, model: str | None, backend: str = "torch"
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     from aqsep.api import Separator
 
     t1 = time.perf_counter()
-    sep = Separator(model, device="cpu")
+    sep = Separator(model, device="cpu", backend=backend)
     t2 = time.perf_counter()
-    sep.separate_file(path, out_dir, sep.class_latent("vocals"), name="vocals", force=True)
+    first: list[float] = []
+
+    def progress(info: dict) -> None:
+        if not first:
+            first.append(process_age())
+
+    startup = process_age()  # the model loaded, the first chunk about to be read
+    z = sep.class_latent("vocals")
+    sep.separate_file(path, out_dir, z, name="vocals", force=True, progress=progress)
     t3 = time.perf_counter()
-    return {"import_s": t1 - t0, "load_s": t2 - t1, "separate_s": t3 - t2}
+    return {
+        "import_s": t1 - t0,
+        "load_s": t2 - t1,
+        "separate_s": t3 - t2,
+        "startup_s": startup,
+        "first_batch_s": first[0],
+        "torch_imported": "torch" in sys.modules,
+    }
 
 
 def work_spleeter(path: str, out_dir: str) -> dict[str, Any]:
@@ -184,6 +208,13 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return label, env
 
 
+def parse_export(text: str) -> tuple[str, str]:
+    label, eq, folder = text.partition("=")
+    if not eq or not label or not Path(folder).is_dir():
+        raise argparse.ArgumentTypeError(f"bad --onnx {text!r}: write LABEL=EXPORT_FOLDER")
+    return label, str(Path(folder).resolve())
+
+
 def build_cases(args: argparse.Namespace, song: Path, out: Path) -> list[Case]:
     model = ["--model", args.model] if args.model else []
     script = str(Path(__file__).resolve())
@@ -198,6 +229,15 @@ def build_cases(args: argparse.Namespace, song: Path, out: Path) -> list[Case]:
         Case("aqsep --targets all", "default", {}, every),
     ]
     cases += [Case("aqsep", variant, env, cli) for variant, env in args.variant]
+    for label, folder in args.onnx:  # the torch-free path, one export (precision) each
+        onnx_cli = [*cli[:7], "-o", str(out / "cli"), "--force", "-q", "--model", folder]
+        cases.append(
+            Case(f"aqsep --backend onnx ({label})", "default", {}, [*onnx_cli, "--backend", "onnx"])
+        )
+        onnx_worker = [sys.executable, script, "--worker", "aqsep", str(song), str(out / "inproc")]
+        cases.append(
+            Case(f"in-process onnx ({label})", "default", {}, [*onnx_worker, folder, "onnx"])
+        )
     cases.append(Case("import torch", "default", {}, [sys.executable, "-c", "import torch"]))
     if args.spleeter:
         spl = [sys.executable, script, "--worker", "spleeter", str(song), str(out / "spleeter")]
@@ -236,7 +276,7 @@ def summarise(cases: list[Case], neighbour_counts: list[int], rounds: int) -> di
                 "speed_vs_aqsep_default": median(ratios),
                 "all_wall_s": [round(r["wall_s"], 3) for r in runs],
             }
-            for part in ("import_s", "load_s", "separate_s"):
+            for part in ("import_s", "load_s", "separate_s", "startup_s", "first_batch_s"):
                 if runs and part in runs[0]:
                     row[part] = median([r[part] for r in runs])
             rows.append(row)
@@ -260,7 +300,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Machine: {meta['cpu']}, {meta['cores']} cores; load average "
         f"{meta['loadavg_before']} before the run, {meta['loadavg_after']} after; the script ran at "
         f"nice {meta['nice']}. Input: a generated {seconds:g} s stereo 44.1 kHz 16-bit WAV; one "
-        "target (`--target vocals`, the shipped model unless `--model`). *Wall*: the process "
+        "target (`--target vocals`, the shipped model unless `--model`). *Start-up*: from the "
+        "process's start to the first chunk (imports, model or graphs loaded, the file opened), "
+        "in-process cases only. *Wall*: the process "
         "from start to exit as a shell times it; *CPU*: its user + system time; *speed vs "
         "default*: the default quiet `aqsep` run's wall time over this one's, within each round, "
         'median over rounds. *Neighbour*: how many `python -c "while True: pass"` ran beside '
@@ -268,9 +310,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "on the machine meanwhile (not this benchmark's).",
         "",
         "| case | variant | neighbours | wall (s) | x real time | CPU (s) | peak RSS (MB) "
-        "| import (s) | load model (s) | separate (s) | speed vs default | neighbour cores "
-        "| other load |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| import (s) | load model (s) | start-up (s) | separate (s) | speed vs default "
+        "| neighbour cores | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["rows"]:
         xrt = seconds / r["wall_s"] if r["case"] not in ("import torch",) else float("nan")
@@ -278,6 +320,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"| {r['case']} | {r['variant']} | {r['neighbours']} | {fmt(r['wall_s'])} "
             f"| {fmt(xrt, 1)} | {fmt(r['cpu_s'])} | {fmt(r['peak_rss_mb'], 0)} "
             f"| {fmt(r.get('import_s', float('nan')))} | {fmt(r.get('load_s', float('nan')))} "
+            f"| {fmt(r.get('startup_s', float('nan')))} "
             f"| {fmt(r.get('separate_s', float('nan')))} | {fmt(r['speed_vs_aqsep_default'])} "
             f"| {fmt(r['neighbour_cores'])} | {fmt(r['other_load_cores'])} |"
         )
@@ -307,6 +350,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variant", type=parse_variant, action="append", default=[], metavar="LABEL:VAR=VALUE"
     )
     ap.add_argument("--spleeter", action="store_true", help="also time Spleeter 2-stems")
+    ap.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        type=parse_export,
+        metavar="LABEL=EXPORT",
+        help="also time `--backend onnx` with this export (aqsep export-onnx), repeatable",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the run order")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -320,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         kind, *rest = args.worker
         if kind == "aqsep":
-            result = work_aqsep(rest[0], rest[1], rest[2] or None)
+            result = work_aqsep(rest[0], rest[1], rest[2] or None, *rest[3:])
         else:
             result = work_spleeter(rest[0], rest[1])
         print("RESULT " + json.dumps(result), flush=True)
