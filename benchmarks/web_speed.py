@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.seconds:g} s song ({source}); model: {record['model']}")
     print(f"aqsep serve ready in {startup:.2f} s; medians of {args.rounds} rounds:")
     for key, words in FIGURES.items():
-        print(f"  {words:<58} {medians[key]:8.3f} s")
+        print(f"  {words:<66} {medians[key]:8.3f} s")
     print(f"wrote {args.out}")
 
 

@@ -2,8 +2,12 @@
 
 Loads the page from a running server with the shipped model, opens the bundled example, drags a
 region on the waveform, separates, checks that the player holds a playable result of the song's
-length, switches A/B at the same position, moves the slider, and takes a screenshot (written to
-``docs/web.png`` when ``AQSEP_UPDATE_SCREENSHOT=1``).
+length, switches A/B at the same position, moves the slider, separates every stem into the mixer,
+zooms, and takes a screenshot (written to ``docs/web.png`` when ``AQSEP_UPDATE_SCREENSHOT=1``, as
+the phone test writes ``docs/web-phone.png``). Then what a musician relies on, one test each:
+stale views, the keyboard, errors in sight, a phone, download names, drag and drop, every stem
+in one job summing to the song (its mixer and zip), zoom and the region's handles, a query clip
+in a loop, and the history of results.
 
 `bash scripts/test.sh` installs what it needs (the `chromium` package and the Python
 `playwright` package); Playwright's own browser download is never used.

@@ -667,6 +667,8 @@ async function showResult(result) {
     return;
   }
   const fresh = !state.result || state.result.stems;
+  const side = state.source === "mixture" && fresh ? "target" : state.source;
+  if (side !== "mixture") resultOverview(result.id, side).catch(() => {});  // while the audio comes
   const [target, rest] = await Promise.all([resultBlob(result.id, "target"), resultBlob(result.id, "rest")]);
   // a newer result, view or song took over while these were fetched
   if (stale()) return;
@@ -675,7 +677,7 @@ async function showResult(result) {
   state.urls.target = target;
   state.urls.rest = rest;
   listenControls(result);
-  await selectSource(state.source === "mixture" && fresh ? "target" : state.source);
+  await selectSource(side);
 }
 
 // Switch what the player plays, keeping the playback position and whether it plays.
