@@ -370,6 +370,31 @@ def separator_input(chunks: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(mono, channels, axis=1)
 
 
+def patched(
+    net: Callable[[np.ndarray, np.ndarray], np.ndarray], spec: np.ndarray, z: np.ndarray, patch: int
+) -> np.ndarray:
+    """``net(x, z)`` (a mask of ``x``'s shape) on ``spec (batch, ..., bins, frames)`` in patches of
+    ``patch`` frames that overlap by half, in one batch, their masks cross-faded (triangular
+    weights): a separator that normalises over its input sees inputs as long as those it was
+    trained on (a cascade's query model inside the stage's longer chunks). One patch where
+    ``frames <= patch``."""
+    frames = spec.shape[-1]
+    if frames <= patch:
+        return net(spec, z)
+    hop = patch // 2
+    starts = [*range(0, frames - patch, hop), frames - patch]
+    pieces = np.concatenate([spec[..., s : s + patch] for s in starts], axis=0)
+    masks = np.split(net(pieces, np.tile(z, (len(starts), 1))), len(starts), axis=0)
+    ramp = np.arange(1, patch + 1, dtype=np.float32)
+    weight = np.minimum(ramp, ramp[::-1])
+    out = np.zeros((*masks[0].shape[:-1], frames), dtype=np.float32)
+    total = np.zeros(frames, dtype=np.float32)
+    for start, m in zip(starts, masks, strict=True):
+        out[..., start : start + patch] += m * weight
+        total[start : start + patch] += weight
+    return out / total
+
+
 def _separate_chunks(
     network: Network,
     chunks: np.ndarray,
@@ -411,12 +436,16 @@ def _separate_chunks(
 
     a = network.config.separator_audio
     n_ch = network.config.separator_channels
-    m = network.mask(np.repeat(front_end(a, n_ch), targets, axis=0), flat_z)
+    stage = network.config.vocal_stage
+    spec_in = np.repeat(front_end(a, n_ch), targets, axis=0)
+    if stage is None:
+        m = network.mask(spec_in, flat_z)
+    else:  # chunks as long as the stage's: the query model on patches of its own length
+        m = patched(network.mask, spec_in, flat_z, network.config.audio.segment_frames)
     if n_ch > 1:
         m = m if chunks.shape[1] == n_ch else m.mean(axis=1)  # (batch * targets, [ch,] f, t)
     per_channel = m.ndim == 4
     m = m.reshape(batch, targets, -1, *m.shape[-2:])  # (batch, targets, ch, f, t)
-    stage = network.config.vocal_stage
     if stage is None:  # one network: its masks combined on its own grid, then mapped
         m = combine_masks(m.swapaxes(1, 2), masks, rest=rest).swapaxes(1, 2)
         native = on_native(m, a)

@@ -281,10 +281,7 @@ class QuerySeparator(nn.Module):
         def net(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             return _padded(lambda x: self.separator(features(x), z), x, n_bins, step)
 
-        spec = magnitude[:, None]
-        if self.vocal_stage is not None:  # chunks as long as the stage's: patches of its own
-            return _patched(net, spec, z, self.config.audio.segment_frames)[:, 0]
-        return net(spec, z)[:, 0]
+        return net(magnitude[:, None], z)[:, 0]
 
     def stage_share(self, magnitude: torch.Tensor) -> torch.Tensor:
         """The vocal stage's vocal mask ``r`` (Spleeter 2-stems') of a mixture magnitude
@@ -321,30 +318,3 @@ def _padded(
     if bins > n_bins:
         m = torch.cat([m, m[..., -1:, :].expand(*m.shape[:-2], bins - n_bins, -1)], dim=-2)
     return m
-
-
-def _patched(
-    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    spec: torch.Tensor,
-    z: torch.Tensor,
-    patch: int,
-) -> torch.Tensor:
-    """``net(x, z)`` (a mask of ``x``'s shape) on ``spec (batch, ..., bins, frames)`` in patches of
-    ``patch`` frames that overlap by half, in one batch, their masks cross-faded (triangular
-    weights): a separator that normalises over its input sees inputs as long as those it was
-    trained on. One patch where ``frames <= patch``."""
-    frames = spec.shape[-1]
-    if frames <= patch:
-        return net(spec, z)
-    hop = patch // 2
-    starts = [*range(0, frames - patch, hop), frames - patch]
-    pieces = torch.cat([spec[..., s : s + patch] for s in starts], dim=0)
-    masks = net(pieces, z.repeat(len(starts), 1)).chunk(len(starts), dim=0)
-    ramp = torch.arange(1, patch + 1, dtype=spec.dtype, device=spec.device)
-    weight = torch.minimum(ramp, ramp.flip(0))
-    out = spec.new_zeros(masks[0].shape[:-1] + (frames,))
-    total = spec.new_zeros(frames)
-    for start, m in zip(starts, masks, strict=True):
-        out[..., start : start + patch] += m * weight
-        total[start : start + patch] += weight
-    return out / total

@@ -48,7 +48,7 @@ import copy
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,8 +111,8 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
     """Write ``query.onnx`` and ``separator.onnx`` of ``model`` into ``folder``, and for a cascade
     (``config.vocal_stage``) ``stage.onnx`` and ``gate.onnx``.
 
-    A cascade's separator graph is its query model on one patch: :class:`OnnxNetwork` cuts the
-    stage's chunks into the patches :meth:`~aqsep.model.QuerySeparator.mask` runs it on.
+    A cascade's separator graph is its query model on one patch (the core cuts the stage's
+    chunks into patches: :func:`aqsep.inference.patched`).
     """
     try:
         import onnx  # noqa: F401  (the TorchScript-based exporter writes through it)
@@ -206,7 +206,6 @@ def export_graphs(model: QuerySeparator, folder: Path) -> None:
                 dynamic_axes={"z": {0: "batch"}, "g": {0: "batch"}},
                 opset_version=OPSET,
             )
-            net.vocal_stage = None  # the query model alone, on one patch (see the docstring)
         torch.onnx.export(
             SeparatorGraph(net).eval(),
             (magnitude, z),
@@ -442,14 +441,8 @@ class OnnxNetwork:
 
     def mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Separator mask ``(batch, bins, frames)`` for a magnitude of that shape and latents
-        ``(batch, latent_dim)`` (:meth:`~aqsep.model.QuerySeparator.mask`): for a cascade, in the
-        query model's patches."""
+        ``(batch, latent_dim)`` (:meth:`~aqsep.model.QuerySeparator.mask`)."""
         z = np.ascontiguousarray(z, dtype=np.float32)
-        if self.config.vocal_stage is None:
-            return self._patch_mask(magnitude, z)
-        return _patched(self._patch_mask, magnitude, z, self.config.audio.segment_frames)
-
-    def _patch_mask(self, magnitude: np.ndarray, z: np.ndarray) -> np.ndarray:
         (mask,) = self.separator.run(None, {"magnitude": _frames_padded(magnitude), "z": z})
         return np.ascontiguousarray(mask[..., : magnitude.shape[-1]])
 
@@ -483,28 +476,6 @@ def _frames_padded(magnitude: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(magnitude, dtype=np.float32)
     pad = (-x.shape[-1]) % FRAME_STEP
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
-
-
-def _patched(
-    net: Callable[[np.ndarray, np.ndarray], np.ndarray], spec: np.ndarray, z: np.ndarray, patch: int
-) -> np.ndarray:
-    """:func:`aqsep.model._patched` on arrays: ``net`` on patches of ``patch`` frames that
-    overlap by half, in one batch, cross-faded with triangular weights."""
-    frames = spec.shape[-1]
-    if frames <= patch:
-        return net(spec, z)
-    hop = patch // 2
-    starts = [*range(0, frames - patch, hop), frames - patch]
-    pieces = np.concatenate([spec[..., s : s + patch] for s in starts], axis=0)
-    masks = np.split(net(pieces, np.tile(z, (len(starts), 1))), len(starts), axis=0)
-    ramp = np.arange(1, patch + 1, dtype=np.float32)
-    weight = np.minimum(ramp, ramp[::-1])
-    out = np.zeros((*masks[0].shape[:-1], frames), dtype=np.float32)
-    total = np.zeros(frames, dtype=np.float32)
-    for start, m in zip(starts, masks, strict=True):
-        out[..., start : start + patch] += m * weight
-        total[start : start + patch] += weight
-    return out / total
 
 
 def default_threads() -> int:

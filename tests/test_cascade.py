@@ -23,7 +23,7 @@ from aqsep.audio import resample, to_mono
 from aqsep.cascade import assemble, is_vocal
 from aqsep.config import AudioConfig, ModelConfig, PretrainedSeparatorConfig
 from aqsep.errors import ModelError
-from aqsep.inference import map_mask, separate_array
+from aqsep.inference import map_mask, patched, separate_array
 from aqsep.release import load_model
 from aqsep.transforms import istft, stft
 
@@ -78,9 +78,17 @@ def test_the_core_applies_the_gated_masks_on_the_stages_grid(cascade_dir: Path) 
         mono = resample(to_mono(x)[None], rate, a.sample_rate)
         for z in torch.randn(3, model.latent_dim) * 2:
             g = float(model.side(z[None])[0])
-            m = model.mask(stft(torch.from_numpy(mono), a.n_fft, a.hop_length).abs(), z[None])
+            mag = stft(torch.from_numpy(mono), a.n_fft, a.hop_length).abs().numpy()
+            # the query model in its own patches inside the stage's chunk (0.5 s: several)
+            assert mag.shape[-1] > a.segment_frames
+            m = patched(
+                lambda x, zz: model.mask(torch.from_numpy(x), torch.from_numpy(zz)).numpy(),
+                mag,
+                z[None].numpy(),
+                a.segment_frames,
+            )
             m = map_mask(
-                m.numpy(), src_sr=a.sample_rate, src_n_fft=a.n_fft, src_hop=a.hop_length,
+                m, src_sr=a.sample_rate, src_n_fft=a.n_fft, src_hop=a.hop_length,
                 dst_sr=rate, dst_n_fft=512, dst_hop=128, dst_frames=spec.shape[-1],
             )  # fmt: skip
             m = torch.from_numpy(m)
@@ -164,7 +172,7 @@ def test_the_onnx_export_of_a_cascade_separates_as_the_model_does(
 
     export = export_onnx(cascade_dir, tmp_path / "export")  # verified against the model on export
     assert sorted(p.name for p in export.iterdir()) == sorted(
-        [*ALL_GRAPHS, "config.json", "classes.json"]
+        [*ALL_GRAPHS, "config.json", "classes.json", "export.json"]
     )
     torch_sep = Separator(cascade_dir, device="cpu")
     onnx_sep = Separator(export, backend="onnx")

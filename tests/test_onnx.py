@@ -98,7 +98,7 @@ def test_export_writes_the_graphs_beside_the_same_config_and_classes(
     tiny_model_dir: Path, tiny_export: Path
 ) -> None:
     assert sorted(p.name for p in tiny_export.iterdir()) == sorted(
-        [*GRAPHS, "config.json", "classes.json"]
+        [*GRAPHS, "config.json", "classes.json", "export.json"]
     )
     for name in ("config.json", "classes.json"):
         assert (tiny_export / name).read_bytes() == (tiny_model_dir / name).read_bytes()
@@ -243,7 +243,7 @@ def test_export_destinations(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = export_onnx(model, tmp_path / "export")
     (model / "classes.json").unlink()
     export_onnx(model, out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*GRAPHS, "config.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*GRAPHS, "config.json", "export.json"])
     # into the model's own folder: the graphs beside its weights, which stay
     weights = (model / "model.safetensors").read_bytes()
     export_onnx(model, model)
