@@ -452,8 +452,8 @@ class Workshop:
         clip.path.unlink(missing_ok=True)
         _played(clip.path).unlink(missing_ok=True)
 
-    def clip_wav(self, session: Session, clip_id: str) -> Path:
-        """A query clip as 16-bit WAV at its own rate and channels, made once."""
+    def clip_wav(self, session: Session, clip_id: str) -> tuple[Path, str]:
+        """A query clip as 16-bit WAV at its own rate and channels, made once; and its name."""
         with self.lock:
             clip = session.clips.get(clip_id)
         if clip is None:
@@ -461,7 +461,7 @@ class Workshop:
         out = _played(clip.path)
         if not out.exists():
             convert(clip.path, out, "wav")
-        return out
+        return out, clip.name
 
     def song(self, session: Session, song_id: str) -> Song:
         song = session.song

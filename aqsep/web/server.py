@@ -345,8 +345,8 @@ def create_app(
         """The clip as 16-bit WAV (what every browser plays), to hear it before separating."""
         ws, session = workshop(), session_of(request)
         with _guard(ws, session):
-            path = ws.clip_wav(session, clip_id)
-        return _audio_file(path, f"{_stem(session.clips[clip_id].name)}.wav")
+            path, name = ws.clip_wav(session, clip_id)
+        return _audio_file(path, f"{_stem(name)}.wav")
 
     @app.delete("/api/clips/{clip_id}", status_code=204)
     def remove_clip(clip_id: str, request: Request) -> Response:
