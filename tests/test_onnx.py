@@ -332,3 +332,24 @@ def test_fp16_needs_a_vocal_stage_and_an_unknown_precision_is_refused(
     with pytest.raises(SettingError, match="unknown precision 'int4'"):
         export_onnx(tiny_model_dir, tmp_path / "int4", precision="int4")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_precision_section_renders_from_its_json() -> None:
+    """docs/benchmarks.md's precision section is what benchmarks/onnx_precision.py renders from
+    docs/onnx_precision.json, and its verdicts follow the export's 0.1 dB rule."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import onnx_precision
+
+    data = json.loads(onnx_precision.JSON_OUT.read_text())
+    doc = onnx_precision.DOC.read_text()
+    begin = f"<!-- {onnx_precision.SECTION}: generated section, begin -->\n"
+    end = f"<!-- {onnx_precision.SECTION}: generated section, end -->"
+    assert (
+        onnx_precision.markdown(data["results"], data["meta"])
+        == doc.split(begin, 1)[1].split(end)[0]
+    )
+    for rows in data["results"].values():
+        for name, row in rows.items():
+            if name.startswith("onnx"):
+                check = row["export_check_loss_db"]
+                assert row["kept_by_export"] == (check is None or check <= 0.1)
