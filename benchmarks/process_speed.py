@@ -290,7 +290,9 @@ def fmt(x: float, digits: int = 2) -> str:
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     seconds = meta["audio_s"]
     lines = [
-        f"## Whole-process speed of `aqsep separate` (`{SECTION}`)",
+        f"## Whole-process speed of `aqsep separate` (`{SECTION}`"
+        + (f", {meta['name']}" if meta.get("name") else "")
+        + ")",
         "",
         f"Command: `{meta['command']}` (from the repository root; {meta['date']}, commit "
         f"{meta['commit']}, aqsep imported from {meta['package']}; {meta['rounds']} rounds, "
@@ -360,6 +362,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the run order")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--name",
+        default="",
+        help="a name for this run's own JSON and doc section (e.g. fast: docs/process_speed-fast.json)",
+    )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -425,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("PYTHONPATH")
         else "the installed aqsep",
         "rounds": args.rounds,
+        "name": args.name,
         "audio_s": args.seconds,
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -443,9 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             {"case": c.name, "variant": c.variant, "env": c.env, **r} for c in cases for r in c.runs
         ]
-        JSON_OUT.write_text(json.dumps({"meta": meta, **summary, "runs": runs}, indent=1) + "\n")
-        replace_section(DOC, SECTION, text)
-        print(f"wrote {JSON_OUT.relative_to(REPO)} and its section of {DOC.relative_to(REPO)}")
+        out = JSON_OUT.with_name(f"process_speed-{args.name}.json") if args.name else JSON_OUT
+        out.write_text(json.dumps({"meta": meta, **summary, "runs": runs}, indent=1) + "\n")
+        replace_section(DOC, f"{SECTION} {args.name}".strip(), text)
+        print(f"wrote {out.relative_to(REPO)} and its section of {DOC.relative_to(REPO)}")
     return 0
 
 
