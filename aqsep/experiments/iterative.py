@@ -127,9 +127,7 @@ def run(ctx: Context) -> list[Path]:
         ax = fig.add_subplot(1, len(targets), k + 1)
         pts = [r for r in sub if (r["track"], t) in latents]
         if pts:
-            x = np.stack(
-                [latents[(r["track"], t)] for r in pts] + [ctx.separator.class_latent(t)]
-            )
+            x = np.stack([latents[(r["track"], t)] for r in pts] + [ctx.separator.class_latent(t)])
             xy, method = embed_2d(x, ctx.seed)
             for r, p in zip(pts, xy[:-1], strict=True):
                 r["x"], r["y"] = float(p[0]), float(p[1])

@@ -178,9 +178,7 @@ def run(ctx: Context) -> list[Path]:
         scores.append({"level": "fine", **cluster_scores(x, fine, groups, ctx.seed)})
     # class means stored with the model are embedded with the excerpts and drawn as stars
     means = {
-        c: ctx.separator.class_latent(c)
-        for c in sorted(set(coarse))
-        if c in ctx.separator.classes
+        c: ctx.separator.class_latent(c) for c in sorted(set(coarse)) if c in ctx.separator.classes
     }
     xy_all, method = embed_2d(np.concatenate([x, *[m[None] for m in means.values()]]), ctx.seed)
     xy, xy_means = xy_all[: len(x)], dict(zip(means, xy_all[len(x) :], strict=True))
