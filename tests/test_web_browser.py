@@ -795,3 +795,22 @@ def test_the_history_goes_back_to_an_earlier_result(server_url: str, browser) ->
     open_example(page)  # another song: its own history
     assert page.evaluate("() => state.history.length") == 0
     assert page.is_hidden("#history-row")
+
+
+def test_a_song_too_long_for_the_mixer_gets_its_stems_as_downloads(
+    server_url: str, browser
+) -> None:  # noqa: ANN001
+    page = open_page(browser, server_url)
+    open_example(page)
+    page.evaluate("() => { mixer.maxSeconds = 4; }")  # the 8 s example is now too long
+    page.select_option("#query-a", "stems")
+    page.click("#separate")
+    wait_until(page, "() => !document.getElementById('mixer').hidden")
+    assert page.evaluate("() => mixer.buffers.length") == 0  # nothing decoded
+    assert page.is_disabled("#mixer-play")
+    assert "download the stems" in page.text_content("#mixer-note")
+    with page.expect_download() as download:
+        page.click("#stems li[data-stem=vocals] a[data-format=wav]")
+    assert download.value.suggested_filename == "mixture-vocals.wav"
+    page.click("#stems li[data-stem=vocals] button.mute")  # no gain to set: no error either
+    assert page.text_content("#player-error") == ""

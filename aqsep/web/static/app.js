@@ -655,7 +655,8 @@ async function showResult(result) {
   if (result.stems) {
     const said = $("progress-text").textContent;
     $("progress-text").textContent = "decoding the stems...";
-    const urls = await Promise.all(result.files.map((name) => resultBlob(result.id, name)));
+    const playable = state.song.seconds <= mixer.maxSeconds;
+    const urls = playable ? await Promise.all(result.files.map((name) => resultBlob(result.id, name))) : [];
     if (stale()) return;
     if (!await mixerLoad(result, urls, stale)) return;
     state.result = result;
@@ -792,6 +793,9 @@ const mixer = {
   startedAt: 0,       // the audio clock's time at which the playback started from ``offset``
   offset: 0,          // the song's second playing at ``startedAt`` (or where it was paused)
   active: false,      // the mixer, not the player, was played last (its time is the playhead)
+  // The longest song the mixer plays: it holds every stem decoded, about 85 MB a minute of
+  // 44.1 kHz stereo for four stems (a longer song's stems are downloaded instead).
+  maxSeconds: 600,
 };
 
 async function mixerLoad(result, urls, stale) {
@@ -900,6 +904,7 @@ function applyGains() {
   const soloing = mixer.names.some((name) => mixer.settings[name].solo);
   mixer.names.forEach((name, i) => {
     const s = mixer.settings[name];
+    if (!mixer.gains[i]) return;  // not decoded (a song too long for the mixer)
     mixer.gains[i].gain.value = s.mute || (soloing && !s.solo) ? 0 : s.volume;
   });
 }
@@ -907,6 +912,9 @@ function applyGains() {
 function renderMixer() {
   const list = $("stems");
   list.textContent = "";
+  const playable = mixer.buffers.length > 0;
+  $("mixer-play").disabled = !playable;
+  $("mixer-note").textContent = playable ? "" : `the mixer plays songs of up to ${+(mixer.maxSeconds / 60).toFixed(1)} minutes (it holds every stem in memory): download the stems below`;
   for (const name of mixer.names) {
     const s = mixer.settings[name];
     const item = document.createElement("li");
