@@ -334,9 +334,14 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             if meta["variants"]
             else "none (aqsep as installed)"
         )
-        + ". Every run's wall time is in `docs/process_speed.json`.",
+        + f". Every run's wall time is in `{json_path(meta['name']).relative_to(REPO)}`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def json_path(name: str) -> Path:
+    """Where a run writes its figures: ``docs/process_speed.json``, or ``-NAME.json`` with --name."""
+    return JSON_OUT.with_name(f"process_speed-{name}.json") if name else JSON_OUT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -451,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             {"case": c.name, "variant": c.variant, "env": c.env, **r} for c in cases for r in c.runs
         ]
-        out = JSON_OUT.with_name(f"process_speed-{args.name}.json") if args.name else JSON_OUT
+        out = json_path(args.name)
         out.write_text(json.dumps({"meta": meta, **summary, "runs": runs}, indent=1) + "\n")
         replace_section(DOC, f"{SECTION} {args.name}".strip(), text)
         print(f"wrote {out.relative_to(REPO)} and its section of {DOC.relative_to(REPO)}")

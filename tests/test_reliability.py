@@ -612,6 +612,10 @@ def test_killed_mid_write_leaves_no_final_file_and_the_next_run_cleans_up(
     assert sf.info(str(out / "song" / "drums.wav")).frames == 80000
 
 
+def _ctrl_c_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_terminated_like_interrupted_leaves_nothing(tmp_path, tiny_model_dir, sig):
@@ -619,7 +623,14 @@ def test_terminated_like_interrupted_leaves_nothing(tmp_path, tiny_model_dir, si
     out = tmp_path / "out"
     cmd = [c for c in _slow_cmd(0.1, song, tiny_model_dir, out, "--residual") if c != "-q"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        # as from a terminal: a shell starts a background job (the suite run with ``&``) with
+        # Ctrl+C ignored, and the command would inherit that
+        preexec_fn=_ctrl_c_default,
     )
     try:
         deadline = time.monotonic() + 120
