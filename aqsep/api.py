@@ -22,11 +22,10 @@ import numpy as np
 
 from aqsep.audio import (
     AUDIO_EXTENSIONS,
-    FORMATS,
     AtomicAudioWriter,
     AudioReader,
     as_2d,
-    output_bits,
+    output_format,
 )
 from aqsep.errors import AudioError, ModelError, OutputError, QueryError, SettingError
 from aqsep.inference import (
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
     import torch
 
 QuerySource = str | Path | tuple[np.ndarray, int]
-# One latent (the output is named "target", or ``name``), or one per named output.
-Targets = Latent | Mapping[str, Latent]
 
 # The longest chunk a Separator runs at once, in seconds. Memory grows with the chunk (and the
 # batch size), so it is bounded here; a chunk is also never longer than the input it separates
@@ -73,6 +70,62 @@ BACKENDS = ("torch", "onnx")
 # rule is given: normalised ratio masks, so that the outputs sum to the input. Chosen from
 # docs/results.md ("Several targets in one pass"), which measures both rules per class.
 DEFAULT_MASKS = "ratio"
+
+
+def check_segment(segment: object) -> float:
+    """A chunk length in seconds, from :data:`MIN_SEGMENT_SECONDS` to :data:`MAX_SEGMENT_SECONDS`;
+    :class:`SettingError` otherwise."""
+    value = _number("segment", segment)
+    if not MIN_SEGMENT_SECONDS <= value <= MAX_SEGMENT_SECONDS:
+        raise SettingError(
+            f"segment must be from {MIN_SEGMENT_SECONDS:g} to {MAX_SEGMENT_SECONDS:g} s, "
+            f"got {value:g}"
+        )
+    return value
+
+
+def check_overlap(overlap: object) -> float:
+    """The share of a chunk overlapping the next, from 0 to :data:`MAX_OVERLAP`;
+    :class:`SettingError` otherwise."""
+    value = _number("overlap", overlap)
+    if not 0.0 <= value <= MAX_OVERLAP:
+        raise SettingError(
+            f"overlap must be from 0 to {MAX_OVERLAP:g} (each sample is separated "
+            f"1 / (1 - overlap) times), got {value}"
+        )
+    return value
+
+
+def check_batch_size(batch_size: object) -> int:
+    """Chunks per forward pass, from 1 to :data:`MAX_BATCH_SIZE`; :class:`SettingError` otherwise."""
+    value = _whole_number("batch size", batch_size, 1)
+    if value > MAX_BATCH_SIZE:
+        raise SettingError(
+            f"batch size must be at most {MAX_BATCH_SIZE} (memory grows with it, speed "
+            f"hardly), got {value}"
+        )
+    return value
+
+
+def mask_rule(masks: str | None, targets: int, residual: bool) -> str:
+    """The mask rule of a separation of ``targets`` outputs (and the rest, with ``residual``):
+    ``masks`` if it is one of :data:`~aqsep.inference.MASK_RULES` and makes sense there, None:
+    :data:`DEFAULT_MASKS` for several targets and ``"independent"`` for one.
+
+    Raises:
+        SettingError: an unknown rule, or ``"ratio"`` or ``"wiener"`` for one target without
+            the rest (its estimate would be the whole input).
+    """
+    if masks is None:
+        return DEFAULT_MASKS if targets > 1 else "independent"
+    if masks not in MASK_RULES:
+        raise SettingError(f"unknown mask rule {masks!r}; choose one of {', '.join(MASK_RULES)}")
+    if masks != "independent" and targets == 1 and not residual:
+        raise SettingError(
+            f"{masks} masks of one target without the rest would give the whole input back: "
+            "separate several targets, add the residual, or use independent masks"
+        )
+    return masks
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -192,6 +245,32 @@ def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]
             )
 
 
+def file_plan(
+    path: str | Path,
+    out_dir: str | Path,
+    names: Sequence[str],
+    *,
+    residual: bool = False,
+    ext: str = "wav",
+    bits: str | int = "16",
+    force: bool = False,
+    protect: Iterable[str | Path] = (),
+) -> SeparatedFile:
+    """What :meth:`Separator.separate_file` does with ``path``: the outputs it writes
+    (:func:`track_outputs`), or nothing (``skipped``) when they all exist and not ``force``.
+
+    Raises:
+        OutputError: an output format or name that cannot be written, or an output that would
+            replace ``path`` or a file of ``protect`` (:func:`check_not_inputs`).
+    """
+    ext, _ = output_format(ext, bits)
+    track, outputs = track_outputs(path, out_dir, name=list(names), residual=residual, ext=ext)
+    if not force and all(p.exists() for p in outputs.values()):
+        return SeparatedFile(track, outputs, skipped=True)
+    check_not_inputs(outputs.values(), [path, *protect])
+    return SeparatedFile(track, outputs)
+
+
 # How far past [0, 1] a mask value may be and still count as a mask (float rounding of a sigmoid
 # in another runtime); anything further is a broken network, not a rounding.
 MASK_TOLERANCE = 1e-3
@@ -253,6 +332,80 @@ class SeparatedFile:
     clipped: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class Query:
+    """What to separate, as a user names it; :meth:`Separator.latent_of` turns it into a latent.
+
+    Exactly one of: ``name``, a class of the model (its stored mean latent); ``clips``, query
+    clips (files or ``(array, sample_rate)`` pairs, their latents averaged); ``start`` and
+    ``end``, a time range in seconds of the input being separated, where the instrument plays
+    alone (``end`` None: to the input's end); ``latent``, a latent as it is. Then, optionally,
+    slid ``towards`` a second such query (spherical interpolation by ``alpha``: 0 is this query,
+    1 the other), then ``refine`` steps of the paper's iterative method on the input.
+
+    >>> Query(name="vocals")
+    >>> Query(start=12.0, end=15.5)                       # a range of the song itself
+    >>> Query(clips=("hihat.wav",), towards=Query(name="drums"), alpha=0.3, refine=1)
+    """
+
+    name: str | None = None
+    clips: tuple[QuerySource, ...] = ()
+    start: float | None = None
+    end: float | None = None
+    latent: Latent | None = None
+    towards: Query | None = None
+    alpha: float = 0.0
+    refine: int = 0
+
+    def __post_init__(self) -> None:
+        clips: object = self.clips
+        if isinstance(clips, str | Path) or _is_array_pair(clips):
+            clips = (clips,)  # one clip given alone
+        if not isinstance(clips, list | tuple):
+            raise QueryError(
+                "query clips are file paths (str or Path) or (array, sample_rate) pairs, got "
+                f"{type(clips).__name__}"
+            )
+        object.__setattr__(self, "clips", tuple(clips))
+
+    @property
+    def kind(self) -> str:
+        """``"class"``, ``"clips"``, ``"range"`` or ``"latent"``; :class:`QueryError` unless the
+        query says exactly one of them."""
+        given = [
+            kind
+            for kind, said in (
+                ("class", self.name is not None),
+                ("clips", bool(self.clips)),
+                ("range", self.start is not None or self.end is not None),
+                ("latent", self.latent is not None),
+            )
+            if said
+        ]
+        if len(given) != 1:
+            raise QueryError(
+                "a query is one of a class name, clips, a time range or a latent; this one gives "
+                + (" and ".join(given) if given else "none of them")
+            )
+        return given[0]
+
+    def describe(self) -> str:
+        """A few words for messages: ``class vocals``, ``2 clips``, ``range 5-8 s``."""
+        kind = self.kind
+        if kind == "class":
+            return f"class {self.name}"
+        if kind == "clips":
+            return f"{len(self.clips)} clip{'s' if len(self.clips) != 1 else ''}"
+        if kind == "range":
+            end = "the end" if self.end is None else f"{self.end:g}"
+            return f"range {self.start or 0:g}-{end} s"
+        return "a latent"
+
+
+# One latent or query (the output is named "target", or ``name``), or one per named output.
+Targets = Latent | Query | Mapping[str, Latent | Query]
+
+
 #: The MUSDB18 stems: the coarse classes that partition a song, where a model has all four.
 MUSDB_CLASSES = ("bass", "drums", "other", "vocals")
 
@@ -289,29 +442,14 @@ class Separator:
         if backend not in BACKENDS:
             raise SettingError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if segment is not None:
-            segment = _number("segment", segment)
-            if not MIN_SEGMENT_SECONDS <= segment <= MAX_SEGMENT_SECONDS:
-                raise SettingError(
-                    f"segment must be from {MIN_SEGMENT_SECONDS:g} to {MAX_SEGMENT_SECONDS:g} s, "
-                    f"got {segment:g}"
-                )
-        overlap = _number("overlap", overlap)
-        if not 0.0 <= overlap <= MAX_OVERLAP:
-            raise SettingError(
-                f"overlap must be from 0 to {MAX_OVERLAP:g} (each sample is separated "
-                f"1 / (1 - overlap) times), got {overlap}"
-            )
+            segment = check_segment(segment)
+        overlap = check_overlap(overlap)
         if model is not None and not isinstance(model, str | Path | ReleasedModel):
             raise ModelError(
                 "model must be a model folder, a bundled model's name, a loaded ReleasedModel or "
                 f"None (the bundled default), got {type(model).__name__}"
             )
-        batch_size = _whole_number("batch size", batch_size, 1)
-        if batch_size > MAX_BATCH_SIZE:
-            raise SettingError(
-                f"batch size must be at most {MAX_BATCH_SIZE} (memory grows with it, speed "
-                f"hardly), got {batch_size}"
-            )
+        batch_size = check_batch_size(batch_size)
         if isinstance(model, ReleasedModel):
             self.released = model
         elif backend == "onnx":
@@ -497,10 +635,21 @@ class Separator:
         1..``steps`` and ``"passes"`` = ``steps``.
         """
         steps = _whole_number("refinement steps", steps, 0)
-        latent = self.check_latent(latent)
+        return self._refined(source, self.check_latent(latent), steps, progress, 0, steps)
+
+    def _refined(
+        self,
+        source: QuerySource,
+        latent: np.ndarray,
+        steps: int,
+        progress: Progress | None,
+        first: int,
+        passes: int,
+    ) -> np.ndarray:
+        """:meth:`refine`, its passes reported as ``first + 1``.. of ``passes``."""
         for k in range(steps):
             with _reader(source) as reader:
-                chunking = self._chunking(reader, _each_pass(progress, k, steps))
+                chunking = self._chunking(reader, _each_pass(progress, first + k, passes))
                 estimate = separate_stream(self._network, reader, [latent], **chunking)
                 latent = encode_blocks(
                     self._network,
@@ -510,6 +659,69 @@ class Separator:
                 )
                 latent = self._network_latent(latent, "the estimate to refine")
         return latent
+
+    def latent_of(
+        self,
+        query: Query | Latent,
+        source: QuerySource | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """The latent that ``query`` asks for, checked against the model (a latent as it is).
+
+        ``source`` is the input to be separated (a file, or an ``(array, sample_rate)`` pair):
+        a range query is read from it and refinement separates it. ``progress`` receives the
+        refinement passes' events (see :meth:`refine`).
+
+        Raises:
+            QueryError: a query that gives none or several of its kinds, a range or refinement
+                without ``source``, a slide towards a query that slides or refines itself, or
+                what the kind's own method raises (:meth:`class_latent`, :meth:`query_latent`,
+                :meth:`range_latent`, :meth:`blend`, :meth:`check_latent`).
+        """
+        if not isinstance(query, Query):
+            return self._checked_latent(query)
+        refine = _whole_number("refinement steps", query.refine, 0)
+        return self._planned(query, source, progress, 0, refine)
+
+    def _planned(
+        self,
+        query: Query,
+        source: QuerySource | None,
+        progress: Progress | None,
+        first: int,
+        passes: int,
+    ) -> np.ndarray:
+        """:meth:`latent_of`, its refinement reported as passes ``first + 1``.. of ``passes``."""
+        z = self._base_latent(query, source)
+        if query.towards is not None:
+            other = query.towards
+            if other.towards is not None or other.refine:
+                raise QueryError(
+                    f"the query slid towards ({other.describe()}) is a class, clips, a range or "
+                    "a latent: it cannot slide or be refined itself"
+                )
+            z = self.blend(z, self._base_latent(other, source), query.alpha)
+        elif query.alpha:
+            raise QueryError(f"a blend weight ({query.alpha:g}) needs a query to slide towards")
+        steps = _whole_number("refinement steps", query.refine, 0)
+        if steps:
+            if source is None:
+                raise QueryError("refinement separates the input: give the input to refine on")
+            z = self._refined(source, z, steps, progress, first, passes)
+        return z
+
+    def _base_latent(self, query: Query, source: QuerySource | None) -> np.ndarray:
+        kind = query.kind
+        if kind == "class":
+            return self.class_latent(str(query.name))
+        if kind == "clips":
+            return self.query_latent(list(query.clips))
+        if kind == "range":
+            if source is None:
+                raise QueryError("a time range is read from the input: give the input")
+            return self.range_latent(source, query.start or 0.0, query.end)
+        return self._checked_latent(query.latent)  # type: ignore[arg-type]  # kind: not None
 
     # ---- separation ------------------------------------------------------------------------
     def chunk_plan(self, frames: int, sample_rate: int) -> ChunkPlan:
@@ -548,45 +760,47 @@ class Separator:
     ) -> dict[str, np.ndarray]:
         """Separate an array ``(channels, samples)`` or ``(samples,)`` into named estimates.
 
-        ``latent`` is one latent (the output is ``"target"``) or a mapping ``{name: latent}``,
-        e.g. ``{"vocals": z1, "drums": z2}``: every target in one pass over the input. A latent
-        is ``(latent_dim,)``, or one per chunk (see :meth:`chunk_plan`). Returns ``{name:
-        estimate}`` in the mapping's order, and ``"rest"`` (the input minus every estimate) with
-        ``residual``.
+        ``latent`` is one latent or :class:`Query` (the output is ``"target"``) or a mapping
+        ``{name: latent or query}``, e.g. ``{"vocals": z1, "drums": Query(name="drums")}``: every
+        target in one pass over the input. A latent is ``(latent_dim,)``, or one per chunk (see
+        :meth:`chunk_plan`); a query is turned into one on this input (:meth:`latent_of`).
+        Returns ``{name: estimate}`` in the mapping's order, and ``"rest"`` (the input minus
+        every estimate) with ``residual``.
 
         ``masks`` says how the targets' masks are combined (:func:`aqsep.inference.combine_masks`):
         ``"ratio"`` scales them to add up to one in every bin, so that the estimates (with the
         rest, under ``residual``) sum to the input; ``"wiener"`` refines those estimates with a
         multichannel Wiener filter (:func:`aqsep.inference.wiener_filter`), still summing to the
         input; ``"independent"`` keeps each as predicted. None: :data:`DEFAULT_MASKS` for several
-        targets, ``"independent"`` for one.
+        targets, ``"independent"`` for one (:func:`mask_rule`).
 
         The estimates have the input's shape and sample rate; the caller's array is not modified.
         Integer arrays are PCM (int16 full scale is 32768); the estimates are float32.
         ``progress`` is called after each batch of chunks with ``{"stage": "separate", "done",
-        "total", "seconds", "pass": 1, "passes": 1}`` (chunks done, chunks, input seconds done).
+        "total", "seconds", "pass", "passes"}`` (chunks done, chunks, input seconds done; the
+        queries' refinement passes first, then the separation, the last pass).
 
         Raises:
-            QueryError: a latent that does not fit the model, or no target.
+            QueryError: a latent or query that does not fit the model, or no target.
             OutputError: a bad output name, or ``rest`` beside ``residual``.
-            SettingError: an unknown mask rule, or ``"ratio"`` or ``"wiener"`` for one target
-                without the rest (its estimate would be the whole input).
+            SettingError: a mask rule that :func:`mask_rule` refuses.
         """
         targets = self._targets(latent, "target", residual)
-        rule = self._mask_rule(masks, len(targets), residual)
+        rule = mask_rule(masks, len(targets), residual)
         mix = as_2d(audio)
+        latents, passes = self._latents(targets, (mix, sample_rate), progress)
         reader = AudioReader(mix, sample_rate)
-        chunking = self._chunking(reader, _each_pass(progress, 0, 1))
+        chunking = self._chunking(reader, _each_pass(progress, passes - 1, passes))
         blocks = separate_stream(
             self._network,
             reader,
-            list(targets.values()),
+            list(latents.values()),
             masks=rule,
             rest=residual,
             **chunking,
         )
         est = np.concatenate(list(blocks), axis=-1)
-        out = dict(zip(targets, est, strict=True))
+        out = dict(zip(latents, est, strict=True))
         if residual:
             out["rest"] = mix - est.sum(axis=0)
         if np.ndim(audio) == 1:
@@ -605,28 +819,38 @@ class Separator:
         ext: str = "wav",
         bits: str | int = "16",
         force: bool = False,
+        protect: Iterable[str | Path] = (),
         progress: Progress | None = None,
     ) -> SeparatedFile:
         """Separate one file into ``out_dir/<track>/<name>.<ext>`` (and ``rest.<ext>``), atomically.
 
-        ``latent`` is one latent, written as ``name``, or a mapping ``{name: latent}``, one file
-        per name, all in one pass over the file; ``masks`` as in :meth:`separate`. ``ext`` is
-        ``"wav"`` or ``"flac"``; ``bits`` 16 or 24 (integer) or ``"32f"`` (float). A track whose
-        outputs all exist is skipped unless ``force``. An output is never written over the input
-        (:class:`OutputError`). On an error nothing is left under an output name, nor a folder
-        made for it. ``progress``: as :meth:`separate`'s.
+        ``latent`` is one latent or :class:`Query`, written as ``name``, or a mapping ``{name:
+        latent or query}``, one file per name, all in one pass over the file; a query is turned
+        into a latent on this file (:meth:`latent_of`) once the outputs are known to be needed.
+        ``masks`` and ``progress`` as in :meth:`separate`. ``ext`` is ``"wav"`` or ``"flac"``;
+        ``bits`` 16 or 24 (integer) or ``"32f"`` (float). What is written, skipped or refused
+        is :func:`file_plan`'s: a track whose outputs all exist is skipped unless ``force``, and
+        no output replaces the input, a query clip or a file of ``protect`` (:class:`OutputError`).
+        On an error nothing is left under an output name, nor a folder made for it.
         """
-        bits = output_bits(bits)
-        if ext not in FORMATS:
-            raise OutputError(f"unsupported output format {ext!r}; choose wav or flac")
         targets = self._targets(latent, name, residual)
-        rule = self._mask_rule(masks, len(targets), residual)
-        track, outputs = track_outputs(
-            path, out_dir, name=list(targets), residual=residual, ext=ext
+        rule = mask_rule(masks, len(targets), residual)
+        clips = [c for q in targets.values() if isinstance(q, Query) for c in _clip_files(q)]
+        plan = file_plan(
+            path,
+            out_dir,
+            list(targets),
+            residual=residual,
+            ext=ext,
+            bits=bits,
+            force=force,
+            protect=[*protect, *clips],
         )
-        if not force and all(p.exists() for p in outputs.values()):
-            return SeparatedFile(track, outputs, skipped=True)
-        check_not_inputs(outputs.values(), [path])
+        if plan.skipped:
+            return plan
+        latents, passes = self._latents(targets, path, progress)
+        ext, bits = output_format(ext, bits)
+        outputs = plan.outputs
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(AudioReader(path))
             writers = {
@@ -643,48 +867,54 @@ class Separator:
                 for k, p in outputs.items()
             }
             pos = 0
-            chunking = self._chunking(reader, _each_pass(progress, 0, 1))
+            chunking = self._chunking(reader, _each_pass(progress, passes - 1, passes))
             blocks = separate_stream(
                 self._network,
                 reader,
-                list(targets.values()),
+                list(latents.values()),
                 masks=rule,
                 rest=residual,
                 **chunking,
             )
             for block in blocks:
-                for k, estimate in zip(targets, block, strict=True):
+                for k, estimate in zip(latents, block, strict=True):
                     writers[k].write(estimate)
                 if residual:
                     writers["rest"].write(reader.read(pos, block.shape[-1]) - block.sum(axis=0))
                 pos += block.shape[-1]
-        return SeparatedFile(track, outputs, clipped=sum(w.clipped for w in writers.values()))
+        return SeparatedFile(plan.track, outputs, clipped=sum(w.clipped for w in writers.values()))
 
-    def _targets(self, latent: Targets, name: str, residual: bool) -> dict[str, np.ndarray]:
-        """``{name: checked latent}`` from one latent or a mapping of them."""
+    def _targets(self, latent: Targets, name: str, residual: bool) -> dict[str, Latent | Query]:
+        """``{name: latent or query}`` from one or a mapping of them, the names checked."""
         if isinstance(latent, Mapping):
             if not latent:
-                raise QueryError("no target given: give at least one latent")
-            targets = dict(latent)
+                raise QueryError("no target given: give at least one latent or query")
+            targets: dict[str, Latent | Query] = dict(latent)
         else:
             targets = {name: latent}
         check_output_names(list(targets), residual=residual)
-        return {k: self._checked_latent(z) for k, z in targets.items()}
+        return targets
 
-    @staticmethod
-    def _mask_rule(masks: str | None, targets: int, residual: bool) -> str:
-        if masks is None:
-            return DEFAULT_MASKS if targets > 1 else "independent"
-        if masks not in MASK_RULES:
-            raise SettingError(
-                f"unknown mask rule {masks!r}; choose one of {', '.join(MASK_RULES)}"
-            )
-        if masks != "independent" and targets == 1 and not residual:
-            raise SettingError(
-                f"{masks} masks of one target without the rest would give the whole input back: "
-                "separate several targets, add the residual, or use independent masks"
-            )
-        return masks
+    def _latents(
+        self,
+        targets: Mapping[str, Latent | Query],
+        source: QuerySource,
+        progress: Progress | None,
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Each target's checked latent, the queries' made on ``source``; and the passes over it
+        that the separation takes (the refinement steps, then the separation itself)."""
+        steps = {
+            k: _whole_number("refinement steps", q.refine, 0) if isinstance(q, Query) else 0
+            for k, q in targets.items()
+        }
+        passes, first, latents = 1 + sum(steps.values()), 0, {}
+        for k, q in targets.items():
+            if isinstance(q, Query):
+                latents[k] = self._planned(q, source, progress, first, passes)
+                first += steps[k]
+            else:
+                latents[k] = self._checked_latent(q)
+        return latents, passes
 
     def _checked_latent(self, latent: Latent) -> np.ndarray:
         """One latent (:meth:`check_latent`), or a ``(chunks, latent_dim)`` array of them."""
@@ -728,6 +958,12 @@ def _whole_number(what: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def _clip_files(query: Query) -> list[str | Path]:
+    """The files a query (and the query it slides towards) reads as clips."""
+    files = [c for c in query.clips if isinstance(c, str | Path)]
+    return files + (_clip_files(query.towards) if query.towards is not None else [])
+
+
 def _is_array_pair(source: object) -> bool:
     return (
         isinstance(source, tuple)
@@ -765,11 +1001,17 @@ def _reader(source: QuerySource):
 
 __all__ = [
     "DEFAULT_MASKS",
+    "Query",
     "Separator",
     "SeparatedFile",
     "Targets",
+    "check_batch_size",
     "check_not_inputs",
     "check_output_names",
+    "check_overlap",
+    "check_segment",
+    "file_plan",
+    "mask_rule",
     "pick_device",
     "track_outputs",
     "Callable",

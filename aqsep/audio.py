@@ -597,6 +597,18 @@ def output_bits(bits: str | int) -> str:
     return text
 
 
+def output_format(fmt: str, bits: str | int = "16") -> tuple[str, str]:
+    """An output's file format (``"wav"`` or ``"flac"``) and sample format (:func:`output_bits`),
+    checked together: FLAC stores integer samples only. :class:`OutputError` otherwise."""
+    bits = output_bits(bits)
+    if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+        raise OutputError(f"unsupported output format {fmt!r}; choose wav or flac")
+    fmt = fmt.lower()
+    if fmt == "flac" and bits == "32f":
+        raise OutputError("FLAC cannot store float samples; use 16 or 24 bits, or wav")
+    return fmt, bits
+
+
 def _mount_point(folder: Path) -> Path:
     path = folder.resolve()
     while not os.path.ismount(path) and path != path.parent:
@@ -686,12 +698,7 @@ class AtomicAudioWriter:
         frames: int | None = None,
     ) -> None:
         self.path = Path(path)
-        bits = output_bits(bits)
-        fmt = (fmt or self.path.suffix.lstrip(".") or "wav").lower()
-        if fmt not in FORMATS:
-            raise OutputError(f"unsupported output format {fmt!r}; choose wav or flac")
-        if fmt == "flac" and bits == "32f":
-            raise OutputError("FLAC cannot store float samples; use 16 or 24 bits, or wav")
+        fmt, bits = output_format(fmt or self.path.suffix.lstrip(".") or "wav", bits)
         if fmt == "flac" and channels > FLAC_MAX_CHANNELS:
             raise OutputError(
                 f"{self.path}: FLAC holds at most {FLAC_MAX_CHANNELS} channels and this audio has "

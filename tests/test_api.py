@@ -9,7 +9,14 @@ import torch
 from conftest import make_audio, write_file
 
 import aqsep.api
-from aqsep.api import MAX_SEGMENT_SECONDS, Separator, pick_device, track_outputs
+from aqsep.api import (
+    MAX_SEGMENT_SECONDS,
+    Query,
+    Separator,
+    file_plan,
+    pick_device,
+    track_outputs,
+)
 from aqsep.errors import AqsepError, ModelError, OutputError, QueryError, SettingError
 
 
@@ -299,3 +306,99 @@ def test_bad_named_latents_are_clear_errors(sep, tmp_path):
     # the rest makes ratio masks of one target meaningful: they are then its own mask
     one = sep.separate(audio, 22050, z, masks="ratio", residual=True)
     np.testing.assert_allclose(one["target"], sep.separate(audio, 22050, z)["target"], atol=1e-6)
+
+
+# ---- one query plan ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (Query(), "a query is one of .* this one gives none of them"),
+        (Query(name="drums", start=0.1), "gives class and range"),
+        (Query(clips=("a.wav",), latent=np.zeros(4)), "gives clips and latent"),
+    ],
+)
+def test_a_query_gives_exactly_one_kind(sep, query, message):
+    with pytest.raises(QueryError, match=message) as err:
+        sep.latent_of(query)
+    no_flags(err)
+
+
+def test_each_kind_of_query_is_the_latent_of_its_own_method(sep, tmp_path):
+    song = write_file(tmp_path / "song.wav", make_audio(1.0, 22050, 2, seed=21), 22050)
+    clip = write_file(tmp_path / "clip.wav", make_audio(0.5, 22050, 1, seed=22), 22050)
+    drums = sep.class_latent("drums")
+    np.testing.assert_array_equal(sep.latent_of(Query(name="drums")), drums)
+    np.testing.assert_array_equal(sep.latent_of(Query(clips=clip)), sep.query_latent(clip))
+    np.testing.assert_array_equal(
+        sep.latent_of(Query(start=0.2, end=0.7), song), sep.range_latent(song, 0.2, 0.7)
+    )
+    np.testing.assert_array_equal(sep.latent_of(Query(latent=drums.tolist())), drums)
+    np.testing.assert_array_equal(sep.latent_of(drums), drums)  # a latent as it is
+    slid = Query(name="drums", towards=Query(name="bass"), alpha=0.3)
+    np.testing.assert_array_equal(
+        sep.latent_of(slid), sep.blend(drums, sep.class_latent("bass"), 0.3)
+    )
+    refined = Query(name="drums", towards=Query(name="bass"), alpha=0.3, refine=2)
+    np.testing.assert_array_equal(
+        sep.latent_of(refined, song), sep.refine(song, sep.latent_of(slid), 2)
+    )
+
+
+def test_what_a_query_needs_is_said(sep, tmp_path):
+    with pytest.raises(QueryError, match="a time range is read from the input"):
+        sep.latent_of(Query(start=0.0, end=0.5))
+    with pytest.raises(QueryError, match="refinement separates the input"):
+        sep.latent_of(Query(name="drums", refine=1))
+    with pytest.raises(QueryError, match="cannot slide or be refined itself"):
+        sep.latent_of(Query(name="drums", towards=Query(name="bass", refine=1), alpha=0.5))
+    with pytest.raises(QueryError, match="needs a query to slide towards"):
+        sep.latent_of(Query(name="drums", alpha=0.5))
+    with pytest.raises(QueryError, match=r"blend weight must be in \[0, 1\]"):
+        sep.latent_of(Query(name="drums", towards=Query(name="bass"), alpha=1.5))
+    with pytest.raises(SettingError, match="refinement steps"):
+        sep.latent_of(Query(name="drums", refine=-1), (make_audio(0.3, 22050, 1), 22050))
+    with pytest.raises(QueryError, match="unknown class"):
+        sep.latent_of(Query(name="nope"))
+
+
+def test_separation_takes_queries_made_on_its_own_input(sep, tmp_path):
+    audio = make_audio(1.0, 22050, 2, seed=23)
+    song = write_file(tmp_path / "song.wav", audio, 22050)
+    z = sep.range_latent((audio, 22050), 0.1, 0.6)
+    expected = sep.separate(audio, 22050, z)["target"]
+    got = sep.separate(audio, 22050, Query(start=0.1, end=0.6))["target"]
+    np.testing.assert_array_equal(got, expected)
+    events = []
+    result = sep.separate_file(
+        song, tmp_path / "out", {"r": Query(start=0.1, end=0.6, refine=1)}, progress=events.append
+    )
+    # the refinement pass, then the separation: pass 1 and 2 of 2
+    assert sorted({(e["pass"], e["passes"]) for e in events}) == [(1, 2), (2, 2)]
+    refined = sep.refine(song, sep.range_latent(song, 0.1, 0.6), 1)
+    as_read = sf.read(str(song), always_2d=True, dtype="float32")[0].T  # 16-bit, as separated
+    np.testing.assert_allclose(
+        sf.read(str(result.outputs["r"]), always_2d=True)[0].T,
+        sep.separate(as_read, 22050, refined)["target"],
+        atol=1 / 32768,
+    )
+
+
+def test_a_skipped_file_makes_no_latent(sep, tmp_path, monkeypatch):
+    song = write_file(tmp_path / "song.wav", make_audio(0.5, 22050, 1), 22050)
+    query = Query(start=0.0, end=0.3, refine=1)
+    assert not sep.separate_file(song, tmp_path / "out", query).skipped
+    monkeypatch.setattr(Separator, "range_latent", lambda *a: pytest.fail("a latent was made"))
+    assert sep.separate_file(song, tmp_path / "out", query).skipped
+    plan = file_plan(song, tmp_path / "out", ["target"])
+    assert plan.skipped and plan.outputs["target"] == tmp_path / "out" / "song" / "target.wav"
+    assert not file_plan(song, tmp_path / "out", ["target"], force=True).skipped
+
+
+def test_no_output_replaces_a_query_clip(sep, tmp_path):
+    song = write_file(tmp_path / "song.wav", make_audio(0.5, 22050, 1), 22050)
+    out = tmp_path / "out"
+    clip = write_file(out / "song" / "target.wav", make_audio(0.5, 22050, 1, seed=3), 22050)
+    with pytest.raises(OutputError, match="is an input"):
+        sep.separate_file(song, out, Query(clips=(clip,)), force=True)
+    with pytest.raises(OutputError, match="is an input"):
+        file_plan(song, out, ["target"], force=True, protect=[clip])

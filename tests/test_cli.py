@@ -636,7 +636,7 @@ def test_output_names_that_clash_are_refused_before_any_work(cli, tmp_path, song
         "-o",
         out,
     ).one_line_error()
-    assert "--masks ratio with one output" in line
+    assert "--masks ratio: ratio masks of one target without the rest" in line
     assert (
         "unknown class 'nope'"
         in cli(

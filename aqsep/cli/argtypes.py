@@ -12,8 +12,11 @@ from aqsep.api import (
     MAX_BATCH_SIZE,
     MAX_OVERLAP,
     MAX_SEGMENT_SECONDS,
-    MIN_SEGMENT_SECONDS,
+    check_batch_size,
+    check_overlap,
+    check_segment,
 )
+from aqsep.errors import SettingError
 
 
 def _int_at_least(text: str, minimum: int, requirement: str) -> int:
@@ -50,35 +53,35 @@ def checked_float(
     return value
 
 
+def _checked(text: str, parse: Callable[[str], Any], check: Callable[[Any], Any], what: str) -> Any:
+    """``check(parse(text))``, its :class:`~aqsep.errors.SettingError` worded for argparse: the
+    ranges are the library's own (``aqsep.api.check_*``), decided there once."""
+    try:
+        value = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    try:
+        return check(value)
+    except SettingError as err:  # "overlap must be ...": argparse names the option itself
+        _, _, requirement = str(err).partition(" must ")
+        raise argparse.ArgumentTypeError(
+            f"must {requirement}" if requirement else str(err)
+        ) from None
+
+
 def segment_seconds(text: str) -> float:
-    """A chunk length in seconds, from 0.1 to :data:`aqsep.api.MAX_SEGMENT_SECONDS`."""
-    return checked_float(
-        text,
-        lambda v: MIN_SEGMENT_SECONDS <= v <= MAX_SEGMENT_SECONDS,
-        "{text!r} is not a number of seconds",
-        f"must be from {MIN_SEGMENT_SECONDS:g} to {MAX_SEGMENT_SECONDS:g} s, got {{text}}",
-    )
+    """A chunk length in seconds (:func:`aqsep.api.check_segment`)."""
+    return _checked(text, float, check_segment, "a number of seconds")
 
 
 def overlap_fraction(text: str) -> float:
-    """The share of a chunk overlapping the next, from 0 to :data:`aqsep.api.MAX_OVERLAP`."""
-    return checked_float(
-        text,
-        lambda v: 0.0 <= v <= MAX_OVERLAP,
-        "{text!r} is not a number",
-        f"must be from 0 to {MAX_OVERLAP:g} (each sample is separated 1 / (1 - overlap) "
-        "times), got {text}",
-    )
+    """The share of a chunk overlapping the next (:func:`aqsep.api.check_overlap`)."""
+    return _checked(text, float, check_overlap, "a number")
 
 
 def batch_size(text: str) -> int:
-    """Chunks per forward pass, from 1 to :data:`aqsep.api.MAX_BATCH_SIZE`."""
-    value = positive_int(text)
-    if value > MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_BATCH_SIZE} (memory grows with it, speed hardly), got {value}"
-        )
-    return value
+    """Chunks per forward pass (:func:`aqsep.api.check_batch_size`)."""
+    return _checked(text, int, check_batch_size, "a whole number")
 
 
 def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:

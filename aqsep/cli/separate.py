@@ -12,23 +12,31 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from aqsep.api import (
     BACKENDS,
     DEFAULT_MASKS,
+    Query,
     Separator,
-    check_not_inputs,
     check_output_names,
+    file_plan,
+    mask_rule,
     track_outputs,
 )
-from aqsep.audio import AUDIO_EXTENSIONS
+from aqsep.audio import AUDIO_EXTENSIONS, output_format
 from aqsep.cli.argtypes import add_chunk_arguments, chunk_options, non_negative_int
-from aqsep.errors import AqsepError, AudioError, ModelError, OutputError, QueryError
+from aqsep.errors import (
+    AqsepError,
+    AudioError,
+    ModelError,
+    OutputError,
+    QueryError,
+    SettingError,
+)
 from aqsep.inference import MASK_RULES
 
 EPILOG = """\
@@ -376,15 +384,16 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _other_latent(sep: Separator, other: str) -> np.ndarray:
+def _other_query(other: str) -> Query:
+    """The query of ``--blend OTHER:ALPHA``: an audio file, or else a class of the model."""
     path = Path(other)
     if path.is_file():
-        return sep.query_latent([path])
+        return Query(clips=(path,))
     if path.is_dir():
         raise AudioError(f"--blend: {other} is a folder: give an audio file or a class name")
     if path.suffix.lower() in AUDIO_EXTENSIONS or "/" in other or "\\" in other:
         raise AudioError(f"--blend: {other}: no such file")
-    return sep.class_latent(other)
+    return Query(name=other)
 
 
 @dataclass(frozen=True)
@@ -394,6 +403,14 @@ class Output:
     name: str
     kind: str  # "class", "query" (the clips averaged), "clip" (--each), "range"
     source: str | tuple[Path, ...] = ()
+
+    def query(self, args: argparse.Namespace) -> Query:
+        """What the output asks the separator for (without the slide and the refinement)."""
+        if self.kind == "class":
+            return Query(name=str(self.source))
+        if self.kind == "range":
+            return Query(start=args.query_range.start, end=args.query_range.end)
+        return Query(clips=tuple(self.source))
 
 
 def plan_outputs(args: argparse.Namespace, coarse: Sequence[str]) -> list[Output]:
@@ -458,8 +475,7 @@ def _what(out: Output) -> str:
 
 def run(args: argparse.Namespace) -> int:
     ext, debug = args.format, getattr(args, "debug", False)
-    if ext == "flac" and args.bits == "32f":
-        raise OutputError("FLAC cannot store float samples; use --bits 16 or 24, or --format wav")
+    output_format(ext, args.bits)  # before any work: FLAC cannot hold float samples
     inputs = expand_inputs(args.inputs)
     tracks: dict[str, Path] = {}
     for path in inputs:
@@ -481,70 +497,51 @@ def run(args: argparse.Namespace) -> int:
         raise
     outputs = plan_outputs(args, sep.coarse_classes)
     names = [o.name for o in outputs]
-    masks = args.masks or ("independent" if args.each or len(outputs) == 1 else DEFAULT_MASKS)
-    if masks != "independent" and len(outputs) == 1 and not args.residual:
-        raise QueryError(
-            f"--masks {masks} with one output and no --residual would give the whole input back: "
-            "ask for several outputs, add --residual, or use --masks independent"
+    try:  # --each's clips are alternatives to compare, not parts of the song
+        masks = mask_rule(
+            args.masks or ("independent" if args.each else None), len(outputs), args.residual
         )
-    fixed: dict[str, np.ndarray] = {}
+    except SettingError as err:
+        raise SettingError(f"--masks {args.masks}: {err}") from None
+    # the queries that are the same for every track are made once (a range is each track's own)
+    other = _other_query(args.blend.other) if args.blend else None
+    if other is not None:
+        other = Query(latent=sep.latent_of(other))
+    queries = {}
     for out in outputs:
-        if out.kind == "class":
-            fixed[out.name] = sep.class_latent(str(out.source))
-        elif out.kind in ("query", "clip"):
-            fixed[out.name] = sep.query_latent(list(out.source))
-    other = _other_latent(sep, args.blend.other) if args.blend else None
+        query = out.query(args)
+        if query.kind != "range":
+            query = Query(latent=sep.latent_of(query))
+        queries[out.name] = replace(
+            query,
+            towards=other,
+            alpha=args.blend.alpha if args.blend else 0.0,
+            refine=args.refine,
+        )
 
     # every file this run reads, so that no track's output replaces one (another track's input
-    # included, which may be read after that output is written)
+    # included, which may be read after that output is written); refused before any work
     read = [*tracks.values(), *(c for o in outputs if o.kind != "class" for c in o.source)]
     if args.blend and Path(args.blend.other).is_file():
         read.append(Path(args.blend.other))
-    planned = {}
-    for track, path in tracks.items():
-        _, files = track_outputs(path, args.out, name=names, residual=args.residual, ext=ext)
-        skipped = not args.force and all(p.exists() for p in files.values())
-        if not skipped:
-            check_not_inputs(files.values(), read)
-        planned[track] = files, skipped
+    write = dict(residual=args.residual, ext=ext, bits=args.bits, force=args.force, protect=read)
+    planned = {track: file_plan(path, args.out, names, **write) for track, path in tracks.items()}
 
     failed = 0
     for track, path in tracks.items():
-        files, skipped = planned[track]
-        folder = files[names[0]].parent
-        if skipped:
+        plan = planned[track]
+        folder = plan.outputs[names[0]].parent
+        if plan.skipped:
             if not args.quiet:
                 print(
-                    f"{track}: skipped, {', '.join(p.name for p in files.values())} already in "
-                    f"{folder} (--force redoes it)"
+                    f"{track}: skipped, {', '.join(p.name for p in plan.outputs.values())} "
+                    f"already in {folder} (--force redoes it)"
                 )
             continue
         bar = _ProgressBar(track, passes=1 + args.refine * len(outputs), enabled=not args.quiet)
         began = time.perf_counter()
         try:
-            latents = {}
-            for out in outputs:
-                if out.kind == "range":
-                    r = args.query_range
-                    latent = sep.range_latent(path, r.start, r.end)
-                else:
-                    latent = fixed[out.name]
-                if other is not None:
-                    latent = sep.blend(latent, other, args.blend.alpha)
-                if args.refine:
-                    latent = sep.refine(path, latent, args.refine, progress=bar)
-                latents[out.name] = latent
-            result = sep.separate_file(
-                path,
-                args.out,
-                latents,
-                residual=args.residual,
-                masks=masks,
-                ext=ext,
-                bits=args.bits,
-                force=True,
-                progress=bar,
-            )
+            result = sep.separate_file(path, args.out, queries, masks=masks, progress=bar, **write)
         except AqsepError as err:
             bar.close()  # before the message, which would otherwise land on the bar's line
             if len(tracks) == 1:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from aqsep.api import Query
 from aqsep.data.track import TrackAudio
 from aqsep.errors import QueryError
 from aqsep.inference import native_grid
@@ -76,21 +77,21 @@ def model_latent(
     """
     if mode == "gt":
         return gt_latents(separator, track.source(target), track.sample_rate)
-    z = separator.class_latent(target)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    z = separator.latent_of(Query(name=target))
     if mode == "mean":
         return z
-    if mode == "iterative":
-        try:
-            return separator.refine(
-                (track.mixture, track.sample_rate), z, steps=refine, progress=progress
+    try:
+        return separator.latent_of(
+            Query(latent=z, refine=refine), (track.mixture, track.sample_rate), progress=progress
+        )
+    except QueryError as err:
+        if notes is not None:
+            notes.append(
+                f"{target}: kept the class mean, the estimate could not be re-encoded ({err})"
             )
-        except QueryError as err:
-            if notes is not None:
-                notes.append(
-                    f"{target}: kept the class mean, the estimate could not be re-encoded ({err})"
-                )
-            return z
-    raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        return z
 
 
 def oracle_irm(track: TrackAudio, target: str, n_fft: int, hop: int) -> np.ndarray:

@@ -23,10 +23,10 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from aqsep.api import Separator
+from aqsep.api import Query, Separator
 from aqsep.audio import AudioInfo, _pid_alive, audio_info
 from aqsep.errors import AqsepError, AudioError, QueryError
 from aqsep.inference import Latent
@@ -242,14 +242,11 @@ class Session:
 
 class _JobProgress:
     """The separator's progress callback for one job: overall progress over every pass (the
-    refinement passes, then the separation) and the cancel check between chunks.
+    refinement passes, then the separation: the events' ``pass`` of ``passes``) and the cancel
+    check between chunks."""
 
-    ``base`` is the number of passes done before the current call (the separation after
-    ``refine`` steps starts at ``refine``); the call's own events count their ``pass`` from 1.
-    """
-
-    def __init__(self, job: Job, passes: int) -> None:
-        self.job, self.passes, self.base = job, passes, 0
+    def __init__(self, job: Job) -> None:
+        self.job = job
 
     def check(self) -> None:
         if self.job.cancel.is_set():
@@ -258,11 +255,11 @@ class _JobProgress:
     def __call__(self, info: dict) -> None:
         self.check()
         done, total = int(info["done"]), max(1, int(info["total"]))
-        index = self.base + int(info.get("pass", 1)) - 1
+        index, passes = int(info.get("pass", 1)) - 1, max(1, int(info.get("passes", 1)))
         self.job.chunks += 1
-        self.job.progress = min(1.0, (index + done / total) / self.passes)
-        refining = index < self.passes - 1
-        self.job.stage = f"refining ({index + 1}/{self.passes - 1})" if refining else "separating"
+        self.job.progress = min(1.0, (index + done / total) / passes)
+        refining = index < passes - 1
+        self.job.stage = f"refining ({index + 1}/{passes - 1})" if refining else "separating"
 
 
 def _played(path: Path) -> Path:
@@ -526,8 +523,6 @@ class Workshop:
                         f"the region starts at {spec.start:.2f} s, after the song's end "
                         f"({song.seconds:.2f} s)",
                     )
-        if not 0.0 <= request.alpha <= 1.0:
-            raise WebError(400, f"the slider position must be in [0, 1], got {request.alpha}")
         if not 0 <= request.refine <= MAX_REFINE:
             raise WebError(400, f"refine steps must be 0 to {MAX_REFINE}, got {request.refine}")
 
@@ -673,45 +668,47 @@ class Workshop:
             with contextlib.suppress(WebError):
                 self.submit(session, position, background=True)
 
-    def _latent(self, session: Session, song: Song, spec: QuerySpec) -> Latent:
+    def _latent(self, session: Session, song: Song, spec: QuerySpec) -> Query:
+        """The separator's query for ``spec``, its latent made once per session (a range's once
+        per song)."""
         key = (song.id, spec.key()) if spec.kind == "range" else spec.key()
         with self.lock:
             cached = session.latents.get(key)
         if cached is not None:
-            return cached
-        sep = self.separator
+            return Query(latent=cached)
         if spec.kind == "range":
-            z = sep.range_latent(song.path, spec.start, spec.end)
+            query = Query(start=spec.start, end=spec.end)
         elif spec.kind == "clips":
             with self.lock:
                 paths = [session.clips[c].path for c in spec.clips if c in session.clips]
             if len(paths) != len(spec.clips):
                 raise QueryError("a query clip was removed while the separation waited")
-            z = sep.query_latent(paths)
+            query = Query(clips=tuple(paths))
         else:
-            z = sep.class_latent(spec.name)
+            query = Query(name=spec.name)
+        z = self.separator.latent_of(query, song.path)
         with self.lock:
             session.latents[key] = z
-        return z
+        return Query(latent=z)
 
     def _separate(self, session: Session, job: Job, folder: Path) -> dict[str, Path]:
-        request, sep = job.request, self.separator
+        request = job.request
         with self.lock:
             song = self.song(session, request.song)
         if request.query.kind == "stems":
             return self._separate_stems(job, song, folder)
-        progress = _JobProgress(job, passes=1 + request.refine)
+        progress = _JobProgress(job)
         job.stage = "reading the query"
-        z = self._latent(session, song, request.query)
-        if request.other is not None:
-            z = sep.blend(z, self._latent(session, song, request.other), request.alpha)
+        query = replace(
+            self._latent(session, song, request.query),
+            towards=None if request.other is None else self._latent(session, song, request.other),
+            alpha=request.alpha if request.other is not None else 0.0,
+            refine=request.refine,
+        )
         progress.check()
-        if request.refine:
-            job.stage = f"refining (1/{request.refine})"
-            z = sep.refine(song.path, z, request.refine, progress=progress)
-            progress.base = request.refine
-        job.stage = "separating"
-        out = sep.separate_file(song.path, folder, z, residual=True, force=True, progress=progress)
+        out = self.separator.separate_file(
+            song.path, folder, query, residual=True, progress=progress
+        )
         self.separations += 1
         return {"target": out.outputs["target"], "rest": out.outputs["rest"]}
 
@@ -721,9 +718,7 @@ class Workshop:
         sep = self.separator
         latents = {name: sep.class_latent(name) for name in sep.coarse_classes}
         job.stage = "separating every stem"
-        out = sep.separate_file(
-            song.path, folder, latents, force=True, progress=_JobProgress(job, 1)
-        )
+        out = sep.separate_file(song.path, folder, latents, progress=_JobProgress(job))
         self.separations += 1
         return dict(out.outputs)
 
