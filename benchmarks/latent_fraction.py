@@ -1,6 +1,6 @@
 """Does computing L_latent on part of each batch hurt training? A small seeded trial.
 
-Trains the learning test's small model (tests/test_learning.py: generated bass / lead /
+Trains the learning test's small model (tests/train/test_learning.py: generated bass / lead /
 noise-burst instruments, 400 steps, batch 8) once per seed and ``--latent-fraction``, and prints
 for each run the validation SDR and the SDR gain over the mixture on the held-out test tracks
 (with a query from another track and with the class mean). Run from the repository root:

@@ -4,7 +4,7 @@
     python benchmarks/web_speed.py --model fast --rounds 5 --out docs/web_speed-fast.json
 
 Starts ``aqsep serve`` in its own process (as a user does), opens the page in Debian's Chromium
-(headless, driven by Playwright, as ``tests/test_web_browser.py`` does) and times, each round in
+(headless, driven by Playwright, as ``tests/web/test_web_browser.py`` does) and times, each round in
 a new tab: opening the song (upload, waveform and player ready), Separate to a playable estimate,
 the A/B switch, every stem to a ready mixer and its Play to sound, the slider's switch to a stop
 computed ahead (fetched then) and to a stop heard before (from the browser's memory), and a zoom's

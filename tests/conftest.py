@@ -6,6 +6,7 @@ whole suite runs on 2 CPU cores in minutes.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,3 +166,87 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(int(code), captured.out, captured.err)
 
     return run
+
+
+EVAL_SR = 8000  # their rate: museval's cost grows with the number of samples
+
+
+# ---- a tiny evaluation model and corpus (evaluate/, experiments/) -----------------------------
+def make_model(folder: Path, seed: int = 0) -> Path:
+    """A random tiny model at 8 kHz with class latents for the four coarse classes and 'hi-hat'."""
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        audio=AudioConfig(
+            sample_rate=EVAL_SR, n_fft=256, hop_length=64, n_bins=128, segment_frames=64
+        ),
+        query=QueryNetConfig(channels=(4, 4, 8, 8, 8, 8), gru_hidden=8, latent_dim=8),
+        separator=SeparatorConfig(channels=(4, 4, 8, 8, 8, 8)),
+    )
+    model = QuerySeparator(config).eval()
+    rng = np.random.default_rng(seed)
+
+    def latent() -> list[float]:
+        return [float(x) for x in rng.standard_normal(model.latent_dim)]
+
+    classes = {c: ClassLatent(latent(), count=1) for c in ("vocals", "drums", "bass", "other")}
+    classes["hi-hat"] = ClassLatent(latent(), level="fine", count=1)
+    return save_model(folder, model, classes, metadata={"note": "random weights, for tests"})
+
+
+def make_stems(seed: int, seconds: float) -> dict[str, tuple[str, str, np.ndarray]]:
+    """stem -> (fine label, coarse class, mono signal): simple sounds with distinct spectra."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * EVAL_SR)
+    t = np.arange(n) / EVAL_SR
+
+    def env(period: float, decay: float) -> np.ndarray:
+        return np.exp(-(t % period) / decay)
+
+    return {
+        "kick": ("kick", "drums", 0.5 * np.sin(2 * np.pi * 60 * t) * env(0.5, 0.05)),
+        "hi-hat": ("hi-hat", "drums", 0.2 * np.diff(rng.standard_normal(n + 1)) * env(0.25, 0.02)),
+        "bass": ("bass", "bass", 0.15 * np.sign(np.sin(2 * np.pi * (55 + 5 * seed) * t))),
+        "piano": (
+            "piano",
+            "other",
+            0.2 * np.sin(2 * np.pi * (220 + 20 * seed) * t) * env(1.0, 0.4),
+        ),
+        "electric_guitar": (
+            "electric guitar",
+            "other",
+            0.15 * np.tanh(3 * np.sin(2 * np.pi * (330 + 10 * seed) * t)),
+        ),
+        "voice": (
+            "voice",
+            "vocals",
+            0.25 * np.sin(2 * np.pi * (440 + 10 * np.sin(2 * np.pi * 5 * t)) * t),
+        ),
+    }
+
+
+def make_corpus(root: Path, n_tracks: int = 2, seconds: float = 2.0) -> Path:
+    """``root/test/<track>/<stem>.wav`` + metadata.json, in the corpus builder's layout."""
+    for i in range(n_tracks):
+        folder = root / "test" / f"track{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {}
+        for stem, (fine, coarse, x) in make_stems(i, seconds).items():
+            sf.write(folder / f"{stem}.wav", x.astype(np.float32), EVAL_SR, subtype="FLOAT")
+            meta[stem] = {"fine": fine, "coarse": coarse}
+        (folder / "metadata.json").write_text(json.dumps({"stems": meta}))
+    return root
+
+
+MIR1K_RATE = 16000  # MIR-1K's own rate
+
+
+def write_mir1k_clip(folder: Path, name: str, seconds: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A two-channel MIR-1K clip: a low tone (accompaniment) left, a high tone (voice) right."""
+    t = np.arange(int(seconds * MIR1K_RATE)) / MIR1K_RATE
+    rng = np.random.default_rng(seed)
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)
+    right = 0.2 * np.sin(2 * np.pi * 880 * t)
+    audio = np.stack([left, right], axis=1).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / f"{name}.wav", audio, MIR1K_RATE, subtype="FLOAT")
+    return audio

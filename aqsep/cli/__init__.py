@@ -21,7 +21,7 @@ from aqsep import __version__
 from aqsep.errors import AqsepError
 
 # modules of this package, each with the line `aqsep --help` shows for it (the help its
-# add_parser gives, which tests/test_cli.py checks); each one's command is its name with "-" for "_"
+# add_parser gives, which tests/cli/test_cli.py checks); each one's command is its name with "-" for "_"
 SUBCOMMANDS = {
     "separate": "separate one source out of songs (by query clip, time range or class)",
     "train": "train a model on stems or MUSDB18, resume a run, or export a run's model",

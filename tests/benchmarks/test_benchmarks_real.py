@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # tests/benchmarks/ -> the repository
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import real  # noqa: E402  (benchmarks/real.py)

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from test_evaluate import make_corpus, make_model
+from conftest import make_corpus, make_model
 
 from aqsep.cli import experiment as experiment_cli
 from aqsep.errors import QueryError

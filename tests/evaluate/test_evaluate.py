@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import EVAL_SR as SR
+from conftest import make_corpus, make_model, make_stems
 
 from aqsep.api import Separator
 from aqsep.cli import evaluate as evaluate_cli
-from aqsep.config import AudioConfig, ModelConfig, QueryNetConfig, SeparatorConfig
 from aqsep.data import open_tracks
 from aqsep.data.track import StemLabel, TrackAudio
 from aqsep.errors import DataError, QueryError
@@ -30,74 +31,6 @@ from aqsep.evaluate import (
     track_medians,
     trained_on,
 )
-from aqsep.model import QuerySeparator
-from aqsep.release import ClassLatent, save_model
-
-SR = 8000  # test data and tiny model rate: museval's cost grows with the number of samples
-
-
-# ---- tiny model and corpus (also used by test_experiments.py) -----------------------------------
-def make_model(folder: Path, seed: int = 0) -> Path:
-    """A random tiny model at 8 kHz with class latents for the four coarse classes and 'hi-hat'."""
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        audio=AudioConfig(sample_rate=SR, n_fft=256, hop_length=64, n_bins=128, segment_frames=64),
-        query=QueryNetConfig(channels=(4, 4, 8, 8, 8, 8), gru_hidden=8, latent_dim=8),
-        separator=SeparatorConfig(channels=(4, 4, 8, 8, 8, 8)),
-    )
-    model = QuerySeparator(config).eval()
-    rng = np.random.default_rng(seed)
-
-    def latent() -> list[float]:
-        return [float(x) for x in rng.standard_normal(model.latent_dim)]
-
-    classes = {c: ClassLatent(latent(), count=1) for c in ("vocals", "drums", "bass", "other")}
-    classes["hi-hat"] = ClassLatent(latent(), level="fine", count=1)
-    return save_model(folder, model, classes, metadata={"note": "random weights, for tests"})
-
-
-def make_stems(seed: int, seconds: float) -> dict[str, tuple[str, str, np.ndarray]]:
-    """stem -> (fine label, coarse class, mono signal): simple sounds with distinct spectra."""
-    rng = np.random.default_rng(seed)
-    n = round(seconds * SR)
-    t = np.arange(n) / SR
-
-    def env(period: float, decay: float) -> np.ndarray:
-        return np.exp(-(t % period) / decay)
-
-    return {
-        "kick": ("kick", "drums", 0.5 * np.sin(2 * np.pi * 60 * t) * env(0.5, 0.05)),
-        "hi-hat": ("hi-hat", "drums", 0.2 * np.diff(rng.standard_normal(n + 1)) * env(0.25, 0.02)),
-        "bass": ("bass", "bass", 0.15 * np.sign(np.sin(2 * np.pi * (55 + 5 * seed) * t))),
-        "piano": (
-            "piano",
-            "other",
-            0.2 * np.sin(2 * np.pi * (220 + 20 * seed) * t) * env(1.0, 0.4),
-        ),
-        "electric_guitar": (
-            "electric guitar",
-            "other",
-            0.15 * np.tanh(3 * np.sin(2 * np.pi * (330 + 10 * seed) * t)),
-        ),
-        "voice": (
-            "voice",
-            "vocals",
-            0.25 * np.sin(2 * np.pi * (440 + 10 * np.sin(2 * np.pi * 5 * t)) * t),
-        ),
-    }
-
-
-def make_corpus(root: Path, n_tracks: int = 2, seconds: float = 2.0) -> Path:
-    """``root/test/<track>/<stem>.wav`` + metadata.json, in the corpus builder's layout."""
-    for i in range(n_tracks):
-        folder = root / "test" / f"track{i}"
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {}
-        for stem, (fine, coarse, x) in make_stems(i, seconds).items():
-            sf.write(folder / f"{stem}.wav", x.astype(np.float32), SR, subtype="FLOAT")
-            meta[stem] = {"fine": fine, "coarse": coarse}
-        (folder / "metadata.json").write_text(json.dumps({"stems": meta}))
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import MIR1K_RATE as RATE
+from conftest import write_mir1k_clip as write_clip
 
 from aqsep.data import DataSource, open_tracks
 from aqsep.data.mir1k import (
@@ -20,20 +22,6 @@ from aqsep.data.mir1k import (
     split_of,
 )
 from aqsep.errors import DataError
-
-RATE = 16000
-
-
-def write_clip(folder: Path, name: str, seconds: float = 0.5, seed: int = 0) -> np.ndarray:
-    """A two-channel clip: a low tone (accompaniment) left, a high tone (voice) right."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    rng = np.random.default_rng(seed)
-    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)
-    right = 0.2 * np.sin(2 * np.pi * 880 * t)
-    audio = np.stack([left, right], axis=1).astype(np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    sf.write(folder / f"{name}.wav", audio, RATE, subtype="FLOAT")
-    return audio
 
 
 @pytest.fixture

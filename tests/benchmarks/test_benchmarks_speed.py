@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # tests/benchmarks/ -> the repository
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import separate  # noqa: E402  (benchmarks/separate.py)

@@ -57,7 +57,9 @@ def read(content: bytes) -> tuple[np.ndarray, int]:
 
 @pytest.fixture(scope="module")
 def separator(tiny_model_dir: Path) -> Separator:
-    return Separator(tiny_model_dir, device="cpu")
+    # four chunks per forward pass (the tiny model's are short: left to itself it would put a
+    # 3-s song in one batch), so that a job reports progress and can stop in several steps
+    return Separator(tiny_model_dir, device="cpu", batch_size=4)
 
 
 class Page:

@@ -35,7 +35,7 @@ from aqsep import Separator  # noqa: E402
 from aqsep.web import create_app  # noqa: E402
 from aqsep.web.headless import CHROMIUM_ARGS, find_chromium  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # tests/web/ -> the repository
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(

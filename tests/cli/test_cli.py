@@ -681,9 +681,13 @@ def test_a_missing_subcommand_module_fails_loudly(monkeypatch):
         cli_package.main(["not-written"])
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], []])
+SUBCOMMAND_HELP = [[name.replace("_", "-"), "--help"] for name in SUBCOMMANDS]
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], [], *SUBCOMMAND_HELP])
 def test_help_and_version_import_no_torch(argv):
-    """Start-up: `aqsep --help` and `aqsep --version` (and a bare `aqsep`) never load PyTorch."""
+    """Start-up: `aqsep --help`, `aqsep --version`, a bare `aqsep` and every subcommand's
+    `--help` never load PyTorch."""
     code = (
         "import sys\n"
         "from aqsep.cli import main\n"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import save_tiny_model, subprocess_env, tiny_config
+from conftest import save_tiny_model, subprocess_env, tiny_config, write_mir1k_clip
 
 from aqsep.config import TrainConfig, TrainSettingError, preset
 from aqsep.data import DataSource, open_tracks
@@ -424,11 +424,9 @@ def test_size_options_shape_a_new_run_and_are_fixed_on_resume(
 def test_a_run_over_two_data_sets(corpus: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     """A stems corpus and a MIR-1K folder (found by its clip names) in one run, weighted, with
     cross-source remixing and bandwidth augmentation; the data sets are fixed on resume."""
-    from test_mir1k import write_clip
-
     karaoke = tmp_path / "MIR-1K"
     for name in ("amy_1_01", "amy_1_02", "bobon_2_01", "ani_1_01"):  # ani: a test singer
-        write_clip(karaoke / "Wavfile", name, seconds=3.5)
+        write_mir1k_clip(karaoke / "Wavfile", name, seconds=3.5)
     run_dir = tmp_path / "two"
     common = [
         *_quick_run(corpus, run_dir, batch_size=2),
