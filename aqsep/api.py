@@ -30,6 +30,7 @@ from aqsep.audio import (
 from aqsep.errors import AudioError, ModelError, OutputError, QueryError, SettingError
 from aqsep.inference import (
     MASK_RULES,
+    MAX_BATCH_SIZE,
     ChunkPlan,
     Latent,
     Network,
@@ -51,10 +52,6 @@ QuerySource = str | Path | tuple[np.ndarray, int]
 # 30 s chunks peak about 0.33 GB above the loaded model with a batch of 1, 0.8 GB with 4.
 MAX_SEGMENT_SECONDS = 30.0
 MIN_SEGMENT_SECONDS = 0.1
-# The most chunks per forward pass: at 30 s chunks each one costs about 0.16 GB (the figures
-# above), so a batch of 32 stays near 5 GB; a larger one only costs memory, since one pass
-# over the input does the same work whatever its batches.
-MAX_BATCH_SIZE = 32
 # The largest overlap: every sample is separated 1 / (1 - overlap) times, so an overlap near 1
 # costs unbounded time (0.9999999 on 6 s would be 134,041 chunks); 0.9 separates each sample
 # at most 10 times (the default 0.25, 1.33 times).
@@ -421,7 +418,9 @@ class Separator:
         segment: chunk length in seconds (default: the model's excerpt length), from 0.1 to
             :data:`MAX_SEGMENT_SECONDS`; never longer than the input (or the model's excerpt).
         overlap: fraction of each chunk shared with the next, from 0 to :data:`MAX_OVERLAP`.
-        batch_size: chunks per forward pass, a whole number from 1 to :data:`MAX_BATCH_SIZE`.
+        batch_size: chunks per forward pass, a whole number from 1 to :data:`MAX_BATCH_SIZE`;
+            None (the default): as many as make about 12 s of audio
+            (:func:`aqsep.inference.auto_batch_size`: 4 for the fast model, 1 for the default).
         backend: ``"torch"`` (PyTorch) or ``"onnx"`` (onnxruntime on the CPU).
 
     Raises:
@@ -436,7 +435,7 @@ class Separator:
         device: str = "auto",
         segment: float | None = None,
         overlap: float = 0.25,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         backend: str = "torch",
     ) -> None:
         if backend not in BACKENDS:
@@ -449,7 +448,8 @@ class Separator:
                 "model must be a model folder, a bundled model's name, a loaded ReleasedModel or "
                 f"None (the bundled default), got {type(model).__name__}"
             )
-        batch_size = check_batch_size(batch_size)
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
         if isinstance(model, ReleasedModel):
             self.released = model
         elif backend == "onnx":

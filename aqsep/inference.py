@@ -151,6 +151,25 @@ class ChunkPlan:
         return [i * self.step for i in range(n)]
 
 
+# The most chunks per forward pass: at 30 s chunks each one costs about 0.16 GB (measured with
+# the `cpu` preset on 44.1 kHz stereo), so a batch of 32 stays near 5 GB; a larger one only costs
+# memory, since one pass over the input does the same work whatever its batches.
+MAX_BATCH_SIZE = 32
+AUTO_BATCH_SECONDS = 12.0
+
+
+def auto_batch_size(chunk_seconds: float) -> int:
+    """Spectrograms per forward pass when none is asked for: as many chunks as make about
+    :data:`AUTO_BATCH_SECONDS` of audio, from 1 to :data:`MAX_BATCH_SIZE`.
+
+    Measured on a 2-core CPU (``docs/benchmarks.md``, *Batch size*): the fast model's 3-s chunks
+    run fastest four at a time, the default model's 11.9-s chunks one at a time (0.8x the wall
+    time of four, half the memory); a batch of more than about 12 s of audio gains nothing and
+    its memory grows with it.
+    """
+    return min(MAX_BATCH_SIZE, max(1, int(AUTO_BATCH_SECONDS / chunk_seconds + 1e-6)))
+
+
 def crossfade_window(length: int) -> np.ndarray:
     """Triangular weights, strictly positive, peak 1 in the middle."""
     half = np.arange(1, length // 2 + 1, dtype=np.float32)
@@ -476,7 +495,7 @@ def separate_stream(
     rest: bool = False,
     segment: float | None = None,
     overlap: float = 0.25,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: Any = "cpu",
     progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
@@ -497,6 +516,7 @@ def separate_stream(
         overlap: fraction of a chunk shared with the next one, in [0, 1).
         batch_size: spectrograms per forward pass of the network: each batch holds
             ``max(1, batch_size // targets)`` chunks, every target of a chunk in the same batch.
+            None: :func:`auto_batch_size` of the chunk length.
         progress: called after each batch with ``{"stage": "separate", "done": chunks done,
             "total": chunks, "seconds": input seconds done}``.
 
@@ -529,6 +549,8 @@ def separate_stream(
         axis=1,
     )
     targets, channels = len(rows), reader.channels
+    if batch_size is None:
+        batch_size = auto_batch_size(plan.segment / reader.sample_rate)
     per_batch = max(1, batch_size // targets)
     acc = np.zeros((targets, channels, 0), dtype=np.float32)  # weighted sums from `emitted` on
     wsum = np.zeros(0, dtype=np.float32)

@@ -466,7 +466,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         default=4,
-        help="Separator batch size (default 4, aqsep's default)",
+        help="Separator batch size (default 4, what aqsep picks for the cpu preset's 3-s chunks)",
     )
     ap.add_argument(
         "--overlap",

@@ -15,7 +15,9 @@ from aqsep.api import Separator
 from aqsep.audio import AudioReader
 from aqsep.errors import QueryError, SettingError
 from aqsep.inference import (
+    MAX_BATCH_SIZE,
     ChunkPlan,
+    auto_batch_size,
     combine_masks,
     crossfade_window,
     interpolate_mask,
@@ -409,6 +411,23 @@ def test_separate_stream_yields_incrementally_with_bounded_buffers(model, identi
         -len(plan.starts) // batch_size
     )  # one block per batch, as soon as it is done
     assert held <= (batch_size + 1) * plan.segment
+
+
+@pytest.mark.parametrize(("segment", "per_batch"), [(1.0, 12), (3.0, 4), (6.0, 2), (11.9, 1)])
+def test_no_batch_size_batches_about_12_seconds_of_chunks(model, identity_mask, segment, per_batch):
+    """batch_size None: as many chunks per forward pass as make about 12 s of audio (one block
+    yielded per batch), never fewer than one."""
+    assert auto_batch_size(segment) == per_batch
+    reader = SyntheticReader(seconds=60)
+    plan = ChunkPlan.make(reader.frames, reader.sample_rate, segment, 0.25)
+    blocks = list(separate_stream(model, reader, [torch.zeros(model.latent_dim)], segment=segment))
+    assert len(blocks) == -(-len(plan.starts) // per_batch)
+    assert sum(b.shape[-1] for b in blocks) == reader.frames
+
+
+def test_auto_batch_size_stays_in_range() -> None:
+    assert auto_batch_size(0.1) == MAX_BATCH_SIZE  # the shortest segment: capped
+    assert auto_batch_size(30.0) == 1  # the longest: one chunk
 
 
 def test_separate_stream_peak_memory_does_not_grow_with_length(model, identity_mask):

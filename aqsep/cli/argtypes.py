@@ -104,10 +104,9 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=batch_size,
-        default=4,
         metavar="B",
-        help=f"chunks per forward pass, at most {MAX_BATCH_SIZE}; lower it if memory runs short "
-        "(default 4)",
+        help=f"chunks per forward pass, at most {MAX_BATCH_SIZE}; memory grows with it "
+        "(default: as many as make about 12 s of audio, 4 for the fast model, 1 for the default)",
     )
     parser.add_argument(
         "--device",
