@@ -223,22 +223,24 @@ def build_cases(args: argparse.Namespace, song: Path, out: Path) -> list[Case]:
     worker = [sys.executable, script, "--worker", "aqsep", str(song), str(out / "inproc")]
     worker += [args.model or ""]
     every = [*cli[:5], "--targets", "all", *cli[7:]]  # the four stems in one pass
-    cases = [
-        Case("aqsep", "default", {}, cli),
-        Case("in-process", "default", {}, worker),
-        Case("aqsep --targets all", "default", {}, every),
-    ]
+    cases = [Case("aqsep", "default", {}, cli)]
+    if not args.cli_only:
+        cases += [
+            Case("in-process", "default", {}, worker),
+            Case("aqsep --targets all", "default", {}, every),
+        ]
     cases += [Case("aqsep", variant, env, cli) for variant, env in args.variant]
     for label, folder in args.onnx:  # the torch-free path, one export (precision) each
         onnx_cli = [*cli[:7], "-o", str(out / "cli"), "--force", "-q", "--model", folder]
         cases.append(
             Case(f"aqsep --backend onnx ({label})", "default", {}, [*onnx_cli, "--backend", "onnx"])
         )
-        onnx_worker = [sys.executable, script, "--worker", "aqsep", str(song), str(out / "inproc")]
-        cases.append(
-            Case(f"in-process onnx ({label})", "default", {}, [*onnx_worker, folder, "onnx"])
-        )
-    cases.append(Case("import torch", "default", {}, [sys.executable, "-c", "import torch"]))
+        if not args.cli_only:
+            onnx_worker = [sys.executable, script, "--worker", "aqsep", str(song)]
+            onnx_worker += [str(out / "inproc"), folder, "onnx"]
+            cases.append(Case(f"in-process onnx ({label})", "default", {}, onnx_worker))
+    if not args.cli_only:
+        cases.append(Case("import torch", "default", {}, [sys.executable, "-c", "import torch"]))
     if args.spleeter:
         spl = [sys.executable, script, "--worker", "spleeter", str(song), str(out / "spleeter")]
         cases.append(Case("spleeter", "default", {}, spl))
@@ -297,7 +299,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Command: `{meta['command']}` (from the repository root; {meta['date']}, commit "
         f"{meta['commit']}, aqsep imported from {meta['package']}; {meta['rounds']} rounds, "
         "every case once per round in a shuffled "
-        f"order; the whole run took {meta['elapsed_min']:.1f} min).",
+        f"order{'' if meta.get('warmup', True) else ', no unmeasured first run'}; the whole run "
+        f"took {meta['elapsed_min']:.1f} min).",
         "",
         f"Machine: {meta['cpu']}, {meta['cores']} cores; load average "
         f"{meta['loadavg_before']} before the run, {meta['loadavg_after']} after; the script ran at "
@@ -352,6 +355,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--neighbours", type=int, default=1, help="CPU-bound neighbours in the busy runs (1)"
     )
     ap.add_argument("--quiet-only", action="store_true", help="no runs beside a neighbour")
+    ap.add_argument(
+        "--cli-only",
+        action="store_true",
+        help="only the command line (aqsep, each --onnx export, Spleeter with --spleeter): no "
+        "in-process, --targets all or import-torch runs; with --seconds 3600, memory on an hour",
+    )
+    ap.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no unmeasured first run of each command (for long inputs, where the page cache of "
+        "the model files is a small part of the run)",
+    )
     ap.add_argument("--model", help="released model folder (default: the shipped model)")
     ap.add_argument(
         "--variant", type=parse_variant, action="append", default=[], metavar="LABEL:VAR=VALUE"
@@ -404,9 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         for sub in ("cli", "inproc", "spleeter"):
             (Path(tmp) / sub).mkdir()
         cases = build_cases(args, song, Path(tmp))
-        # one unmeasured run of each command first: files and the model in the page cache
-        for case in {c.name: c for c in cases}.values():
-            run_once(case.argv, case.env, 0)
+        if not args.no_warmup:  # one unmeasured run of each command: the files in the page cache
+            for case in {c.name: c for c in cases}.values():
+                run_once(case.argv, case.env, 0)
         for k in range(args.rounds):
             order = [(c, n) for c in cases for n in neighbour_counts]
             rng.shuffle(order)
@@ -437,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("PYTHONPATH")
         else "the installed aqsep",
         "rounds": args.rounds,
+        "warmup": not args.no_warmup,
         "name": args.name,
         "audio_s": args.seconds,
         "cpu": cpu_model(),

@@ -50,3 +50,42 @@ def test_a_generated_section_is_replaced_in_place_or_appended(tmp_path: Path) ->
     text = doc.read_text()
     assert "first" not in text and text.count("second") == 1 and text.count("other") == 1
     assert text.index("second") < text.index("other")  # replaced where it stood
+
+
+@pytest.mark.parametrize("name", ["", "fast", "hour"])
+def test_whole_process_sections_render_from_their_json(name: str) -> None:
+    """Each run of benchmarks/process_speed.py (the README's speed table) is the section that its
+    JSON renders to, so the quoted figures are traceable to the runs."""
+    import process_speed
+
+    res = json.loads(process_speed.json_path(name).read_text())
+    section = f"{process_speed.SECTION} {name}".strip()
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    block = text.split(f"<!-- {section}: generated section, begin -->\n", 1)[1]
+    block = block.split(f"<!-- {section}: generated section, end -->", 1)[0]
+    assert process_speed.markdown({"rows": res["rows"]}, res["meta"]) == block
+
+
+def test_cli_only_times_the_command_line_alone(tmp_path: Path) -> None:
+    """--cli-only (the hour-long memory run): aqsep and each export on the command line, no
+    in-process, four-stem or import runs; Spleeter only if asked."""
+    import process_speed
+
+    for folder in ("e32", "e16"):
+        (tmp_path / folder).mkdir()
+    argv = [
+        "--cli-only",
+        "--onnx",
+        f"fp32={tmp_path / 'e32'}",
+        "--onnx",
+        f"fp16={tmp_path / 'e16'}",
+    ]
+    cases = process_speed.build_cases(process_speed.parse_args(argv), tmp_path / "s.wav", tmp_path)
+    assert [c.name for c in cases] == [
+        "aqsep",
+        "aqsep --backend onnx (fp32)",
+        "aqsep --backend onnx (fp16)",
+    ]
+    assert all("--worker" not in c.argv for c in cases)
+    everything = process_speed.build_cases(process_speed.parse_args(argv[1:]), tmp_path, tmp_path)
+    assert {"in-process", "aqsep --targets all", "import torch"} <= {c.name for c in everything}
