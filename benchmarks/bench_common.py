@@ -121,11 +121,24 @@ def git_commit() -> str:
     return commit + (" (aqsep/ modified)" if dirty else "")
 
 
+def section_markers(section: str) -> tuple[str, str]:
+    """The comment lines that open and close a generated ``section`` of a Markdown file."""
+    return (
+        f"<!-- {section}: generated section, begin -->",
+        f"<!-- {section}: generated section, end -->",
+    )
+
+
+def read_section(doc: Path, section: str) -> str:
+    """The text between the markers of ``section`` in ``doc``, as :func:`replace_section` put it."""
+    begin, end = section_markers(section)
+    return doc.read_text().split(begin + "\n", 1)[1].split(end, 1)[0]
+
+
 def replace_section(doc: Path, section: str, text: str) -> None:
     """Put ``text`` between the markers of ``section`` in the Markdown file ``doc``: in place of the
     previous block, or appended at the end."""
-    begin = f"<!-- {section}: generated section, begin -->"
-    end = f"<!-- {section}: generated section, end -->"
+    begin, end = section_markers(section)
     content = doc.read_text()
     block = f"{begin}\n{text}{end}\n"
     if begin in content and end in content:

@@ -258,12 +258,11 @@ def test_benchmark_section_renders_from_its_json() -> None:
     docs/onnx_speed.json, so its figures are traceable to the measured runs."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import onnx_speed
+    from bench_common import read_section
 
     data = json.loads(onnx_speed.JSON_OUT.read_text())
-    doc = onnx_speed.DOC.read_text()
-    begin = f"<!-- {onnx_speed.SECTION}: generated section, begin -->\n"
-    end = f"<!-- {onnx_speed.SECTION}: generated section, end -->"
-    assert onnx_speed.markdown(data["rows"], data["meta"]) == doc.split(begin, 1)[1].split(end)[0]
+    section = read_section(onnx_speed.DOC, onnx_speed.SECTION)
+    assert onnx_speed.markdown(data["rows"], data["meta"]) == section
     assert {r["backend"] for r in data["rows"]} == {"torch", "onnx", ""}
 
 
@@ -339,15 +338,11 @@ def test_precision_section_renders_from_its_json() -> None:
     docs/onnx_precision.json, and its verdicts follow the export's 0.1 dB rule."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import onnx_precision
+    from bench_common import read_section
 
     data = json.loads(onnx_precision.JSON_OUT.read_text())
-    doc = onnx_precision.DOC.read_text()
-    begin = f"<!-- {onnx_precision.SECTION}: generated section, begin -->\n"
-    end = f"<!-- {onnx_precision.SECTION}: generated section, end -->"
-    assert (
-        onnx_precision.markdown(data["results"], data["meta"])
-        == doc.split(begin, 1)[1].split(end)[0]
-    )
+    section = read_section(onnx_precision.DOC, onnx_precision.SECTION)
+    assert onnx_precision.markdown(data["results"], data["meta"]) == section
     for rows in data["results"].values():
         for name, row in rows.items():
             if name.startswith("onnx"):

@@ -57,12 +57,10 @@ def test_whole_process_sections_render_from_their_json(name: str) -> None:
     """Each run of benchmarks/process_speed.py (the README's speed table) is the section that its
     JSON renders to, so the quoted figures are traceable to the runs."""
     import process_speed
+    from bench_common import read_section
 
     res = json.loads(process_speed.json_path(name).read_text())
-    section = f"{process_speed.SECTION} {name}".strip()
-    text = (ROOT / "docs" / "benchmarks.md").read_text()
-    block = text.split(f"<!-- {section}: generated section, begin -->\n", 1)[1]
-    block = block.split(f"<!-- {section}: generated section, end -->", 1)[0]
+    block = read_section(process_speed.DOC, f"{process_speed.SECTION} {name}".strip())
     assert process_speed.markdown({"rows": res["rows"]}, res["meta"]) == block
 
 
